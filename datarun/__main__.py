@@ -1,0 +1,5 @@
+import sys
+
+from datarun.cli import main
+
+sys.exit(main())

@@ -1,0 +1,293 @@
+"""The `datarun` command: the composition root that wires settings, database and daemons.
+
+Every error a user can cause ends as one line on stderr and exit code 1; `-v` adds
+the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from datarun import __version__, pgbin
+from datarun.embedded import EmbeddedServer
+from datarun.errors import DatarunError
+from datarun.logs import setup_logging
+from datarun.settings import Settings, effective, load_settings, sources
+from spool import db, migrate
+from spool.urls import describe_host, mask_url
+
+app = typer.Typer(
+    name="datarun",
+    help="Train and score ML submissions on CV folds, by dropping folders into a spool.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(
+    help="The database: the embedded server's lifecycle, the schema, a psql shell.",
+    no_args_is_help=True,
+)
+app.add_typer(db_app, name="db")
+
+out = Console()
+_state: dict[str, Any] = {"verbose": 0, "overrides": {}}
+
+
+def settings() -> Settings:
+    return load_settings(**_state["overrides"])
+
+
+def server(s: Settings) -> EmbeddedServer:
+    return EmbeddedServer(
+        s.home,
+        port=s.db_port,
+        listen=s.db_listen,
+        password=s.db_password.get_secret_value() if s.db_password else None,
+    )
+
+
+def database_url(s: Settings) -> str:
+    """The URL of the configured server; the embedded one is started on demand."""
+    if s.database_url is not None:
+        return s.database_url.get_secret_value()
+    embedded = server(s)
+    embedded.up()
+    return embedded.url()
+
+
+def _print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More output; -v shows tracebacks.")
+    ] = 0,
+    home: Annotated[
+        Path | None,
+        typer.Option(help="datarun's home folder (overrides DATARUN_HOME).", show_default=False),
+    ] = None,
+) -> None:
+    """datarun: drop dataset and submission folders into the spool, read results there.
+
+    Example: datarun db up && datarun db status
+    """
+    _state["verbose"] = verbose
+    _state["overrides"] = {"home": home}
+    setup_logging(verbose)
+
+
+@app.command()
+def version() -> None:
+    """Print datarun's version. Example: datarun version"""
+    out.print(__version__)
+
+
+@app.command()
+def config(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show the effective settings, where each comes from, passwords masked.
+
+    Settings come from options, DATARUN_* variables, then datarun.toml, then defaults.
+    Example: DATARUN_LEASE_SECONDS=60 datarun config
+    """
+    s = settings()
+    values = effective(s)
+    origin = sources(s, _state["overrides"])
+    if as_json:
+        _print_json({name: {"value": values[name], "source": origin[name]} for name in values})
+        return
+    table = Table(title="datarun settings", show_lines=False)
+    for column in ("setting", "value", "from", "meaning"):
+        table.add_column(column)
+    for name, field in Settings.model_fields.items():
+        table.add_row(name, str(values[name]), origin[name], field.description or "")
+    out.print(table)
+
+
+@db_app.command("up")
+def db_up() -> None:
+    """Start the embedded PostgreSQL server (initialised on first use). Idempotent.
+
+    The server keeps running after this command returns.
+    Example: datarun db up
+    """
+    s = settings()
+    _refuse_external(s, "up")
+    state = server(s).up()
+    out.print(f"database server running (pid {state.pid}), data in {state.data_dir}")
+
+
+@db_app.command("down")
+def db_down() -> None:
+    """Stop the embedded PostgreSQL server. Example: datarun db down"""
+    s = settings()
+    _refuse_external(s, "down")
+    was_running = server(s).down()
+    out.print("database server stopped" if was_running else "database server was not running")
+
+
+@db_app.command("status")
+def db_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Is the database up, where is it, which schema version. Exit 3 when it is down.
+
+    Example: datarun db status --json
+    """
+    s = settings()
+    info: dict[str, Any]
+    if s.database_url is not None:
+        url = s.database_url.get_secret_value()
+        info = {"kind": "external", "url": mask_url(url), "running": True}
+    else:
+        embedded = server(s)
+        state = embedded.state()
+        url = embedded.url()
+        info = {
+            "kind": "embedded",
+            "running": state.running,
+            "pid": state.pid,
+            "data_dir": str(state.data_dir),
+            "socket_dir": str(state.socket_dir),
+            "port": state.port,
+            "listen": state.listen,
+            "log_file": str(state.log_file),
+            "url": url,
+        }
+    if info["running"]:
+        with db.connect(url) as conn:
+            server_row = db.fetch_one(conn, "server_info") or {}
+            schema = migrate.status(conn)
+        info.update(
+            postgres=server_row.get("version"),
+            size_bytes=server_row.get("size_bytes"),
+            schema_version=schema.current,
+            pending_migrations=[f"{m.version:04d}_{m.name}" for m in schema.pending],
+        )
+    if as_json:
+        _print_json(info)
+    else:
+        _show_status(info)
+    if not info["running"]:
+        raise typer.Exit(3)
+
+
+def _show_status(info: dict[str, Any]) -> None:
+    if info["kind"] == "external":
+        out.print(f"external database at {describe_host(info['url'])}: reachable")
+    elif info["running"]:
+        out.print(f"embedded database server: running (pid {info['pid']})")
+    else:
+        out.print("embedded database server: stopped (start it with `datarun db up`)")
+    for key in ("data_dir", "socket_dir", "port", "listen", "log_file", "url", "postgres"):
+        if info.get(key) is not None:
+            out.print(f"  {key.replace('_', ' ')}: {info[key]}")
+    if "schema_version" in info:
+        pending = info["pending_migrations"]
+        note = f", pending: {', '.join(pending)} (run `datarun db migrate`)" if pending else ""
+        out.print(f"  schema version: {info['schema_version']}{note}")
+
+
+@db_app.command("url")
+def db_url(
+    tcp: Annotated[
+        bool, typer.Option("--tcp", help="The URL for runners on other machines.")
+    ] = False,
+    show_password: Annotated[
+        bool, typer.Option("--show-password", help="Print the password instead of ****.")
+    ] = False,
+) -> None:
+    """Print the database URL (password masked unless --show-password).
+
+    Example: datarun db url --tcp --show-password   (for a runner's DATARUN_DATABASE_URL)
+    """
+    s = settings()
+    if s.database_url is not None:
+        url = s.database_url.get_secret_value()
+        print(url if show_password else mask_url(url))
+    elif tcp:
+        print(server(s).tcp_url(reveal=show_password))
+    else:
+        print(server(s).url())
+
+
+@db_app.command(
+    "psql",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def db_psql(ctx: typer.Context) -> None:
+    """Open psql on the datarun database (starting the embedded server if needed).
+
+    Extra arguments go to psql. Example: datarun db psql -c 'select * from jobs'
+    """
+    s = settings()
+    url = database_url(s)
+    psql = pgbin.bin_dir(pgbin.installed_root()) / "psql"
+    try:
+        code = subprocess.call([str(psql), url, *ctx.args])
+    except OSError as exc:
+        raise DatarunError(f"cannot run psql: {exc}") from exc
+    raise typer.Exit(code)
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Bring the schema to this datarun's version. Safe to run any time, from anywhere.
+
+    Example: datarun db migrate
+    """
+    url = database_url(settings())
+    applied = migrate.migrate(url)
+    for migration in applied:
+        out.print(f"applied {migration.version:04d}_{migration.name}")
+    if not applied:
+        out.print(f"schema is up to date (version {len(migrate.available())})")
+
+
+def _refuse_external(s: Settings, action: str) -> None:
+    if s.database_url is not None:
+        host = describe_host(s.database_url.get_secret_value())
+        raise DatarunError(
+            f"datarun uses the database at {host} (DATARUN_DATABASE_URL) and does not "
+            f"{'start' if action == 'up' else 'stop'} servers it does not own"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `datarun` console script."""
+    try:
+        result = app(args=argv, prog_name="datarun", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        sys.stderr.write("datarun: interrupted\n")
+        return 130
+    except DatarunError as exc:
+        _report(f"datarun: {exc}")
+        return 1
+    except Exception as exc:
+        _report(f"datarun: internal error: {type(exc).__name__}: {exc} (-v shows the traceback)")
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def _report(message: str) -> None:
+    sys.stderr.write(message.replace("\n", " ") + "\n")
+    if _state["verbose"]:
+        traceback.print_exc()

@@ -1,0 +1,35 @@
+"""The one exception tree of datarun.
+
+Every error a user can cause or meet is a `DatarunError`; the CLI prints its message
+on one line and exits 1. This module is a leaf: every layer may import it.
+"""
+
+from __future__ import annotations
+
+
+class DatarunError(Exception):
+    """Base of every error datarun reports to its user."""
+
+
+class ConfigError(DatarunError):
+    """A setting or the configuration file is invalid."""
+
+
+class DatabaseError(DatarunError):
+    """The database refused or failed a statement."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be reached (down, wrong host, wrong credentials)."""
+
+
+class MigrationError(DatabaseError):
+    """The schema cannot be brought to the version this datarun expects."""
+
+
+class EmbeddedServerError(DatarunError):
+    """The embedded PostgreSQL server cannot be set up, started or stopped."""
+
+
+class DataFolderRefused(EmbeddedServerError):
+    """The database folder is foreign, corrupt or of another PostgreSQL version; it is kept."""

