@@ -95,8 +95,8 @@ class EmbeddedServer:
                 "`datarun db down` and `datarun db up`"
             )
         host = socket.getfqdn() if self.listen in ("*", "0.0.0.0", "::") else self.listen
-        secret = self.password() if reveal else "****"
-        return f"postgresql://{DB_USER}:{quote(secret, safe='')}@{host}:{self.port}/{DB_NAME}"
+        secret = quote(self.password(), safe="") if reveal else "****"
+        return f"postgresql://{DB_USER}:{secret}@{host}:{self.port}/{DB_NAME}"
 
     def password(self) -> str:
         """The TCP password: the configured one, else one generated once into the home."""
@@ -137,11 +137,10 @@ class EmbeddedServer:
                 self._write_conf(ident)
                 self._clear_stale_pidfile()
                 self._start(ident, bins)
-            running = self.state()
-        db.ensure_database(self.url(), DB_NAME)
-        if self.listen:
-            db.set_role_password(self.url(), DB_USER, self.password())
-        return running
+            db.ensure_database(self.url(), DB_NAME)
+            if self.listen:
+                db.set_role_password(self.url(), DB_USER, self.password())
+            return self.state()
 
     def down(self) -> bool:
         """Stop the server (fast shutdown); False when it was not running."""
@@ -153,8 +152,18 @@ class EmbeddedServer:
                 return False
             ident = pgbin.server_identity()
             bins = pgbin.server_binaries(self.home)
-            cmd = [str(bins / "pg_ctl"), "stop", "-D", str(self.pgdata), "-m", "fast",
-                   "-w", "-t", str(START_TIMEOUT), "-s"]
+            cmd = [
+                str(bins / "pg_ctl"),
+                "stop",
+                "-D",
+                str(self.pgdata),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                str(START_TIMEOUT),
+                "-s",
+            ]
             result = _run(cmd, ident)
             if result.returncode != 0:
                 raise EmbeddedServerError(
@@ -165,19 +174,19 @@ class EmbeddedServer:
     # ---- steps --------------------------------------------------------------------
 
     def _prepare_home(self) -> None:
-        try:
-            self.home.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise EmbeddedServerError(f"cannot create the home folder {self.home}: {exc}") from exc
-        if not pgbin.is_root():
-            return
-        blocked = pgbin.blocking_ancestor(self.home)
+        blocked = pgbin.blocking_ancestor(self.home) if pgbin.is_root() else None
         if blocked is not None:
             raise EmbeddedServerError(
                 f"the database server runs as user {pgbin.SERVER_USER}, which cannot reach "
                 f"{self.home} because {blocked} is private; choose a home it can traverse, "
                 "e.g. DATARUN_HOME=/var/lib/datarun"
             )
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EmbeddedServerError(f"cannot create the home folder {self.home}: {exc}") from exc
+        if not pgbin.is_root():
+            return
         mode = self.home.stat().st_mode
         if mode & 0o011 != 0o011:
             self.home.chmod(mode | 0o011)  # traverse only; the home itself is ours
@@ -203,16 +212,28 @@ class EmbeddedServer:
         partial.mkdir(mode=0o700)
         _chown(partial, ident)
         log.info("initialising the database folder %s", self.pgdata)
-        cmd = [str(bins / "initdb"), "-D", str(partial), "-U", DB_USER, "-E", "UTF8",
-               "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256",
-               "--no-instructions"]
+        cmd = [
+            str(bins / "initdb"),
+            "-D",
+            str(partial),
+            "-U",
+            DB_USER,
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--no-instructions",
+        ]
         result = _run(cmd, ident)
         if result.returncode != 0:
             shutil.rmtree(partial, ignore_errors=True)
             raise EmbeddedServerError(f"initdb failed: {_last_line(result.output)}")
         with open(partial / "postgresql.conf", "a", encoding="utf-8") as conf:
-            conf.write("\n# datarun's own settings, rewritten at every `datarun db up`\n"
-                       "include_if_exists = 'datarun.conf'\n")
+            conf.write(
+                "\n# datarun's own settings, rewritten at every `datarun db up`\n"
+                "include_if_exists = 'datarun.conf'\n"
+            )
         _write_owned(partial / "pg_hba.conf", _HBA, ident)
         marker = {
             "created_by": "datarun",
@@ -287,8 +308,18 @@ class EmbeddedServer:
         for folder, mode in ((self.log_file.parent, 0o755), (self.socket_dir, 0o700)):
             folder.mkdir(mode=mode, parents=True, exist_ok=True)
             _chown(folder, ident)
-        cmd = [str(bins / "pg_ctl"), "start", "-D", str(self.pgdata), "-l", str(self.log_file),
-               "-w", "-t", str(START_TIMEOUT), "-s"]
+        cmd = [
+            str(bins / "pg_ctl"),
+            "start",
+            "-D",
+            str(self.pgdata),
+            "-l",
+            str(self.log_file),
+            "-w",
+            "-t",
+            str(START_TIMEOUT),
+            "-s",
+        ]
         deadline = time.monotonic() + 20
         while True:
             offset = self.log_file.stat().st_size if self.log_file.exists() else 0
@@ -318,15 +349,21 @@ class EmbeddedServer:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return not Path("/proc/self").exists()  # no /proc: trust the live pid
-        return bool(cmdline) and Path(cmdline[0].decode(errors="replace")).name == "postgres" \
+        return (
+            bool(cmdline)
+            and Path(cmdline[0].decode(errors="replace")).name == "postgres"
             and str(self.pgdata).encode() in cmdline
+        )
 
     def _warn_if_config_differs(self, current: ServerState) -> None:
         if current.port != self.port or (current.listen or None) != (self.listen or None):
             log.warning(
                 "the database server runs with port %s and listen %r, not the configured "
                 "port %s and listen %r; `datarun db down` then `datarun db up` applies them",
-                current.port, current.listen, self.port, self.listen,
+                current.port,
+                current.listen,
+                self.port,
+                self.listen,
             )
 
 
@@ -351,11 +388,16 @@ def _run(cmd: list[str], ident: pgbin.RunAs, *, new_session: bool = False) -> _R
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as out:
         try:
             proc = subprocess.run(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 user=ident.uid if ident.user else None,
                 group=ident.gid if ident.user else None,
                 extra_groups=[] if ident.user else None,
-                cwd="/", start_new_session=new_session, check=False,
+                cwd="/",
+                start_new_session=new_session,
+                check=False,
                 env={**_server_env(), "LC_ALL": "C"},
             )
         except OSError as exc:
@@ -395,9 +437,9 @@ def _read_pidfile(pgdata: Path) -> tuple[int | None, int | None, str, str, str]:
         pid = int(lines[0])
     except (OSError, ValueError, IndexError):
         return None, None, "", "", ""
-    field = (lambda i: lines[i].strip() if len(lines) > i else "")
-    port = int(field(3)) if field(3).isdigit() else None
-    return pid, port, field(4), field(5), field(7)
+    field = [line.strip() for line in lines] + [""] * 8
+    port = int(field[3]) if field[3].isdigit() else None
+    return pid, port, field[4], field[5], field[7]
 
 
 def _read_from(path: Path, offset: int) -> str:
@@ -410,9 +452,17 @@ def _read_from(path: Path, offset: int) -> str:
 
 
 def _fatal_line(text: str) -> str:
-    for line in text.splitlines():
-        if "FATAL" in line or "PANIC" in line:
-            return line.split("FATAL:", 1)[-1].split("PANIC:", 1)[-1].strip()
+    """The server's FATAL message, with the line that explains it when there is one."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        for tag in ("FATAL:", "PANIC:"):
+            if tag in line:
+                message = line.split(tag, 1)[1].strip()
+                before = lines[i - 1] if i else ""
+                for cause in ("LOG:", "ERROR:", "DETAIL:"):
+                    if cause in before:
+                        return f"{before.split(cause, 1)[1].strip()}; {message}"
+                return message
     return _last_line(text)
 
 

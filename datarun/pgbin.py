@@ -61,8 +61,10 @@ def bin_dir(root: Path) -> Path:
 
 
 def blocking_ancestor(path: Path) -> Path | None:
-    """The first folder above `path` that other users cannot traverse, if any."""
+    """The first existing folder above `path` that other users cannot traverse, if any."""
     for parent in reversed(path.absolute().parents):
+        if not parent.exists():
+            break
         mode = parent.stat().st_mode
         if not mode & stat.S_IXOTH:
             return parent
@@ -83,8 +85,17 @@ def server_identity() -> RunAs:
 
 def _create_user() -> None:
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    cmd = [useradd, "--system", "--user-group", "--no-create-home",
-           "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", SERVER_USER]
+    cmd = [
+        useradd,
+        "--system",
+        "--user-group",
+        "--no-create-home",
+        "--home-dir",
+        "/nonexistent",
+        "--shell",
+        "/usr/sbin/nologin",
+        SERVER_USER,
+    ]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     except OSError as exc:
@@ -109,8 +120,11 @@ def server_binaries(home: Path) -> Path:
     copy_root = home / "pg" / wheel_version()
     if bin_dir(copy_root).is_dir():
         return bin_dir(copy_root)
-    log.info("copying the PostgreSQL binaries into %s (the installed ones are in a private "
-             "folder the server user cannot reach)", copy_root)
+    log.info(
+        "copying the PostgreSQL binaries into %s (the installed ones are in a private "
+        "folder the server user cannot reach)",
+        copy_root,
+    )
     partial = copy_root.with_name(copy_root.name + f".partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     source = root / PACKAGE / "pginstall"

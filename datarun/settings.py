@@ -92,9 +92,7 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         default=30.0, gt=0, description="an executor silent for this long loses its jobs"
     )
-    heartbeat_seconds: float = Field(
-        default=5.0, gt=0, description="how often executors heartbeat"
-    )
+    heartbeat_seconds: float = Field(default=5.0, gt=0, description="how often executors heartbeat")
     poll_seconds: float = Field(
         default=2.0, gt=0, description="executors' polling fallback when NOTIFY is missed"
     )

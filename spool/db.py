@@ -108,7 +108,9 @@ def execute_composed(
     CREATE DATABASE {name}, ALTER ROLE {role} PASSWORD {password}: identifiers are
     quoted as identifiers and literals as literals, by psycopg, never by hand.
     """
-    parts: dict[str, sql.Composable] = {k: sql.Identifier(v) for k, v in (identifiers or {}).items()}
+    parts: dict[str, sql.Composable] = {
+        k: sql.Identifier(v) for k, v in (identifiers or {}).items()
+    }
     parts.update({k: sql.Literal(v) for k, v in (literals or {}).items()})
     composed = sql.SQL(query(name)).format(**parts)
     with translated(_url_of(conn), conn), conn.cursor() as cur:
@@ -136,7 +138,8 @@ def ensure_database(url: str, name: str, template: str = "template1") -> bool:
                 conn, "database_create", identifiers={"name": name, "template": template}
             )
         except DatabaseError as exc:
-            if isinstance(exc.__cause__, psycopg.errors.DuplicateDatabase):
+            raced = psycopg.errors.DuplicateDatabase | psycopg.errors.UniqueViolation
+            if isinstance(exc.__cause__, raced):
                 return False  # another process created it first
             raise
         log.info("created database %s", name)
@@ -148,6 +151,13 @@ def drop_database(url: str, name: str) -> None:
         execute_composed(conn, "database_drop", identifiers={"name": name})
 
 
+def set_role_password(url: str, role: str, password: str) -> None:
+    with connect(url) as conn:
+        execute_composed(
+            conn, "role_password", identifiers={"role": role}, literals={"password": password}
+        )
+
+
 class Database:
     """A pool of connections to one database, for a long-running daemon.
 
@@ -157,7 +167,7 @@ class Database:
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4, name: str = "datarun"):
         self.url = url
-        self._pool = ConnectionPool(
+        self._pool = ConnectionPool[Conn](
             url,
             min_size=min_size,
             max_size=max_size,
@@ -173,12 +183,13 @@ class Database:
         )
 
     def open(self) -> Database:
+        # one direct attempt first: it fails at once and names the cause, where the
+        # pool would retry silently until its timeout
+        with connect(self.url):
+            pass
         try:
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
         except PoolTimeout as exc:
-            # the pool hides the cause; one direct attempt names it
-            with connect(self.url):
-                pass
             raise unreachable(self.url, exc) from exc
         return self
 
@@ -203,10 +214,3 @@ class Database:
     def transaction(self) -> Iterator[Conn]:
         with self.connection() as conn, translated(self.url, conn), conn.transaction():
             yield conn
-
-
-def set_role_password(url: str, role: str, password: str) -> None:
-    with connect(url) as conn:
-        execute_composed(
-            conn, "role_password", identifiers={"role": role}, literals={"password": password}
-        )

@@ -1,0 +1,205 @@
+"""The `datarun` command as a user runs it: real processes, real servers, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+
+import datarun
+from datarun import pgbin
+from tests.conftest import reachable_tmp
+
+DATARUN = [sys.executable, "-m", "datarun"]
+TESTER = "datarun-tester"
+
+
+@pytest.fixture
+def env(clean_env: Path) -> Iterator[dict[str, str]]:
+    base = reachable_tmp("datarun-test-cli-")
+    environ = {k: v for k, v in os.environ.items() if not k.upper().startswith("DATARUN_")}
+    environ["DATARUN_HOME"] = str(base / "home")
+    yield environ
+    subprocess.run([*DATARUN, "db", "down"], env=environ, capture_output=True, check=False)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def run(
+    env: dict[str, str], *args: str, user: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    ids = pwd.getpwnam(user) if user else None
+    return subprocess.run(
+        [*DATARUN, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+        user=ids.pw_uid if ids else None,
+        group=ids.pw_gid if ids else None,
+        extra_groups=[] if ids else None,
+    )
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_database_lifecycle_from_the_command_line(env):
+    up = run(env, "db", "up")
+    assert up.returncode == 0, up.stderr
+    assert "database server running" in up.stdout
+    status = run(env, "db", "status")
+    assert status.returncode == 0 and "running" in status.stdout
+    assert "pending: 0001_initial" in status.stdout
+    psql = run(env, "db", "psql", "-c", "select 1 as answer")
+    assert psql.returncode == 0, psql.stderr
+    assert "answer" in psql.stdout and "1 row" in psql.stdout
+    assert run(env, "db", "migrate").stdout.strip() == "applied 0001_initial"
+    assert "up to date" in run(env, "db", "migrate").stdout
+    info = json.loads(run(env, "db", "status", "--json").stdout)
+    assert info["running"] and info["schema_version"] == 1 and info["pending_migrations"] == []
+    down = run(env, "db", "down")
+    assert down.returncode == 0 and "stopped" in down.stdout
+    stopped = run(env, "db", "status", "--json")
+    assert stopped.returncode == 3 and json.loads(stopped.stdout)["running"] is False
+
+
+def test_commands_that_need_the_database_start_it(env):
+    assert run(env, "db", "psql", "-c", "select 1").returncode == 0
+    assert json.loads(run(env, "db", "status", "--json").stdout)["running"]
+
+
+def test_psql_passes_its_exit_code_through(env):
+    bad = run(env, "db", "psql", "-v", "ON_ERROR_STOP=1", "-c", "select nope")
+    assert bad.returncode != 0
+    assert 'column "nope" does not exist' in bad.stderr
+
+
+def test_unreachable_database_is_one_line_and_exit_1(env):
+    env["DATARUN_DATABASE_URL"] = f"postgresql://alice:topsecret@127.0.0.1:{closed_port()}/dr"
+    result = run(env, "db", "status")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("datarun: cannot reach the database at 127.0.0.1:")
+    assert "topsecret" not in result.stderr + result.stdout
+    verbose = run(env, "-v", "db", "status")
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+    assert "topsecret" not in verbose.stderr
+
+
+def test_external_database_is_used_and_never_started(env, pg_server, database_url):
+    env["DATARUN_DATABASE_URL"] = database_url
+    refused = run(env, "db", "up")
+    assert refused.returncode == 1
+    assert "does not start servers it does not own" in refused.stderr
+    psql = run(env, "db", "psql", "-tAc", "select current_database()")
+    assert psql.stdout.strip() == urlsplit(database_url).path.lstrip("/")
+    assert not Path(env["DATARUN_HOME"], "pgdata").exists()
+
+
+def test_config_shows_sources_and_masks_passwords(env):
+    env["DATARUN_DATABASE_URL"] = "postgresql://bob:hunter2@db.example/dr"
+    env["DATARUN_MAX_ATTEMPTS"] = "5"
+    result = run(env, "config", "--json")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["database_url"] == {
+        "value": "postgresql://bob:****@db.example/dr",
+        "source": "environment",
+    }
+    assert shown["max_attempts"] == {"value": 5, "source": "environment"}
+    assert shown["lease_seconds"]["source"] == "default"
+    assert "hunter2" not in result.stdout
+    table = run(env, "config")
+    assert "hunter2" not in table.stdout and "max_attempts" in table.stdout
+
+
+def test_bad_setting_is_one_line_and_exit_1(env):
+    env["DATARUN_LEASE_SECONDS"] = "forever"
+    result = run(env, "config")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "lease_seconds" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tcp_url_without_listening_says_how_to_enable_it(env):
+    result = run(env, "db", "url", "--tcp")
+    assert result.returncode == 1
+    assert "DATARUN_DB_LISTEN" in result.stderr
+
+
+def test_every_command_has_help_with_an_example(env):
+    for args in (
+        ["config"],
+        ["version"],
+        ["db", "up"],
+        ["db", "down"],
+        ["db", "status"],
+        ["db", "url"],
+        ["db", "psql"],
+        ["db", "migrate"],
+    ):
+        result = run(env, *args, "--help")
+        assert result.returncode == 0, args
+        assert "Example:" in result.stdout, args
+
+
+def _unreachable_reason() -> str | None:
+    needed = [
+        Path(sys.executable).resolve(),
+        Path(datarun.__file__),
+        Path(psycopg.__file__),
+        pgbin.installed_root(),
+        Path(os.__file__),
+    ]
+    for path in needed:
+        blocked = pgbin.blocking_ancestor(path)
+        if blocked is not None:
+            return f"{path} sits under the private folder {blocked}"
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the whole suite already runs as a normal user")
+def test_a_normal_user_gets_a_private_server_in_their_own_home():
+    reason = _unreachable_reason()
+    if reason:
+        pytest.skip(f"an unprivileged user cannot run this Python: {reason}")
+    try:
+        pwd.getpwnam(TESTER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/bin/sh", TESTER], check=True
+        )
+    entry = pwd.getpwnam(TESTER)
+    user_home = reachable_tmp("datarun-test-user-")
+    os.chown(user_home, entry.pw_uid, entry.pw_gid)
+    environ = {k: v for k, v in os.environ.items() if not k.upper().startswith("DATARUN_")}
+    environ.update(HOME=str(user_home), USER=TESTER)
+    environ.pop("XDG_DATA_HOME", None)
+    try:
+        up = run(environ, "db", "up", user=TESTER)
+        assert up.returncode == 0, up.stderr
+        data = user_home / ".local" / "share" / "datarun" / "pgdata"
+        assert data.is_dir() and data.stat().st_uid == entry.pw_uid
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        assert Path(f"/proc/{pid}").stat().st_uid == entry.pw_uid
+        psql = run(environ, "db", "psql", "-tAc", "select current_user", user=TESTER)
+        assert psql.stdout.strip() == "datarun", psql.stderr
+        assert run(environ, "db", "down", user=TESTER).returncode == 0
+    finally:
+        run(environ, "db", "down", user=TESTER)
+        shutil.rmtree(user_home, ignore_errors=True)
