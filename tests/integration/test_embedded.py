@@ -110,7 +110,8 @@ def test_up_recovers_from_a_pid_file_naming_a_live_foreign_process(home: Path):
     server = EmbeddedServer(home)
     server.up()
     server.down()
-    impostor = subprocess.Popen(["sleep", "60"])
+    ident = pgbin.server_identity()  # postgres itself only refuses a pid it may signal
+    impostor = subprocess.Popen(["sleep", "60"], user=ident.uid, group=ident.gid)
     try:
         pidfile = server.pgdata / "postmaster.pid"
         lines = [str(impostor.pid), str(server.pgdata), "0", "54320", "", "", "0 0", "ready"]
