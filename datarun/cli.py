@@ -7,8 +7,10 @@ the traceback.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,7 +26,11 @@ from datarun.errors import DatarunError
 from datarun.logs import setup_logging
 from datarun.settings import Settings, effective, load_settings, sources
 from spool import db, migrate
+from spool.bundles import Limits
+from spool.layout import Spool
 from spool.urls import describe_host, mask_url
+from watcher.daemon import Watcher, WatcherConfig
+from watcher.intake import IntakeConfig
 
 app = typer.Typer(
     name="datarun",
@@ -115,6 +121,79 @@ def config(
     for name, field in Settings.model_fields.items():
         table.add_row(name, str(values[name]), origin[name], field.description or "")
     out.print(table)
+
+
+def watcher_config(s: Settings, poll: bool) -> WatcherConfig:
+    mb = 2**20
+    return WatcherConfig(
+        settle_seconds=s.settle_seconds,
+        rescan_seconds=s.rescan_seconds,
+        poll_seconds=s.watch_poll_seconds,
+        poll=poll,
+        intake=IntakeConfig(
+            dataset_limits=Limits(max_bytes=s.max_dataset_mb * mb),
+            submission_limits=Limits(max_bytes=s.max_submission_mb * mb, max_files=2_000),
+            prepare_timeout=s.prepare_timeout_seconds,
+            wait_for_dataset=s.wait_for_dataset_seconds,
+            max_attempts=s.max_attempts,
+        ),
+    )
+
+
+def schema_ready(url: str) -> None:
+    with db.connect(url) as conn:
+        status = migrate.status(conn)
+    if status.pending:
+        raise DatarunError(
+            f"the database schema is at version {status.current}, this datarun needs "
+            f"{status.current + len(status.pending)}: run `datarun init`"
+        )
+
+
+@app.command()
+def init() -> None:
+    """Create the spool's folders and bring the database schema up to date. Idempotent.
+
+    Example: DATARUN_SPOOL=/mnt/datarun/spool datarun init
+    """
+    s = settings()
+    spool = Spool(s.spool_path)
+    made = spool.create()
+    applied = migrate.migrate(database_url(s))
+    out.print(f"spool ready at {spool.root}" + (f" ({len(made)} folders created)" if made else ""))
+    out.print(
+        f"database schema at version {len(migrate.available())}"
+        + (f" ({len(applied)} migrations applied)" if applied else "")
+    )
+    out.print(f"drop datasets into {spool.incoming_datasets}")
+    out.print(f"drop submissions into {spool.incoming_submissions}/<dataset>/")
+
+
+@app.command()
+def master(
+    poll: Annotated[
+        bool,
+        typer.Option("--poll", help="Scan on a timer only, for network mounts inotify cannot see."),
+    ] = False,
+) -> None:
+    """Run the master: watch the spool, register drops, create fold jobs. Stops on Ctrl-C
+    or SIGTERM.
+
+    Example: datarun master --poll   (on an NFS or sshfs spool)
+    """
+    s = settings()
+    url = database_url(s)
+    schema_ready(url)
+    spool = Spool(s.spool_path)
+    spool.check()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    watcher = Watcher(spool, url, watcher_config(s, poll))
+    mode = f"polling every {s.watch_poll_seconds:g} s" if poll else "inotify"
+    out.print(f"master watching {spool.root} ({mode}); Ctrl-C stops it")
+    watcher.run(stop)
+    out.print("master stopped")
 
 
 @db_app.command("up")

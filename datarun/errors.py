@@ -19,6 +19,14 @@ class DatabaseError(DatarunError):
     """The database refused or failed a statement."""
 
 
+class Conflict(DatabaseError):
+    """A unique constraint refused a row; `constraint` names it."""
+
+    def __init__(self, message: str, constraint: str | None = None) -> None:
+        super().__init__(message)
+        self.constraint = constraint
+
+
 class DatabaseUnavailable(DatabaseError):
     """The database cannot be reached (down, wrong host, wrong credentials)."""
 
@@ -33,3 +41,12 @@ class EmbeddedServerError(DatarunError):
 
 class DataFolderRefused(EmbeddedServerError):
     """The database folder is foreign, corrupt or of another PostgreSQL version; it is kept."""
+
+
+class BundleError(DatarunError):
+    """A dropped bundle is invalid. Each line of the message names the file, the field and
+    what was expected; it is what REJECTED.txt tells the user."""
+
+
+class BundleWaiting(DatarunError):
+    """A submission names a dataset that is not registered yet; it waits for it."""

@@ -105,6 +105,22 @@ class Settings(BaseSettings):
     max_attempts: int = Field(
         default=3, ge=1, description="a fold job is failed after this many lost leases"
     )
+    settle_seconds: float = Field(
+        default=2.0, gt=0, description="a drop unchanged this long is complete (no marker)"
+    )
+    watch_poll_seconds: float = Field(
+        default=1.0, gt=0, description="scan interval of `datarun master --poll`"
+    )
+    wait_for_dataset_seconds: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="a submission for an unknown dataset waits this long, then is rejected",
+    )
+    prepare_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="time allowed to read a dataset and compute its folds"
+    )
+    max_dataset_mb: int = Field(default=2048, ge=1, description="cap on a dataset bundle")
+    max_submission_mb: int = Field(default=50, ge=1, description="cap on a submission bundle")
 
     @field_validator("home", "spool")
     @classmethod

@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.rows import class_row, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from datarun.errors import DatabaseError, DatabaseUnavailable
+from datarun.errors import Conflict, DatabaseError, DatabaseUnavailable
 from spool.queries import query
 from spool.urls import describe_host, mask_url
 
@@ -50,6 +50,8 @@ def translated(url: str, conn: psycopg.Connection[Any] | None = None) -> Iterato
         if conn is None or conn.broken or conn.closed:
             raise unreachable(url, exc) from exc
         raise DatabaseError(f"database error: {_first_line(exc)}") from exc
+    except psycopg.errors.UniqueViolation as exc:
+        raise Conflict(f"database error: {_first_line(exc)}", exc.diag.constraint_name) from exc
     except psycopg.Error as exc:
         raise DatabaseError(f"database error: {_first_line(exc)}") from exc
 
@@ -137,10 +139,11 @@ def ensure_database(url: str, name: str, template: str = "template1") -> bool:
             execute_composed(
                 conn, "database_create", identifiers={"name": name, "template": template}
             )
+        except Conflict:
+            return False  # another process created it first
         except DatabaseError as exc:
-            raced = psycopg.errors.DuplicateDatabase | psycopg.errors.UniqueViolation
-            if isinstance(exc.__cause__, raced):
-                return False  # another process created it first
+            if isinstance(exc.__cause__, psycopg.errors.DuplicateDatabase):
+                return False
             raise
         log.info("created database %s", name)
         return True

@@ -1,0 +1,256 @@
+"""Prepare a native dataset bundle: read its data, check it, split off the test set,
+compute the CV folds once, and write them where executors read them.
+
+This runs in a child process (`python -m spool.prepare BUNDLE OUT`), with a timeout,
+never inside a daemon: data files are large and pandas' parsers are not ours to trust.
+The child writes OUT/train.parquet, OUT/test.parquet (when there is a test set),
+OUT/folds.npz and OUT/summary.json, or OUT/error.txt (one problem per line) and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from datarun.errors import BundleError
+from spool.manifests import DATASET_MANIFEST, DatasetManifest, parse_dataset_manifest
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+FOLDS_FILE = "folds.npz"
+SUMMARY_FILE = "summary.json"
+ERROR_FILE = "error.txt"
+SCRUBBED = ("DATARUN_DATABASE_URL", "DATARUN_DB_PASSWORD", "PGPASSWORD", "PGPASSFILE")
+
+
+def prepare_in_child(bundle: Path, out: Path, timeout: float) -> dict[str, Any]:
+    """Run the preparation in a child with a timeout; the summary, or BundleError."""
+    out.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spool.prepare", str(bundle), str(out)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise BundleError(
+            f"{DATASET_MANIFEST}: preparing the data took longer than {timeout:.0f} s; "
+            "make the data smaller, or ask the admin to raise prepare_timeout_seconds"
+        ) from None
+    if (out / ERROR_FILE).is_file():
+        raise BundleError((out / ERROR_FILE).read_text(encoding="utf-8").strip())
+    if proc.returncode != 0 or not (out / SUMMARY_FILE).is_file():
+        last = (stderr or b"").decode("utf-8", "replace").strip().splitlines()[-1:] or ["?"]
+        raise BundleError(f"preparing the data failed (exit {proc.returncode}): {last[0]}")
+    summary: dict[str, Any] = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
+    return summary
+
+
+def _read(bundle: Path, rel: str) -> pd.DataFrame:
+    import pandas as pd
+
+    path = bundle / rel
+    if not path.is_file():
+        raise BundleError(f"{DATASET_MANIFEST}: data file {rel!r} is not in the bundle")
+    try:
+        if rel.lower().endswith((".parquet", ".pq")):
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{rel}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except Exception as exc:
+        kind = "Parquet" if rel.lower().endswith((".parquet", ".pq")) else "CSV"
+        raise BundleError(f"{rel}: cannot be read as {kind}: {_one_line(exc)}") from None
+    if len(frame) == 0 or len(frame.columns) == 0:
+        raise BundleError(f"{rel}: has no rows; the data is empty")
+    return frame
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _check(frame: pd.DataFrame, m: DatasetManifest, rel: str) -> pd.DataFrame:
+    import pandas as pd
+
+    if m.target not in frame.columns:
+        shown = ", ".join(map(str, list(frame.columns)[:8]))
+        raise BundleError(
+            f"{rel}: target column {m.target!r} is not in the data (columns: {shown}); "
+            f"fix 'target' in {DATASET_MANIFEST} or the data's header"
+        )
+    missing = [c for c in m.data.drop_columns if c not in frame.columns]
+    if missing:
+        raise BundleError(f"{DATASET_MANIFEST}: data.drop_columns names {missing} not in {rel}")
+    y = frame[m.target]
+    if y.isna().any():
+        empty = int(y.isna().sum())
+        raise BundleError(f"{rel}: target column {m.target!r} has {empty} empty values")
+    if m.task == "regression" and not pd.api.types.is_numeric_dtype(y):
+        raise BundleError(f"{rel}: target column {m.target!r} must be numeric for regression")
+    if m.task == "classification" and y.nunique() < 2:
+        raise BundleError(f"{rel}: target column {m.target!r} has a single class; need two or more")
+    if m.cv.group_column and m.cv.group_column not in frame.columns:
+        raise BundleError(f"{rel}: cv.group_column {m.cv.group_column!r} is not in the data")
+    return frame.drop(columns=m.data.drop_columns)
+
+
+def _split_test(
+    train: pd.DataFrame, m: DatasetManifest
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    from sklearn.model_selection import train_test_split
+
+    if m.data.test_fraction is None:
+        return train, None
+    y = train[m.target]
+    stratify = None
+    if m.task == "classification" and y.value_counts().min() >= 2:
+        stratify = y
+    try:
+        kept, held = train_test_split(
+            train, test_size=m.data.test_fraction, random_state=m.data.test_seed,
+            stratify=stratify,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise BundleError(f"{DATASET_MANIFEST}: data.test_fraction: {_one_line(exc)}") from None
+    return kept.reset_index(drop=True), held.reset_index(drop=True)
+
+
+def compute_folds(
+    train: pd.DataFrame, m: DatasetManifest, bundle: Path
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    import numpy as np
+    from sklearn import model_selection as ms
+
+    cv = m.cv
+    y = train[m.target].to_numpy()
+    groups = train[cv.group_column].to_numpy() if cv.group_column else None
+    seed = cv.seed if cv.shuffle else None
+    if cv.scheme == "explicit":
+        assert cv.folds_file is not None
+        return _explicit_folds(bundle, cv.folds_file, len(train))
+    splitters: dict[str, Any] = {
+        "kfold": lambda: ms.KFold(cv.n_splits, shuffle=cv.shuffle, random_state=seed),
+        "stratified_kfold": lambda: ms.StratifiedKFold(
+            cv.n_splits, shuffle=cv.shuffle, random_state=seed
+        ),
+        "shuffle_split": lambda: ms.ShuffleSplit(
+            cv.n_splits, test_size=cv.valid_size, random_state=cv.seed
+        ),
+        "stratified_shuffle_split": lambda: ms.StratifiedShuffleSplit(
+            cv.n_splits, test_size=cv.valid_size, random_state=cv.seed
+        ),
+        "group_kfold": lambda: ms.GroupKFold(cv.n_splits),
+        "time_series_split": lambda: ms.TimeSeriesSplit(cv.n_splits),
+    }
+    try:
+        splitter = splitters[cv.scheme]()
+        return [
+            (np.asarray(t, dtype=np.int64), np.asarray(v, dtype=np.int64))
+            for t, v in splitter.split(np.zeros(len(y)), y, groups)
+        ]
+    except ValueError as exc:
+        raise BundleError(f"{DATASET_MANIFEST}: cv: {_one_line(exc)}") from None
+
+
+def _explicit_folds(bundle: Path, rel: str, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    import numpy as np
+
+    path = bundle / rel
+    if not path.is_file():
+        raise BundleError(f"{DATASET_MANIFEST}: cv.folds_file {rel!r} is not in the bundle")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{rel}: not valid JSON: {_one_line(exc)}") from None
+    if not isinstance(raw, list) or not raw:
+        raise BundleError(
+            f"{rel}: expected a non-empty JSON list of {{train: [...], valid: [...]}}"
+        )
+    folds = []
+    for i, fold in enumerate(raw):
+        if not isinstance(fold, dict) or set(fold) != {"train", "valid"}:
+            raise BundleError(f"{rel}: fold {i}: expected an object with 'train' and 'valid'")
+        parts = []
+        for key in ("train", "valid"):
+            values = fold[key]
+            if not (
+                isinstance(values, list)
+                and values
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in values)
+            ):
+                raise BundleError(
+                    f"{rel}: fold {i}: '{key}' must be a non-empty list of row numbers"
+                )
+            if min(values) < 0 or max(values) >= n:
+                raise BundleError(f"{rel}: fold {i}: '{key}' has row numbers outside 0..{n - 1}")
+            parts.append(np.asarray(values, dtype=np.int64))
+        if np.intersect1d(parts[0], parts[1]).size:
+            raise BundleError(f"{rel}: fold {i}: rows are in both 'train' and 'valid'")
+        folds.append((parts[0], parts[1]))
+    return folds
+
+
+def prepare(bundle: Path, out: Path) -> dict[str, Any]:
+    """The child's work; raises BundleError for anything the organizer must fix."""
+    import numpy as np
+
+    m = parse_dataset_manifest((bundle / DATASET_MANIFEST).read_bytes())
+    train = _check(_read(bundle, m.data.train), m, m.data.train)
+    test: pd.DataFrame | None = None
+    if m.data.test is not None:
+        test = _check(_read(bundle, m.data.test), m, m.data.test)
+        absent = [c for c in train.columns if c not in test.columns]
+        if absent:
+            raise BundleError(f"{m.data.test}: lacks columns of the training data: {absent[:8]}")
+        test = test[list(train.columns)]
+    else:
+        train, test = _split_test(train, m)
+    folds = compute_folds(train, m, bundle)
+    try:
+        train.to_parquet(out / "train.parquet", index=False)
+        if test is not None:
+            test.to_parquet(out / "test.parquet", index=False)
+    except Exception as exc:
+        raise BundleError(f"{m.data.train}: a column mixes types: {_one_line(exc)}") from None
+    arrays = {f"train_{i}": t for i, (t, _) in enumerate(folds)}
+    arrays.update({f"valid_{i}": v for i, (_, v) in enumerate(folds)})
+    np.savez(out / FOLDS_FILE, **arrays)  # type: ignore[arg-type]
+    y = train[m.target]
+    summary = {
+        "n_train": len(train),
+        "n_test": 0 if test is None else len(test),
+        "n_folds": len(folds),
+        "columns": [str(c) for c in train.columns if c != m.target],
+        "classes": sorted(map(str, y.unique())) if m.task == "classification" else None,
+    }
+    (out / SUMMARY_FILE).write_text(json.dumps(summary), encoding="utf-8")
+    return summary
+
+
+def main(argv: list[str]) -> int:
+    bundle, out = Path(argv[0]), Path(argv[1])
+    try:
+        prepare(bundle, out)
+    except BundleError as exc:
+        (out / ERROR_FILE).write_text(str(exc) + "\n", encoding="utf-8")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,57 @@
+-- The watcher's statements: register datasets and submissions, create fold jobs.
+
+-- name: watcher_try_lock
+-- One active watcher per database: a second master stands by instead of racing.
+SELECT pg_try_advisory_lock(hashtext('datarun.watcher')) AS locked;
+
+-- name: dataset_by_name
+SELECT id, name, kind, task, workflow, metrics, n_folds, content_hash, store_path
+FROM datasets WHERE name = %(name)s;
+
+-- name: dataset_insert
+INSERT INTO datasets (name, kind, task, workflow, metrics, n_folds, content_hash,
+                      store_path, manifest, summary, drop_name)
+VALUES (%(name)s, %(kind)s, %(task)s, %(workflow)s, %(metrics)s, %(n_folds)s,
+        %(content_hash)s, '', %(manifest)s, %(summary)s, %(drop_name)s)
+RETURNING id;
+
+-- name: dataset_set_store
+UPDATE datasets SET store_path = %(store_path)s WHERE id = %(id)s;
+
+-- name: submission_by_content
+SELECT s.id, s.name, s.team, s.version, s.store_path, s.created_at
+FROM submissions s
+WHERE s.dataset_id = %(dataset_id)s AND s.team = %(team)s AND s.content_hash = %(content_hash)s;
+
+-- name: submission_insert
+-- The version is the next one for (dataset, team, name); the unique key guards races.
+INSERT INTO submissions (dataset_id, name, team, queue, content_hash, store_path,
+                         manifest, drop_name, version)
+SELECT %(dataset_id)s, %(name)s, %(team)s, %(queue)s, %(content_hash)s, '',
+       %(manifest)s, %(drop_name)s, coalesce(max(version), 0) + 1
+FROM submissions
+WHERE dataset_id = %(dataset_id)s AND team = %(team)s AND name = %(name)s
+RETURNING id, version;
+
+-- name: submission_set_store
+UPDATE submissions SET store_path = %(store_path)s WHERE id = %(id)s;
+
+-- name: jobs_create
+INSERT INTO jobs (submission_id, fold, queue, max_attempts)
+SELECT %(submission_id)s, fold, %(queue)s, %(max_attempts)s
+FROM generate_series(0, %(n_folds)s - 1) AS fold;
+
+-- name: jobs_notify
+-- Delivered at commit: idle executors serving this queue wake up.
+SELECT pg_notify('datarun_jobs', %(queue)s);
+
+-- name: event_insert
+INSERT INTO events (kind, dataset_id, submission_id, message, detail)
+VALUES (%(kind)s, %(dataset_id)s, %(submission_id)s, %(message)s, %(detail)s);
+
+-- name: event_notify
+-- For anyone who follows registrations live (the demo, benchmarks).
+SELECT pg_notify('datarun_events', %(payload)s);
+
+-- name: dataset_names
+SELECT name FROM datasets;

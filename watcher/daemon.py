@@ -1,0 +1,275 @@
+"""The watcher daemon: notice drops, decide when each is complete, hand it to the intake.
+
+A drop is complete when it was renamed into an intake folder (inotify's moved-to), when
+it holds its marker (`.ready` inside a folder, `<archive>.ready` beside an archive), or
+when it has stopped changing: its newest mtime is older than `settle_seconds`, or its
+size, file count and newest mtime stood unchanged across two looks `settle_seconds`
+apart. Hidden names and `*.partial` are never taken. inotify does not see writes made
+by other hosts on a network mount, so the daemon also rescans on a timer and at
+start-up; `poll=True` rescans only (for mounts where inotify sees nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers.inotify import InotifyObserver
+
+from datarun.errors import DatabaseError, DatabaseUnavailable
+from spool import bundles, db
+from spool.layout import Spool
+from watcher.intake import Intake, IntakeConfig, Kind, Outcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WatcherConfig:
+    settle_seconds: float = 2.0
+    rescan_seconds: float = 10.0
+    poll_seconds: float = 1.0
+    poll: bool = False
+    intake: IntakeConfig = field(default_factory=IntakeConfig)
+
+
+def ignored(name: str) -> bool:
+    return name.startswith(".") or name.endswith((".partial", bundles.MARKER))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    path: Path
+    kind: Kind
+    hint: str | None
+
+
+class _Events(FileSystemEventHandler):
+    """Runs in watchdog's thread: only queues what it saw, the daemon decides."""
+
+    def __init__(self, sink: queue.Queue[tuple[str, str]]) -> None:
+        self.sink = sink
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type == "moved" and event.dest_path:
+            self.sink.put(("moved", str(event.dest_path)))
+        elif event.event_type in ("created", "modified", "closed"):
+            self.sink.put(("changed", str(event.src_path)))
+
+
+class Watcher:
+    def __init__(self, spool: Spool, url: str, config: WatcherConfig) -> None:
+        self.spool = spool
+        self.url = url
+        self.config = config
+        self._conn: db.Conn | None = None
+        self._leader = False
+        self._seen: dict[Path, tuple[tuple[int, int, int], float]] = {}
+        self._events: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._datasets: set[str] = set()
+
+    # ---- database and leadership ------------------------------------------------
+
+    def _intake(self) -> Intake | None:
+        """The intake on a live connection, or None while another watcher leads."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = db.connect(self.url, application_name="datarun watcher")
+            self._leader = False
+        if not self._leader:
+            row = db.fetch_one(self._conn, "watcher_try_lock")
+            self._leader = bool(row and row["locked"])
+            if not self._leader:
+                log.info("another watcher holds the lock; standing by")
+                return None
+        return Intake(self.spool, self._conn, self.config.intake)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # ---- one pass ---------------------------------------------------------------
+
+    def run_once(self) -> list[Outcome]:
+        """Reconcile: finish staged drops, take every complete drop, revisit waiting ones."""
+        intake = self._intake()
+        if intake is None:
+            return []
+        self._datasets = {r["name"] for r in db.fetch_all(intake.conn, "dataset_names")}
+        outcomes = [intake.process(token) for token in sorted(self.spool.staging.iterdir())
+                    if token.is_dir()]  # fmt: skip
+        for candidate in list(self.candidates()):
+            if self.ready(candidate.path):
+                outcomes.append(self._take(intake, candidate))
+        outcomes.extend(intake.revisit_waiting())
+        return outcomes
+
+    def _take(self, intake: Intake, candidate: Candidate) -> Outcome:
+        self._seen.pop(candidate.path, None)
+        outcome = intake.take(candidate.path, candidate.kind, candidate.hint)
+        if outcome.kind == "dataset" and outcome.result == "registered":
+            self._datasets.add(outcome.detail)
+            intake.revisit_waiting()
+        return outcome
+
+    def candidates(self) -> Iterator[Candidate]:
+        for entry in _entries(self.spool.incoming_datasets):
+            yield Candidate(entry, "dataset", None)
+        for entry in _entries(self.spool.incoming_submissions):
+            if self.is_container(entry):
+                for inner in _entries(entry):
+                    yield Candidate(inner, "submission", entry.name)
+            else:
+                yield Candidate(entry, "submission", None)
+
+    def is_container(self, entry: Path) -> bool:
+        """incoming/submissions/<dataset>/ holds bundles; a bundle holds files."""
+        if entry.is_symlink() or not entry.is_dir():
+            return False
+        for inner in _entries(entry):
+            if inner.is_file() and bundles.archive_kind(inner.name) is None:
+                return False
+        return entry.name in self._datasets or self.ready(entry)
+
+    def ready(self, path: Path) -> bool:
+        marker = path.with_name(path.name + bundles.MARKER)
+        if (path / bundles.MARKER).is_file() or marker.is_file():
+            return True
+        sig = _signature(path)
+        now, wall = time.monotonic(), time.time()
+        newest = sig[2] / 1e9
+        if wall - self.config.settle_seconds > newest and newest <= wall + 1:
+            return True
+        previous = self._seen.get(path)
+        if previous and previous[0] == sig:
+            return now - previous[1] >= self.config.settle_seconds
+        self._seen[path] = (sig, now)
+        return False
+
+    # ---- the daemon -------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Until `stop` is set: react to inotify events, rescan on a timer, never die of
+        bad input, and back off while the database is away."""
+        observer = None
+        if not self.config.poll:
+            observer = InotifyObserver(generate_full_events=True)
+            observer.schedule(_Events(self._events), str(self.spool.root / "incoming"),
+                              recursive=True)  # fmt: skip
+            observer.start()
+        interval = self.config.poll_seconds if self.config.poll else self.config.rescan_seconds
+        backoff, next_scan = 0.5, 0.0
+        try:
+            while not stop.is_set():
+                try:
+                    if time.monotonic() >= next_scan:
+                        self.run_once()
+                        next_scan = time.monotonic() + interval
+                    self._react(stop, timeout=max(0.0, min(next_scan - time.monotonic(), 0.5)))
+                    backoff = 0.5
+                except DatabaseUnavailable as exc:
+                    log.warning("%s; retrying in %.1f s", exc, backoff)
+                    self.close()
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                except (DatabaseError, OSError):
+                    log.exception("watcher pass failed; continuing")
+                    stop.wait(1.0)
+        finally:
+            if observer is not None:
+                observer.stop()
+                observer.join(timeout=5)
+            self.close()
+
+    def _react(self, stop: threading.Event, timeout: float) -> None:
+        """Wait for events; take renamed-in drops at once, settle the others."""
+        try:
+            first = self._events.get(timeout=timeout)
+        except queue.Empty:
+            self._settle()
+            return
+        batch = [first]
+        while True:
+            try:
+                batch.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        intake = self._intake()
+        if intake is None:
+            return
+        for what, raw in batch:
+            if stop.is_set():
+                return
+            candidate = self._candidate_of(Path(raw))
+            if candidate is None:
+                continue
+            if what == "moved" and candidate.path == Path(raw) and candidate.path.exists():
+                self._take(intake, candidate)
+            else:
+                self._seen.setdefault(candidate.path, ((-1, -1, -1), time.monotonic()))
+        self._settle()
+
+    def _settle(self) -> None:
+        """Look again at drops that changed: take those that stopped changing."""
+        for path in [p for p in self._seen if not p.exists() and not p.is_symlink()]:
+            del self._seen[path]
+        if not self._seen:
+            return
+        intake = self._intake()
+        if intake is None:
+            return
+        for candidate in list(self.candidates()):
+            if candidate.path in self._seen and self.ready(candidate.path):
+                self._take(intake, candidate)
+
+    def _candidate_of(self, path: Path) -> Candidate | None:
+        """The drop a changed path belongs to (its top folder under an intake folder)."""
+        for base, kind in ((self.spool.incoming_datasets, "dataset"),
+                           (self.spool.incoming_submissions, "submission")):  # fmt: skip
+            try:
+                parts = path.relative_to(base).parts
+            except ValueError:
+                continue
+            if not parts or ignored(parts[0]):
+                return None
+            top = base / parts[0]
+            if kind == "submission" and self.is_container(top):
+                if len(parts) < 2 or ignored(parts[1]):
+                    return None
+                return Candidate(top / parts[1], "submission", parts[0])
+            return Candidate(top, kind, None)  # type: ignore[arg-type]
+        return None
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return sorted(e for e in folder.iterdir() if not ignored(e.name))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _signature(path: Path) -> tuple[int, int, int]:
+    """(entries, bytes, newest mtime in ns) of a file or a whole folder, links not followed."""
+    count = size = newest = 0
+    stack = [path]
+    while stack:
+        current = stack.pop()
+        try:
+            st = current.lstat()
+        except FileNotFoundError:
+            continue
+        count += 1
+        size += st.st_size
+        newest = max(newest, st.st_mtime_ns)
+        if current.is_dir() and not current.is_symlink():
+            try:
+                stack.extend(current.iterdir())
+            except OSError:
+                continue
+    return count, size, newest
