@@ -84,7 +84,9 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _check(frame: pd.DataFrame, m: DatasetManifest, rel: str) -> pd.DataFrame:
+def _check(
+    frame: pd.DataFrame, m: DatasetManifest, rel: str, *, is_test: bool = False
+) -> pd.DataFrame:
     import pandas as pd
 
     if m.target not in frame.columns:
@@ -102,7 +104,7 @@ def _check(frame: pd.DataFrame, m: DatasetManifest, rel: str) -> pd.DataFrame:
         raise BundleError(f"{rel}: target column {m.target!r} has {empty} empty values")
     if m.task == "regression" and not pd.api.types.is_numeric_dtype(y):
         raise BundleError(f"{rel}: target column {m.target!r} must be numeric for regression")
-    if m.task == "classification" and y.nunique() < 2:
+    if m.task == "classification" and not is_test and y.nunique() < 2:
         raise BundleError(f"{rel}: target column {m.target!r} has a single class; need two or more")
     if m.cv.group_column and m.cv.group_column not in frame.columns:
         raise BundleError(f"{rel}: cv.group_column {m.cv.group_column!r} is not in the data")
@@ -213,7 +215,7 @@ def prepare(bundle: Path, out: Path) -> dict[str, Any]:
     train = _check(_read(bundle, m.data.train), m, m.data.train)
     test: pd.DataFrame | None = None
     if m.data.test is not None:
-        test = _check(_read(bundle, m.data.test), m, m.data.test)
+        test = _check(_read(bundle, m.data.test), m, m.data.test, is_test=True)
         absent = [c for c in train.columns if c not in test.columns]
         if absent:
             raise BundleError(f"{m.data.test}: lacks columns of the training data: {absent[:8]}")

@@ -11,14 +11,19 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from datarun.embedded import EmbeddedServer
 from spool import db, migrate
+from spool.layout import Spool
+from watcher.daemon import Watcher, WatcherConfig
+from watcher.intake import IntakeConfig
 
 TEMPLATE = "datarun_template"
 
@@ -82,3 +87,47 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    layout = Spool(tmp_path / "spool")
+    layout.create()
+    return layout
+
+
+def age(path: Path, seconds: float = 60) -> Path:
+    """Make a drop look settled: every mtime `seconds` in the past."""
+    past = time.time() - seconds
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.utime(p, (past, past), follow_symlinks=False)
+    return path
+
+
+def drop(source: Path, folder: Path, *, settled: bool = True) -> Path:
+    """Move a prepared bundle into an intake folder the way users should: one rename."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if settled:
+        age(source)
+    target = folder / source.name
+    source.rename(target)
+    return target
+
+
+@pytest.fixture
+def make_watcher(spool: Spool, database_url: str) -> Iterator[Callable[..., Watcher]]:
+    made: list[Watcher] = []
+
+    def make(**intake: Any) -> Watcher:
+        settle = intake.pop("settle_seconds", 0.3)
+        config = WatcherConfig(
+            settle_seconds=settle, rescan_seconds=1.0, poll_seconds=0.2,
+            poll=intake.pop("poll", False), intake=IntakeConfig(**intake),
+        )  # fmt: skip
+        watcher = Watcher(spool, database_url, config)
+        made.append(watcher)
+        return watcher
+
+    yield make
+    for watcher in made:
+        watcher.close()

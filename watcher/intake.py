@@ -88,8 +88,10 @@ class Intake:
         except FileNotFoundError:
             bundles.remove(token)  # gone meanwhile (another watcher, or its owner)
             return Outcome("gone", path.name, kind)
-        marker = path.with_name(path.name + bundles.MARKER)
-        marker.unlink(missing_ok=True)
+        path.with_name(path.name + bundles.MARKER).unlink(missing_ok=True)
+        inner_marker = token / "drop" / path.name / bundles.MARKER
+        if inner_marker.is_file() and not inner_marker.is_symlink():
+            inner_marker.unlink()
         return self.process(token)
 
     def process(self, token: Path) -> Outcome:
@@ -307,13 +309,13 @@ class Intake:
         dest.mkdir(parents=True)
         (token / "drop" / name).rename(dest / name)
         deadline = datetime.now(UTC) + timedelta(seconds=self.config.wait_for_dataset)
-        state = {**origin, "dataset": dataset, "deadline": deadline.isoformat(timespec="seconds")}
+        state = {**origin, "dataset": dataset, "deadline": deadline.isoformat()}
         write_atomic(dest / ".waiting.json", json.dumps(state))
         write_atomic(dest / "WAITING.txt", (
             f"WAITING: {name}\n"
             f"This submission is for dataset {dataset!r}, which is not registered yet.\n"
             f"It will be taken as soon as that dataset arrives, and rejected if it has not\n"
-            f"arrived by {state['deadline']}.\n"
+            f"arrived by {deadline.isoformat(timespec='seconds')}.\n"
         ))  # fmt: skip
         bundles.remove(token)
         log.info("submission %s waits for dataset %s", name, dataset)
@@ -344,7 +346,7 @@ class Intake:
                 outcomes.append(self.reject(
                     token, state,
                     f"dataset {state['dataset']!r} never arrived (waited until "
-                    f"{state['deadline']}); check its name, or drop the dataset first",
+                    f"{state['deadline'][:19]} UTC); check its name, or drop the dataset first",
                 ))  # fmt: skip
         return outcomes
 
