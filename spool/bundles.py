@@ -137,6 +137,11 @@ def extract(archive: Path, dest: Path, limits: Limits) -> Path:
             raise BundleError(f"{name}: not a .zip, .tar.gz or .tgz archive")
     except _UNREADABLE as exc:
         raise BundleError(f"{name}: cannot be read as a {kind} archive: {exc}") from None
+    except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+        where = Path(exc.filename).name if exc.filename else "?"
+        raise BundleError(
+            f"{name}: two members clash at {where!r} (a file and a folder, or a name twice)"
+        ) from None
     entries = list(dest.iterdir())
     if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
         return entries[0]
