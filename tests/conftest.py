@@ -119,11 +119,13 @@ def make_watcher(spool: Spool, database_url: str) -> Iterator[Callable[..., Watc
     made: list[Watcher] = []
 
     def make(**intake: Any) -> Watcher:
-        settle = intake.pop("settle_seconds", 0.3)
         config = WatcherConfig(
-            settle_seconds=settle, rescan_seconds=1.0, poll_seconds=0.2,
-            poll=intake.pop("poll", False), intake=IntakeConfig(**intake),
-        )  # fmt: skip
+            settle_seconds=intake.pop("settle_seconds", 0.3),
+            rescan_seconds=intake.pop("rescan_seconds", 1.0),
+            poll_seconds=0.2,
+            poll=intake.pop("poll", False),
+            intake=IntakeConfig(**intake),
+        )
         watcher = Watcher(spool, database_url, config)
         made.append(watcher)
         return watcher

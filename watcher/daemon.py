@@ -122,20 +122,23 @@ class Watcher:
         for entry in _entries(self.spool.incoming_datasets):
             yield Candidate(entry, "dataset", None)
         for entry in _entries(self.spool.incoming_submissions):
-            if self.is_container(entry):
+            if not self.is_container(entry):
+                yield Candidate(entry, "submission", None)
+            elif entry.name in self._datasets or self.ready(entry):
+                # a folder of an unknown name is trusted as a container once it settled:
+                # until then it may be a bundle whose files are still being copied
                 for inner in _entries(entry):
                     yield Candidate(inner, "submission", entry.name)
-            else:
-                yield Candidate(entry, "submission", None)
 
-    def is_container(self, entry: Path) -> bool:
-        """incoming/submissions/<dataset>/ holds bundles; a bundle holds files."""
+    @staticmethod
+    def is_container(entry: Path) -> bool:
+        """incoming/submissions/<dataset>/ holds bundles; a bundle holds files at its top."""
         if entry.is_symlink() or not entry.is_dir():
             return False
-        for inner in _entries(entry):
-            if inner.is_file() and bundles.archive_kind(inner.name) is None:
-                return False
-        return entry.name in self._datasets or self.ready(entry)
+        return not any(
+            inner.is_file() and bundles.archive_kind(inner.name) is None
+            for inner in _entries(entry)
+        )
 
     def ready(self, path: Path) -> bool:
         marker = path.with_name(path.name + bundles.MARKER)

@@ -110,7 +110,9 @@ def test_group_kfold_explicit_folds_parquet_and_a_test_file(
     spool, make_watcher, database_url, tmp_path
 ):
     watcher = make_watcher()
-    root = B.dataset(tmp_path / "src", name="grouped", scheme="group_kfold", test='test = "t.parquet"')
+    root = B.dataset(
+        tmp_path / "src", name="grouped", scheme="group_kfold", test='test = "t.parquet"'
+    )
     frame = pd.read_csv(root / "train.csv").sample(frac=1, random_state=0)
     frame["site"] = np.arange(len(frame)) % 5
     frame.iloc[:120].to_parquet(root / "train.parquet")
@@ -267,3 +269,14 @@ def test_a_second_watcher_stands_by(spool, make_watcher, tmp_path):
     second.close()
     drop(B.submission(tmp_path / "s"), spool.incoming_submissions / "iris")
     assert [o.result for o in first.run_once()] == ["registered"]
+
+
+def test_a_folder_of_bundles_is_never_taken_as_a_bundle(spool, make_watcher, tmp_path):
+    watcher = make_watcher()
+    container = spool.incoming_submissions / "newds"
+    drop(B.submission(tmp_path / "s"), container)
+    seen = [c.path for c in watcher.candidates()]
+    assert container not in seen  # unsettled: neither a bundle nor, yet, a container
+    age(container)
+    assert [c.path for c in watcher.candidates()] == [container / "logreg"]
+    assert [o.result for o in watcher.run_once()] == ["waiting"]

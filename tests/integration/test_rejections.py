@@ -64,7 +64,9 @@ def nothing(_: Path) -> None:
     pass
 
 
-def archive(name: str, members: list[tarfile.TarInfo | tuple[str, bytes]]) -> Callable[[Path], Path]:
+def archive(
+    name: str, members: list[tarfile.TarInfo | tuple[str, bytes]]
+) -> Callable[[Path], Path]:
     def build(where: Path) -> Path:
         where.mkdir(parents=True, exist_ok=True)
         path = where / name
@@ -76,7 +78,7 @@ def archive(name: str, members: list[tarfile.TarInfo | tuple[str, bytes]]) -> Ca
                         zf.writestr(member[0], member[1])
                     else:
                         info = zipfile.ZipInfo(member.name)
-                        info.external_attr = (0o120777 << 16)  # a symlink
+                        info.external_attr = 0o120777 << 16  # a symlink
                         zf.writestr(info, member.linkname)
         else:
             with tarfile.open(path, "w:gz") as tf:

@@ -42,7 +42,11 @@ scalars = st.one_of(
     st.text(max_size=12).map(toml_string),
     st.integers(min_value=-(2**70), max_value=2**70).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(
-        lambda f: "nan" if f != f else ("inf" if f == float("inf") else "-inf" if f == -float("inf") else repr(f))
+        lambda f: (
+            "nan"
+            if f != f
+            else ("inf" if f == float("inf") else "-inf" if f == -float("inf") else repr(f))
+        )
     ),
     st.booleans().map(lambda b: "true" if b else "false"),
 )
@@ -117,7 +121,8 @@ def _tar(members: list[tuple[str, bytes]]) -> bytes:
 
 member_names = st.lists(
     st.sampled_from(["a", "b", ".", "/", "\\", ":", "_", "..", "é", "__MACOSX"]),
-    min_size=1, max_size=8,
+    min_size=1,
+    max_size=8,
 ).map("".join)
 members = st.lists(st.tuples(member_names, st.binary(max_size=64)), max_size=5)
 
