@@ -21,6 +21,7 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.inotify import InotifyObserver
+from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 
 from datarun.errors import DatabaseError, DatabaseUnavailable
 from spool import bundles, db
@@ -28,6 +29,12 @@ from spool.layout import Spool
 from watcher.intake import Intake, IntakeConfig, Kind, Outcome
 
 log = logging.getLogger(__name__)
+
+# watchdog holds an unpaired IN_MOVED_FROM for `delay` seconds (0.5) hoping for its
+# IN_MOVED_TO, and every later event waits behind it. Each drop we move out of incoming/
+# is such an event, so the next drop would wait half a second. A pair arrives in one
+# read(), so a short hold still pairs renames made inside the watched tree.
+MOVE_PAIRING_SECONDS = 0.005
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,7 @@ class Watcher:
         bad input, and back off while the database is away."""
         observer = None
         if not self.config.poll:
+            InotifyMoveEventGrouper.delay = MOVE_PAIRING_SECONDS
             observer = InotifyObserver(generate_full_events=True)
             observer.schedule(_Events(self._events), str(self.spool.root / "incoming"),
                               recursive=True)  # fmt: skip
