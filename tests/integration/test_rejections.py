@@ -23,11 +23,12 @@ import pytest
 
 from datarun.embedded import EmbeddedServer
 from spool import db
+from spool.bundles import Limits
 from spool.layout import Spool
 from tests.conftest import TEMPLATE, age
 from tests.helpers import bundles as B
 from watcher.daemon import Watcher, WatcherConfig
-from watcher.intake import IntakeConfig, Limits
+from watcher.intake import IntakeConfig
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,11 @@ class Case:
     reason: str  # a piece of REJECTED.txt
 
 
-def edit(path: Path, old: str, new: str) -> None:
-    path.write_text(path.read_text().replace(old, new))
+def edit(path: Path, old: str, new: str) -> int:
+    return path.write_text(path.read_text().replace(old, new))
 
 
-def ds(name: str, change: Callable[[Path], None], **kw: object) -> Callable[[Path], Path]:
+def ds(name: str, change: Callable[[Path], object], **kw: object) -> Callable[[Path], Path]:
     def build(where: Path) -> Path:
         root = B.dataset(where, name=name, **kw)  # type: ignore[arg-type]
         change(root)
@@ -51,7 +52,7 @@ def ds(name: str, change: Callable[[Path], None], **kw: object) -> Callable[[Pat
     return build
 
 
-def sub(name: str, change: Callable[[Path], None], **kw: object) -> Callable[[Path], Path]:
+def sub(name: str, change: Callable[[Path], object], **kw: object) -> Callable[[Path], Path]:
     def build(where: Path) -> Path:
         root = B.submission(where, name=name, **kw)  # type: ignore[arg-type]
         change(root)
@@ -84,9 +85,9 @@ def archive(
             with tarfile.open(path, "w:gz") as tf:
                 for member in members:
                     if isinstance(member, tuple):
-                        info = tarfile.TarInfo(member[0])
-                        info.size = len(member[1])
-                        tf.addfile(info, io.BytesIO(member[1]))
+                        entry = tarfile.TarInfo(member[0])
+                        entry.size = len(member[1])
+                        tf.addfile(entry, io.BytesIO(member[1]))
                     else:
                         tf.addfile(member)
         return path
@@ -134,7 +135,7 @@ CASES = [
     Case("ds-text-regression-target", "datasets", ds("dstextreg", lambda r: (r / "train.csv").write_text("a,target\n1,x\n2,y\n3,z\n4,w\n5,v\n6,u\n"), task="regression", workflow="regressor", scores='["r2"]', scheme="kfold"), "must be numeric for regression"),
     Case("ds-single-class", "datasets", ds("dsoneclass", lambda r: (r / "train.csv").write_text("a,target\n" + "".join(f"{i},1\n" for i in range(20)))), "has a single class"),
     Case("ds-empty-target", "datasets", ds("dsnan", lambda r: (r / "train.csv").write_text("a,target\n" + "".join(f"{i},{i % 2 if i != 3 else ''}\n" for i in range(20)))), "has 1 empty values"),
-    Case("ds-folds-out-of-range", "datasets", ds("dsfolds", lambda r: ((r / "folds.json").write_text('[{"train": [0, 1], "valid": [999]}]'), edit(r / "dataset.toml", 'n_splits = 3', 'n_splits = 3\nfolds_file = "folds.json"')), scheme="explicit"), "row numbers outside"),
+    Case("ds-folds-out-of-range", "datasets", ds("dsfolds", lambda r: [(r / "folds.json").write_text('[{"train": [0, 1], "valid": [999]}]'), edit(r / "dataset.toml", "n_splits = 3", 'n_splits = 3\nfolds_file = "folds.json"')], scheme="explicit"), "row numbers outside"),
     Case("ds-csv-not-utf8", "datasets", ds("dscsvlatin", lambda r: (r / "train.csv").write_bytes(b"caf\xe9,target\n1,0\n2,1\n")), "train.csv: not UTF-8"),
     Case("ds-excel", "datasets", ds("dsexcel", lambda r: edit(r / "dataset.toml", '"train.csv"', '"train.xlsx"')), "expected a CSV or Parquet file"),
     Case("ds-path-traversal", "datasets", ds("dstraversal", lambda r: edit(r / "dataset.toml", '"train.csv"', '"../../etc/train.csv"')), "expected a path inside the bundle"),

@@ -87,7 +87,7 @@ def test_a_burst_of_500_drops_is_registered_exactly_once_each(
                for i in range(500)]  # fmt: skip
     into = spool.incoming_submissions / "iris"
     with running(make_watcher()):
-        wait_for(lambda: into.is_dir())
+        wait_for(into.is_dir)
         for source in sources:
             source.rename(into / source.name)
         wait_for(lambda: count(database_url, "submissions") == 500, timeout=120)

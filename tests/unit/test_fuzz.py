@@ -4,6 +4,7 @@ valid result, never with any other exception."""
 from __future__ import annotations
 
 import io
+import math
 import tarfile
 import tempfile
 import zipfile
@@ -37,17 +38,19 @@ def toml_string(s: str) -> str:
         .replace("\u0000", "\\u0000") + '"'  # fmt: skip
 
 
+def toml_float(f: float) -> str:
+    if math.isnan(f):
+        return "nan"
+    if math.isinf(f):
+        return "inf" if f > 0 else "-inf"
+    return repr(f)
+
+
 scalars = st.one_of(
     st.sampled_from(WORDS).map(toml_string),
     st.text(max_size=12).map(toml_string),
     st.integers(min_value=-(2**70), max_value=2**70).map(str),
-    st.floats(allow_nan=True, allow_infinity=True).map(
-        lambda f: (
-            "nan"
-            if f != f
-            else ("inf" if f == float("inf") else "-inf" if f == -float("inf") else repr(f))
-        )
-    ),
+    st.floats(allow_nan=True, allow_infinity=True).map(toml_float),
     st.booleans().map(lambda b: "true" if b else "false"),
 )
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4).map(

@@ -1,0 +1,20 @@
+"""Each benchmark still runs, at a tiny size. No timing is asserted here: figures are
+for `python -m bench`, read by people, recorded in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_intake_benchmark_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "intake", "--drops", "3", "--poll-seconds", "0.2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("rename->registered") == 2
+    assert "baseline" in result.stdout
