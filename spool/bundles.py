@@ -16,7 +16,7 @@ import stat
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -257,9 +257,28 @@ def content_hash(root: Path) -> str:
     return digest.hexdigest()
 
 
+def freeze(top: Path) -> None:
+    """Make a stored bundle read-only for everyone (executable files stay executable)."""
+    for dirpath, _dirs, filenames in os.walk(top, topdown=False):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                mode = os.stat(path).st_mode
+                os.chmod(path, 0o555 if mode & stat.S_IXUSR else 0o444)
+        os.chmod(dirpath, 0o555)
+
+
 def remove(path: Path) -> None:
     """Remove a file, link or folder tree that datarun owns (staging, never user data)."""
     if path.is_symlink() or path.is_file():
         path.unlink(missing_ok=True)
     elif path.exists():
-        shutil.rmtree(path)
+        shutil.rmtree(path, onerror=_writable_then_retry)
+
+
+def _writable_then_retry(func: Callable[[str], object], path: str, _exc: object) -> None:
+    """A frozen (read-only) folder refuses deletions until it is writable again."""
+    os.chmod(os.path.dirname(path), 0o755)
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.chmod(path, 0o755)
+    func(path)

@@ -258,6 +258,7 @@ class Intake:
         if target.exists():  # a crash after the rename, before the token went away
             bundles.remove(token / "store")
         else:
+            bundles.freeze(token / "store")
             (token / "store").rename(target)
         bundles.remove(token)
 

@@ -59,6 +59,8 @@ def test_dataset_and_submission_folders_register_with_one_job_per_fold(
     assert list(spool.incoming_submissions.glob("iris/*")) == []
     stored = spool.store / "submissions" / str(outcome.submission_id)
     assert (stored / "classifier.py").is_file()
+    assert stored.stat().st_mode & 0o777 == 0o555  # immutable
+    assert (stored / "classifier.py").stat().st_mode & 0o777 == 0o444
     status = json.loads((spool.results / "iris" / "logreg.v1" / "status.json").read_text())
     assert status["state"] == "queued" and status["folds"] == 3
     prepared = spool.store / "datasets" / str(outcome.dataset_id) / "prepared"
