@@ -12,14 +12,13 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
-import pwd
 import shutil
 import stat
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from datarun.errors import EmbeddedServerError
+from datarun import sysuser
+from datarun.errors import DatarunError, EmbeddedServerError
 
 log = logging.getLogger(__name__)
 
@@ -76,40 +75,10 @@ def server_identity() -> RunAs:
     if not is_root():
         return RunAs(None, os.geteuid(), os.getegid())
     try:
-        entry = pwd.getpwnam(SERVER_USER)
-    except KeyError:
-        _create_user()
-        entry = pwd.getpwnam(SERVER_USER)
+        entry = sysuser.ensure(SERVER_USER, "run the database server")
+    except DatarunError as exc:
+        raise EmbeddedServerError(str(exc)) from exc
     return RunAs(SERVER_USER, entry.pw_uid, entry.pw_gid)
-
-
-def _create_user() -> None:
-    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    cmd = [
-        useradd,
-        "--system",
-        "--user-group",
-        "--no-create-home",
-        "--home-dir",
-        "/nonexistent",
-        "--shell",
-        "/usr/sbin/nologin",
-        SERVER_USER,
-    ]
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    except OSError as exc:
-        raise EmbeddedServerError(
-            f"cannot create the system user {SERVER_USER} for the database server: {exc}"
-        ) from exc
-    try:
-        pwd.getpwnam(SERVER_USER)  # another datarun may have created it meanwhile
-    except KeyError:
-        raise EmbeddedServerError(
-            f"cannot create the system user {SERVER_USER} for the database server: "
-            f"{result.stderr.strip() or result.returncode}"
-        ) from None
-    log.info("created system user %s to run the database server", SERVER_USER)
 
 
 def server_binaries(home: Path) -> Path:

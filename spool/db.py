@@ -9,7 +9,8 @@ and the password masked; anything else becomes `DatabaseError`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -159,6 +160,28 @@ def set_role_password(url: str, role: str, password: str) -> None:
         execute_composed(
             conn, "role_password", identifiers={"role": role}, literals={"password": password}
         )
+
+
+def listen(url: str, channel: str, woken: Callable[[], None], stop: threading.Event) -> None:
+    """Call `woken` for each NOTIFY on `channel` until `stop`; reconnect with back-off.
+
+    Also calls it after each reconnection: notifications sent meanwhile are lost.
+    """
+    backoff = 0.5
+    while not stop.is_set():
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                                 application_name="datarun listener") as conn:  # fmt: skip
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                woken()
+                backoff = 0.5
+                while not stop.is_set():
+                    for _ in conn.notifies(timeout=1.0):
+                        woken()
+        except psycopg.Error as exc:
+            log.warning("listener: %s; reconnecting in %.1f s", _first_line(exc), backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 30.0)
 
 
 class Database:

@@ -1,0 +1,295 @@
+"""The executor: claim fold jobs, run each in a sandboxed child, report the outcome.
+
+Threads: `workers` workers (claim one job, run it, complete it), one heartbeat
+(beats, stops folds whose job is no longer ours, reaps executors that went silent),
+one listener (LISTEN datarun_jobs wakes idle workers; they also poll every
+`poll_seconds`, because a NOTIFY sent while we were disconnected is lost). Fold code
+never runs in this process: the zygote forks it. No transaction stays open while a
+fold runs: the claim commits at once, the completion is one fenced UPDATE.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from datarun import __version__, sysuser
+from datarun.errors import DatabaseError, DatabaseUnavailable
+from executor import outputs
+from executor.client import ZygoteClient, ZygoteDied
+from spool import db, jobs
+from spool.jobs import ClaimedJob, Outcome
+from spool.layout import Spool
+
+log = logging.getLogger(__name__)
+
+SANDBOX_USER = "datarun-run"
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    workers: int = 2
+    queues: tuple[str, ...] = ("high", "low")
+    heartbeat_seconds: float = 5.0
+    lease_seconds: float = 30.0
+    poll_seconds: float = 2.0
+    timeout_seconds: float = 3600.0  # hard: wall clock, the process group is killed
+    cpu_seconds: float | None = None  # soft: RLIMIT_CPU
+    memory_mb: int | None = 4096
+    max_processes: int = 64
+    log_mb: float = 10.0
+    threads: int = 1
+    stop_grace_seconds: float = 30.0
+    scratch: Path | None = None
+
+    def limits(self) -> dict[str, Any]:
+        return {"timeout": self.timeout_seconds, "cpu_seconds": self.cpu_seconds,
+                "memory_mb": self.memory_mb, "max_processes": self.max_processes,
+                "log_bytes": int(self.log_mb * 2**20)}  # fmt: skip
+
+
+class Executor:
+    def __init__(self, url: str, spool: Spool, config: ExecutorConfig) -> None:
+        self.url = url
+        self.spool = spool
+        self.config = config
+        self.pool = db.Database(url, min_size=1, max_size=config.workers + 3, name="executor")
+        self.zygote = ZygoteClient(config.threads)
+        self.id: int | None = None
+        self.host = socket.gethostname()
+        self._uid: int | None = None
+        self._gid: int | None = None
+        self._active: dict[str, tuple[ClaimedJob, Future[dict[str, Any]] | None]] = {}
+        self._active_lock = threading.Lock()
+        self._wake = threading.Condition()
+        self._generation = 0
+        self._stopping = threading.Event()
+        self._handing_back: set[str] = set()
+        self._threads: list[threading.Thread] = []
+
+    # ---- life cycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.id is not None:
+            return
+        if os.geteuid() == 0:
+            entry = sysuser.ensure(SANDBOX_USER, "run submission code")
+            self._uid, self._gid = entry.pw_uid, entry.pw_gid
+        self.pool.open()
+        self._register()
+        self.zygote.start()
+
+    def _register(self) -> None:
+        with self.pool.connection() as conn:
+            self.id = jobs.register_executor(
+                conn, host=self.host, pid=os.getpid(), queues=list(self.config.queues),
+                workers=self.config.workers, version=__version__, limits=self.config.limits(),
+            )  # fmt: skip
+        log.info("executor %s registered (%s pid %d, queues %s, %d workers)", self.id,
+                 self.host, os.getpid(), ",".join(self.config.queues), self.config.workers)
+
+    def close(self) -> None:
+        self.zygote.close()
+        if self.id is not None:
+            try:
+                with self.pool.connection() as conn:
+                    jobs.stopped(conn, self.id)
+            except DatabaseError:
+                log.warning("could not mark executor %s stopped", self.id)
+        self.pool.close()
+
+    # ---- one pass, for tests ------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Claim up to `workers` jobs, run them to their end; returns how many ran."""
+        self.start()
+        assert self.id is not None
+        with self.pool.connection() as conn:
+            claimed = jobs.claim(conn, self.id, list(self.config.queues), self.config.workers)
+        threads = [threading.Thread(target=self.execute, args=(job,)) for job in claimed]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return len(claimed)
+
+    # ---- one job ------------------------------------------------------------------
+
+    def execute(self, job: ClaimedJob) -> None:
+        assert self.id is not None
+        executor = self.id
+        started = time.time()
+        scratch: Path | None = None
+        spec: dict[str, Any] = {"limits": self.config.limits()}
+        try:
+            scratch = outputs.make_scratch(job, self.spool, self.config.scratch, self._uid)
+            spec = self._spec(job, scratch)
+            with self._active_lock:
+                self._active[job.key] = (job, None)
+            future = self.zygote.run(job.key, spec)
+            with self._active_lock:
+                self._active[job.key] = (job, future)
+            done = future.result()
+        except ZygoteDied as exc:
+            done = {"op": "error", "message": str(exc)}
+        except OSError as exc:
+            done = {"op": "error", "message": f"{type(exc).__name__}: {exc}"}
+        finally:
+            with self._active_lock:
+                self._active.pop(job.key, None)
+        try:
+            if job.key in self._handing_back:
+                self._handing_back.discard(job.key)
+                self._with_db(lambda conn: jobs.hand_back(conn, job, executor))
+                log.info("job %s handed back", job.key)
+                return
+            facts = {"executor": executor, "host": self.host, "started_at": started}
+            outcome = (
+                outputs.collect(job, scratch, done, spec=spec, spool=self.spool, executor=facts)
+                if scratch is not None
+                else Outcome(error=f"the fold could not start: {done.get('message')}")
+            )
+            if not self._with_db(lambda conn: jobs.complete(conn, job, executor, outcome)):
+                log.warning("late result of job %s attempt %d refused: the job was given "
+                            "back and belongs to a newer attempt", job.id, job.attempt)
+                outputs.discard(job, self.spool)
+            elif outcome.error:
+                log.info("job %s failed: %s", job.key, outcome.error)
+        finally:
+            if scratch is not None:
+                outputs.clean(scratch)
+
+    def _spec(self, job: ClaimedJob, scratch: Path) -> dict[str, Any]:
+        return {
+            "dataset_path": str(self.spool.absolute(job.dataset_path)),
+            "workflow": job.workflow, "task": job.task, "target": job.target,
+            "fold": job.fold, "classes": job.summary.get("classes") or [],
+            "code": str(scratch / "code"), "work": str(scratch / "work"),
+            "log": str(scratch / "fold.log"),
+            "uid": self._uid, "gid": self._gid,
+            "limits": self.config.limits(),
+            "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch / "work"),
+                    "TMPDIR": str(scratch / "work"), "LANG": "C.UTF-8",
+                    "OMP_NUM_THREADS": str(self.config.threads),
+                    "OPENBLAS_NUM_THREADS": str(self.config.threads),
+                    "MKL_NUM_THREADS": str(self.config.threads)},
+        }  # fmt: skip
+
+    def _with_db(self, action: Any) -> Any:
+        """Run a statement, waiting out a database restart (fencing keeps it safe)."""
+        backoff = 0.2
+        while True:
+            try:
+                with self.pool.connection() as conn:
+                    return action(conn)
+            except DatabaseUnavailable as exc:
+                if self._stopping.is_set() and backoff > 5:
+                    raise
+                log.warning("%s; retrying in %.1f s", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    # ---- the daemon ---------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set; then finish running folds within the grace period,
+        hand back the others, and deregister."""
+        self.start()
+        workers = [threading.Thread(target=self._work, args=(stop,), name=f"worker-{i}",
+                                    daemon=True) for i in range(self.config.workers)]  # fmt: skip
+        helpers = [threading.Thread(target=self._beat, args=(stop,), name="heartbeat",
+                                    daemon=True),
+                   threading.Thread(target=self._listen, args=(stop,), name="listener",
+                                    daemon=True)]  # fmt: skip
+        for thread in workers + helpers:
+            thread.start()
+        stop.wait()
+        self._stopping.set()
+        if self.id is not None:
+            self._with_db(lambda conn: jobs.stopping(conn, self.id))
+        with self._wake:
+            self._wake.notify_all()
+        deadline = time.monotonic() + self.config.stop_grace_seconds
+        for thread in workers:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._active_lock:
+            late = list(self._active)
+        for key in late:
+            self._handing_back.add(key)
+            self.zygote.kill(key)
+        for thread in workers:
+            thread.join(timeout=30)
+        self.close()
+
+    def _work(self, stop: threading.Event) -> None:
+        queues = list(self.config.queues)
+        while not stop.is_set():
+            seen = self._generation
+            try:
+                claimed = self._with_db(self._claim_one(queues))
+            except DatabaseError:
+                log.exception("claim failed")
+                stop.wait(1.0)
+                continue
+            if claimed:
+                self.execute(claimed[0])
+                continue
+            with self._wake:
+                if self._generation == seen and not stop.is_set():
+                    self._wake.wait(timeout=self.config.poll_seconds)
+
+    def _claim_one(self, queues: list[str]) -> Any:
+        executor = self.id
+        assert executor is not None
+        return lambda conn: jobs.claim(conn, executor, queues, 1)
+
+    def _listen(self, stop: threading.Event) -> None:
+        def woken() -> None:
+            with self._wake:
+                self._generation += 1
+                self._wake.notify_all()
+
+        db.listen(self.url, jobs.JOBS_CHANNEL, woken, stop)
+
+    def _beat(self, stop: threading.Event) -> None:
+        next_reap = 0.0
+        while not stop.wait(self.config.heartbeat_seconds):
+            try:
+                self.beat_once()
+                if time.monotonic() >= next_reap:
+                    with self.pool.connection() as conn:
+                        reaped = jobs.reap(conn, self.config.lease_seconds)
+                    for row in reaped:
+                        log.warning("job %s of a silent executor: now %s", row["id"], row["state"])
+                    next_reap = time.monotonic() + self.config.lease_seconds / 2
+            except DatabaseError as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    def beat_once(self) -> None:
+        assert self.id is not None
+        with self._active_lock:  # before the query: what it misses was claimed after it
+            active = dict(self._active)
+        with self.pool.connection() as conn:
+            ours = jobs.heartbeat(conn, self.id)
+        if ours is None:
+            log.warning("executor %s was declared lost (its heartbeat came too late); its "
+                        "jobs went back to the queue: stopping their folds and registering "
+                        "again", self.id)  # fmt: skip
+            for key in active:
+                self.zygote.kill(key)
+            self._register()
+            return
+        for key, (job, _) in active.items():
+            if (job.id, job.attempt) not in ours:
+                log.info("job %s is no longer ours (cancelled or given back): stopping it", key)
+                self.zygote.kill(key)
+
+    def status(self) -> dict[str, Any]:
+        return {"id": self.id, "host": self.host, "config": asdict(self.config)}

@@ -1,0 +1,146 @@
+"""One fold, inside its forked child: sandbox it, train and predict, write the results.
+
+The child starts in the zygote's memory (libraries and dataset already loaded), then,
+before touching submission code: becomes its own session and process group, sends
+its output to the zygote's pipe, sets its rlimits, drops to the sandbox user when the
+executor is root, moves into its work folder and replaces its environment. It writes
+only into that folder: `pred.npz` and `result.json`; the executor copies them out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import signal
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+RESULT = "result.json"
+PREDICTIONS = "pred.npz"
+
+
+@dataclass
+class Dataset:
+    train: pd.DataFrame
+    test: pd.DataFrame | None
+    folds: dict[str, np.ndarray]
+
+
+def load_dataset(store: Path) -> Dataset:
+    prepared = store / "prepared"
+    test = prepared / "test.parquet"
+    with np.load(prepared / "folds.npz", allow_pickle=False) as folds:
+        arrays = {name: folds[name] for name in folds.files}
+    return Dataset(
+        pd.read_parquet(prepared / "train.parquet"),
+        pd.read_parquet(test) if test.is_file() else None,
+        arrays,
+    )
+
+
+def _vm_size() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def sandbox(spec: dict[str, Any], output: int) -> None:
+    """Everything that must hold before submission code runs."""
+    os.setsid()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.closerange(3, 65536)  # the zygote's protocol pipe and other folds' pipes and logs
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    limits = spec["limits"]
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if limits.get("cpu_seconds"):
+        cpu = int(limits["cpu_seconds"])
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+    if limits.get("memory_mb"):
+        room = _vm_size() + int(limits["memory_mb"]) * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (room, room))
+    if spec.get("uid") is not None:
+        if limits.get("max_processes"):
+            n = int(limits["max_processes"])
+            resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
+        os.setgroups([])
+        os.setgid(int(spec["gid"]))
+        os.setuid(int(spec["uid"]))
+    os.chdir(spec["work"])
+    os.environ.clear()
+    os.environ.update(spec["env"])
+    sys.dont_write_bytecode = True
+
+
+def _versions() -> dict[str, str]:
+    import sklearn
+
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "pandas": pd.__version__, "scikit-learn": sklearn.__version__}  # fmt: skip
+
+
+def _their_traceback(exc: BaseException, code: Path) -> str:
+    """The traceback from the submission's first frame on: their code, not ours."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    theirs = [i for i, f in enumerate(frames) if f.filename.startswith(str(code))]
+    shown = frames[theirs[0]:] if theirs else frames
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(shown)]
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def child_main(spec: dict[str, Any], data: Dataset, output: int) -> int:
+    """Runs in the forked child; returns its exit code (0: predictions written)."""
+    sandbox(spec, output)
+    reserve = bytearray(8 << 20)  # freed to report a MemoryError
+    from executor import workflows
+
+    code = Path(spec["code"])
+    result: dict[str, Any] = {"versions": _versions()}
+    try:
+        fold = int(spec["fold"])
+        predictions = workflows.run(
+            spec["workflow"], spec["task"], code, train=data.train, test=data.test,
+            target=spec["target"], train_rows=data.folds[f"train_{fold}"],
+            classes=spec["classes"], seed=fold,
+        )  # fmt: skip
+        arrays = {"train": predictions.train}
+        if predictions.test is not None:
+            arrays["test"] = predictions.test
+        np.savez(PREDICTIONS, **arrays)  # type: ignore[arg-type]
+        result.update(
+            ok=True, train_seconds=predictions.train_seconds,
+            valid_seconds=predictions.valid_seconds, test_seconds=predictions.test_seconds,
+        )  # fmt: skip
+    except MemoryError:
+        del reserve
+        result.update(ok=False, error=f"memory limit of {spec['limits'].get('memory_mb')} MB "
+                      "exceeded", traceback="MemoryError")  # fmt: skip
+    except BaseException as exc:
+        result.update(ok=False, error=_one_line(exc), traceback=_their_traceback(exc, code))
+        traceback.print_exc()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(RESULT, "w", encoding="utf-8") as handle:
+        json.dump(result, handle)
+    return 0 if result["ok"] else 1

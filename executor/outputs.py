@@ -1,0 +1,169 @@
+"""A fold's files: its scratch folder before, and its published results after.
+
+The scratch folder belongs to root (when the executor is root) and holds `code/`
+(a read-only copy of the submission) and `work/` (the only place the fold may write).
+Whatever the fold left in `work/` is untrusted: files are opened without following
+links, must be regular files, and are size-capped, before anything is copied out.
+Published files are written under a temporary name, fsynced, then renamed into
+`predictions/`: `<job>.<attempt>.npz`, `.log` and `.json` (the metadata, last).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from spool.bundles import freeze, remove
+from spool.jobs import ClaimedJob, Outcome
+from spool.layout import Spool
+
+MAX_PREDICTIONS = 4 * 2**30
+MAX_RESULT = 1 * 2**20
+
+
+def make_scratch(job: ClaimedJob, spool: Spool, parent: Path | None, uid: int | None) -> Path:
+    scratch = Path(tempfile.mkdtemp(prefix=f"datarun-fold-{job.key}-", dir=parent))
+    scratch.chmod(0o755)
+    shutil.copytree(spool.absolute(job.submission_path), scratch / "code", symlinks=True)
+    freeze(scratch / "code")
+    work = scratch / "work"
+    work.mkdir(mode=0o700)
+    if uid is not None:
+        os.chown(work, uid, -1)
+    return scratch
+
+
+def _read_untrusted(work: Path, name: str, cap: int) -> bytes | None:
+    """The file `name` of the fold's work folder, if it is a regular file within `cap`."""
+    try:
+        folder = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+    except OSError:
+        return None
+    finally:
+        os.close(folder)
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_size > cap:
+            return None
+        return handle.read(cap + 1)[:cap]
+
+
+def _publish(folder: Path, name: str, data: bytes) -> Path:
+    target = folder / name
+    tmp = folder / f".{name}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(target)
+    return target
+
+
+def _reason(done: dict[str, Any], result: dict[str, Any] | None, limits: dict[str, Any]) -> str:
+    """One line saying why a fold failed."""
+    if done.get("op") == "error":
+        return f"the fold could not start: {done.get('message')}"
+    if done.get("timed_out"):
+        return f"timeout after {limits['timeout']:g} s"
+    if done.get("killed"):
+        return "stopped: the job was cancelled or given back"
+    if result and result.get("error"):
+        return str(result["error"])[:500]
+    code = done.get("exit_code")
+    if isinstance(code, int) and code < 0:
+        if -code == signal.SIGXCPU and limits.get("cpu_seconds"):
+            return f"CPU time limit of {limits['cpu_seconds']:g} s exceeded"
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown"
+        return f"killed by signal {-code} ({name})"
+    return f"exited with code {code} before writing its predictions"
+
+
+def collect(
+    job: ClaimedJob, scratch: Path, done: dict[str, Any], *, spec: dict[str, Any],
+    spool: Spool, executor: dict[str, Any],
+) -> Outcome:  # fmt: skip
+    """Publish what the fold produced and say how it went."""
+    work = scratch / "work"
+    raw = _read_untrusted(work, "result.json", MAX_RESULT)
+    result: dict[str, Any] | None = None
+    if raw is not None:
+        try:
+            loaded = json.loads(raw)
+            result = loaded if isinstance(loaded, dict) else None
+        except ValueError:
+            result = None
+    ok = done.get("op") == "done" and done.get("exit_code") == 0
+    ok = ok and bool(result and result.get("ok"))
+    predictions = _read_untrusted(work, "pred.npz", MAX_PREDICTIONS) if ok else None
+    if ok and predictions is None:
+        ok, result = False, {"error": "the fold's predictions file is missing or not a file"}
+    folder = spool.predictions
+    log_path = folder / f"{job.key}.log"
+    try:
+        shutil.copyfile(scratch / "fold.log", log_path)
+    except OSError:
+        log_path.write_text("")
+    npz = _publish(folder, f"{job.key}.npz", predictions) if predictions is not None else None
+    error = None if ok else _reason(done, result, spec["limits"])
+    base = int(done.get("base_rss_kb") or 0) * 1024
+    peak = int(done.get("peak_rss_kb") or 0) * 1024 or None
+    meta = {
+        "job": job.id, "attempt": job.attempt, "dataset": job.dataset,
+        "submission": job.submission, "team": job.team, "version": job.version,
+        "fold": job.fold, **executor,
+        "wall_seconds": done.get("wall_seconds"), "cpu_seconds": done.get("cpu_seconds"),
+        "peak_rss_bytes": peak, "fold_rss_bytes": max(0, (peak or 0) - base) or None,
+        "exit_code": done.get("exit_code"), "timed_out": bool(done.get("timed_out")),
+        "log_bytes": done.get("log_bytes"), "log_dropped": done.get("log_dropped"),
+        "error": error, "traceback": (result or {}).get("traceback") if error else None,
+        **{k: (result or {}).get(k) for k in ("train_seconds", "valid_seconds",
+                                               "test_seconds", "versions")},
+    }  # fmt: skip
+    _publish(folder, f"{job.key}.json", json.dumps(meta, indent=2).encode())
+    def relative(path: Path | None) -> str | None:
+        return path.relative_to(spool.root).as_posix() if path else None
+
+    return Outcome(
+        error=error,
+        detail=meta["traceback"],
+        exit_status="ok" if ok else _status(done),
+        prediction_path=relative(npz),
+        log_path=relative(log_path),
+        train_seconds=meta["train_seconds"] if ok else None,
+        valid_seconds=meta["valid_seconds"] if ok else None,
+        test_seconds=meta["test_seconds"] if ok else None,
+        cpu_seconds=done.get("cpu_seconds"),
+        peak_rss_bytes=peak,
+    )
+
+
+def _status(done: dict[str, Any]) -> str:
+    if done.get("timed_out"):
+        return "timeout"
+    code = done.get("exit_code")
+    if isinstance(code, int) and code < 0:
+        return f"signal {-code}"
+    return f"exit {code}"
+
+
+def discard(job: ClaimedJob, spool: Spool) -> None:
+    """A fenced attempt's files: the job belongs to a newer attempt now."""
+    for suffix in ("npz", "json", "log"):
+        (spool.predictions / f"{job.key}.{suffix}").unlink(missing_ok=True)
+
+
+def clean(scratch: Path) -> None:
+    remove(scratch)

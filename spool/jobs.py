@@ -1,0 +1,149 @@
+"""Fold jobs and executors in the database: the statements executors and the reaper use.
+
+Every completing statement is fenced by (job, attempt, executor, state = 'running'):
+a late executor whose job was given back and claimed again cannot overwrite the newer
+attempt; its UPDATE touches no row and it learns so from the return value.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from spool import db
+
+PRIORITIES = {"high": 0, "low": 1}
+JOBS_CHANNEL = "datarun_jobs"
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    fold: int
+    attempt: int
+    queue: str
+    submission_id: int
+    submission_path: str
+    submission: str
+    team: str
+    version: int
+    dataset_id: int
+    dataset: str
+    dataset_path: str
+    workflow: str
+    task: str | None
+    kind: str
+    summary: dict[str, Any]
+    target: str | None
+
+    @property
+    def key(self) -> str:
+        """How this attempt's files are named in predictions/."""
+        return f"{self.id}.{self.attempt}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an executor reports for one attempt."""
+
+    error: str | None = None
+    detail: str | None = None
+    exit_status: str = "ok"
+    prediction_path: str | None = None
+    log_path: str | None = None
+    train_seconds: float | None = None
+    valid_seconds: float | None = None
+    test_seconds: float | None = None
+    cpu_seconds: float | None = None
+    peak_rss_bytes: int | None = None
+
+
+def priorities(queues: list[str]) -> list[int]:
+    return sorted(PRIORITIES[q] for q in queues)
+
+
+def register_executor(
+    conn: db.Conn, *, host: str, pid: int, queues: list[str], workers: int, version: str,
+    limits: dict[str, Any],
+) -> int:  # fmt: skip
+    row = db.fetch_one(
+        conn,
+        "executor_register",
+        {
+            "host": host,
+            "pid": pid,
+            "queues": queues,
+            "workers": workers,
+            "version": version,
+            "limits": json.dumps(limits),
+        },
+    )
+    assert row is not None
+    return int(row["id"])
+
+
+def heartbeat(conn: db.Conn, executor: int) -> set[tuple[int, int]] | None:
+    """Beat; returns the (job, attempt) pairs still ours, or None if we were declared lost."""
+    rows = db.fetch_all(conn, "executor_heartbeat", {"executor": executor})
+    if rows:
+        return {(r["id"], r["attempts"]) for r in rows}
+    state = db.fetch_one(conn, "executor_alive", {"executor": executor})
+    if state is None or state["state"] not in ("running", "stopping"):
+        return None
+    return set()
+
+
+def claim(conn: db.Conn, executor: int, queues: list[str], n: int) -> list[ClaimedJob]:
+    if n <= 0:
+        return []
+    return db.fetch_as(
+        conn,
+        ClaimedJob,
+        "jobs_claim",
+        {"executor": executor, "priorities": priorities(queues), "n": n},
+    )
+
+
+def complete(conn: db.Conn, job: ClaimedJob, executor: int, outcome: Outcome) -> bool:
+    """Mark the attempt predicted or failed; False when it is no longer ours (fenced)."""
+    params: dict[str, Any] = {
+        "id": job.id, "attempt": job.attempt, "executor": executor,
+        "exit_status": outcome.exit_status, "log_path": outcome.log_path,
+        "cpu_seconds": outcome.cpu_seconds, "peak_rss_bytes": outcome.peak_rss_bytes,
+    }  # fmt: skip
+    if outcome.error is None:
+        params.update(
+            prediction_path=outcome.prediction_path, train_seconds=outcome.train_seconds,
+            valid_seconds=outcome.valid_seconds, test_seconds=outcome.test_seconds,
+        )  # fmt: skip
+        return db.execute(conn, "job_predicted", params) == 1
+    params.update(error=outcome.error, detail=outcome.detail)
+    return db.execute(conn, "job_failed", params) == 1
+
+
+def hand_back(conn: db.Conn, job: ClaimedJob, executor: int) -> bool:
+    params = {"id": job.id, "attempt": job.attempt, "executor": executor}
+    with conn.transaction():
+        done = db.execute(conn, "job_hand_back", params) == 1
+        if done:
+            db.execute(conn, "jobs_notify", {"queue": job.queue})
+    return done
+
+
+def stopping(conn: db.Conn, executor: int) -> None:
+    db.execute(conn, "executor_stopping", {"executor": executor})
+
+
+def stopped(conn: db.Conn, executor: int) -> None:
+    db.execute(conn, "executor_stopped", {"executor": executor})
+
+
+def reap(conn: db.Conn, lease_seconds: float) -> list[dict[str, Any]]:
+    """Declare silent executors lost and give their jobs back (or fail them)."""
+    with conn.transaction():
+        db.fetch_all(conn, "executors_mark_lost", {"lease_seconds": lease_seconds})
+        rows = db.fetch_all(conn, "jobs_reap")
+        for queue in sorted({r["queue"] for r in rows if r["state"] == "queued"}):
+            db.execute(conn, "jobs_notify", {"queue": queue})
+    return rows

@@ -1,0 +1,108 @@
+-- Executors and fold jobs: register, heartbeat, claim, complete, hand back, reap.
+
+-- name: executor_register
+INSERT INTO executors (host, pid, queues, workers, version, limits)
+VALUES (%(host)s, %(pid)s, %(queues)s, %(workers)s, %(version)s, %(limits)s)
+RETURNING id;
+
+-- name: executor_heartbeat
+-- Also answers which of our jobs are still ours: a job reaped or cancelled since
+-- is missing here, and its fold is stopped.
+WITH beat AS (
+    UPDATE executors SET heartbeat_at = now()
+    WHERE id = %(executor)s AND state IN ('running', 'stopping')
+    RETURNING id
+)
+SELECT j.id, j.attempts
+FROM jobs j JOIN beat ON j.executor_id = beat.id
+WHERE j.state = 'running';
+
+-- name: executor_alive
+SELECT state FROM executors WHERE id = %(executor)s;
+
+-- name: executor_stopping
+UPDATE executors SET state = 'stopping' WHERE id = %(executor)s AND state = 'running';
+
+-- name: executor_stopped
+UPDATE executors SET state = 'stopped', stopped_at = now(), heartbeat_at = now()
+WHERE id = %(executor)s;
+
+-- name: jobs_claim
+-- One committed statement: lock the next queued jobs (high before low, then oldest)
+-- skipping rows other executors hold, mark them ours with the next attempt number.
+WITH next AS (
+    SELECT id FROM jobs
+    WHERE state = 'queued' AND priority = ANY(%(priorities)s)
+    ORDER BY priority, id
+    LIMIT %(n)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE jobs j
+    SET state = 'running', attempts = j.attempts + 1, executor_id = %(executor)s,
+        claimed_at = now(), finished_at = NULL, error = NULL, error_detail = NULL,
+        exit_status = NULL
+    FROM next WHERE j.id = next.id
+    RETURNING j.id, j.submission_id, j.fold, j.attempts, j.queue
+)
+SELECT c.id, c.fold, c.attempts AS attempt, c.queue,
+       s.id AS submission_id, s.store_path AS submission_path,
+       s.name AS submission, s.team, s.version,
+       d.id AS dataset_id, d.name AS dataset, d.store_path AS dataset_path,
+       d.workflow, d.task, d.kind, d.summary, d.manifest->>'target' AS target
+FROM claimed c
+JOIN submissions s ON s.id = c.submission_id
+JOIN datasets d ON d.id = s.dataset_id
+ORDER BY c.id;
+
+-- name: job_predicted
+-- Fenced: only the executor holding this very attempt completes it.
+UPDATE jobs
+SET state = 'predicted', finished_at = now(), prediction_path = %(prediction_path)s,
+    log_path = %(log_path)s, train_seconds = %(train_seconds)s,
+    valid_seconds = %(valid_seconds)s, test_seconds = %(test_seconds)s,
+    cpu_seconds = %(cpu_seconds)s, peak_rss_bytes = %(peak_rss_bytes)s,
+    exit_status = %(exit_status)s
+WHERE id = %(id)s AND attempts = %(attempt)s AND executor_id = %(executor)s
+  AND state = 'running';
+
+-- name: job_failed
+UPDATE jobs
+SET state = 'failed', finished_at = now(), error = %(error)s, error_detail = %(detail)s,
+    log_path = %(log_path)s, cpu_seconds = %(cpu_seconds)s,
+    peak_rss_bytes = %(peak_rss_bytes)s, exit_status = %(exit_status)s
+WHERE id = %(id)s AND attempts = %(attempt)s AND executor_id = %(executor)s
+  AND state = 'running';
+
+-- name: job_hand_back
+-- A clean stop gives the job back without counting an attempt.
+UPDATE jobs
+SET state = 'queued', attempts = attempts - 1, executor_id = NULL, claimed_at = NULL
+WHERE id = %(id)s AND attempts = %(attempt)s AND executor_id = %(executor)s
+  AND state = 'running';
+
+-- name: executors_mark_lost
+-- Executors silent for longer than the lease.
+UPDATE executors SET state = 'lost'
+WHERE state IN ('running', 'stopping')
+  AND heartbeat_at < now() - make_interval(secs => %(lease_seconds)s)
+RETURNING id, host, pid;
+
+-- name: jobs_reap
+-- Jobs held by lost executors: queued again for their next attempt, or failed once
+-- they used all their attempts.
+UPDATE jobs j
+SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' END,
+    error = CASE WHEN j.attempts >= j.max_attempts
+                 THEN format('its executor (%%s pid %%s) stopped answering on attempt %%s of %%s',
+                             e.host, e.pid, j.attempts, j.max_attempts)
+                 ELSE j.error END,
+    finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() ELSE NULL END,
+    executor_id = CASE WHEN j.attempts >= j.max_attempts THEN j.executor_id ELSE NULL END,
+    claimed_at = CASE WHEN j.attempts >= j.max_attempts THEN j.claimed_at ELSE NULL END
+FROM executors e
+WHERE e.id = j.executor_id AND e.state = 'lost' AND j.state = 'running'
+RETURNING j.id, j.state, j.queue;
+
+-- name: job_state
+SELECT id, state, attempts, executor_id, error, exit_status, prediction_path, log_path
+FROM jobs WHERE id = %(id)s;
