@@ -25,6 +25,7 @@ from datarun.embedded import EmbeddedServer
 from datarun.errors import DatarunError
 from datarun.logs import setup_logging
 from datarun.settings import Settings, effective, load_settings, sources
+from executor.daemon import Executor, ExecutorConfig
 from spool import db, migrate
 from spool.bundles import Limits
 from spool.layout import Spool
@@ -194,6 +195,65 @@ def master(
     out.print(f"master watching {spool.root} ({mode}); Ctrl-C stops it")
     watcher.run(stop)
     out.print("master stopped")
+
+
+def executor_config(s: Settings) -> ExecutorConfig:
+    return ExecutorConfig(
+        workers=s.workers,
+        queues=tuple(s.queues.split(",")),
+        heartbeat_seconds=s.heartbeat_seconds,
+        lease_seconds=s.lease_seconds,
+        poll_seconds=s.poll_seconds,
+        timeout_seconds=s.fold_timeout_seconds,
+        cpu_seconds=s.fold_cpu_seconds,
+        memory_mb=s.fold_memory_mb,
+        max_processes=s.fold_max_processes,
+        log_mb=s.fold_log_mb,
+        threads=s.fold_threads,
+        stop_grace_seconds=s.stop_grace_seconds,
+        scratch=s.scratch_dir,
+    )
+
+
+@app.command()
+def executor(
+    workers: Annotated[
+        int | None, typer.Option(help="Folds run at once (default: the workers setting).")
+    ] = None,
+    queues: Annotated[
+        str | None, typer.Option(help="Queues served, e.g. high,low or high.")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Hard wall-clock limit of a fold, in seconds.")
+    ] = None,
+    cpu_seconds: Annotated[
+        float | None, typer.Option(help="Soft CPU-time limit of a fold, in seconds.")
+    ] = None,
+    memory_mb: Annotated[int | None, typer.Option(help="Memory a fold may add, in MB.")] = None,
+) -> None:
+    """Run an executor: claim fold jobs and run each in a sandboxed child, until Ctrl-C or
+    SIGTERM (running folds get stop_grace_seconds to finish, the rest are handed back).
+
+    Example: datarun executor --workers 2 --queues high,low
+    """
+    _state["overrides"].update(
+        workers=workers, queues=queues, fold_timeout_seconds=timeout,
+        fold_cpu_seconds=cpu_seconds, fold_memory_mb=memory_mb,
+    )  # fmt: skip
+    s = settings()
+    url = database_url(s)
+    schema_ready(url)
+    spool = Spool(s.spool_path)
+    spool.check()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    runner = Executor(url, spool, executor_config(s))
+    runner.start()
+    out.print(f"executor {runner.id} serving {s.queues} with {s.workers} workers; "
+              "Ctrl-C stops it")  # fmt: skip
+    runner.run(stop)
+    out.print("executor stopped")
 
 
 @db_app.command("up")

@@ -120,6 +120,32 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="time allowed to read a dataset and compute its folds"
     )
     max_dataset_mb: int = Field(default=2048, ge=1, description="cap on a dataset bundle")
+    workers: int = Field(default=2, ge=1, le=256, description="folds an executor runs at once")
+    queues: str = Field(
+        default="high,low",
+        pattern=r"^(high|low)(,(high|low))?$",
+        description="the queues an executor serves, in order",
+    )
+    fold_timeout_seconds: float = Field(
+        default=3600.0, gt=0, description="hard limit: a fold's wall-clock time (group killed)"
+    )
+    fold_cpu_seconds: float | None = Field(
+        default=None, gt=0, description="soft limit: a fold's CPU time (RLIMIT_CPU)"
+    )
+    fold_memory_mb: int | None = Field(
+        default=4096, ge=64, description="a fold's memory beyond what it starts with"
+    )
+    fold_max_processes: int = Field(
+        default=64, ge=1, description="processes a sandboxed fold may run (as datarun-run)"
+    )
+    fold_log_mb: float = Field(default=10.0, gt=0, description="cap on a fold's log")
+    fold_threads: int = Field(default=1, ge=1, description="OMP/MKL/OpenBLAS threads per fold")
+    stop_grace_seconds: float = Field(
+        default=30.0, ge=0, description="on SIGTERM, time given to running folds to finish"
+    )
+    scratch_dir: Path | None = Field(
+        default=None, description="where folds get their scratch folders (default: /tmp)"
+    )
     max_submission_mb: int = Field(default=50, ge=1, description="cap on a submission bundle")
 
     @field_validator("home", "spool")

@@ -92,8 +92,14 @@ class Executor:
                 conn, host=self.host, pid=os.getpid(), queues=list(self.config.queues),
                 workers=self.config.workers, version=__version__, limits=self.config.limits(),
             )  # fmt: skip
-        log.info("executor %s registered (%s pid %d, queues %s, %d workers)", self.id,
-                 self.host, os.getpid(), ",".join(self.config.queues), self.config.workers)
+        log.info(
+            "executor %s registered (%s pid %d, queues %s, %d workers)",
+            self.id,
+            self.host,
+            os.getpid(),
+            ",".join(self.config.queues),
+            self.config.workers,
+        )
 
     def close(self) -> None:
         self.zygote.close()
@@ -157,8 +163,12 @@ class Executor:
                 else Outcome(error=f"the fold could not start: {done.get('message')}")
             )
             if not self._with_db(lambda conn: jobs.complete(conn, job, executor, outcome)):
-                log.warning("late result of job %s attempt %d refused: the job was given "
-                            "back and belongs to a newer attempt", job.id, job.attempt)
+                log.warning(
+                    "late result of job %s attempt %d refused: the job was given "
+                    "back and belongs to a newer attempt",
+                    job.id,
+                    job.attempt,
+                )
                 outputs.discard(job, self.spool)
             elif outcome.error:
                 log.info("job %s failed: %s", job.key, outcome.error)

@@ -98,7 +98,7 @@ def _their_traceback(exc: BaseException, code: Path) -> str:
     """The traceback from the submission's first frame on: their code, not ours."""
     frames = traceback.extract_tb(exc.__traceback__)
     theirs = [i for i, f in enumerate(frames) if f.filename.startswith(str(code))]
-    shown = frames[theirs[0]:] if theirs else frames
+    shown = frames[theirs[0] :] if theirs else frames
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(shown)]
     lines += traceback.format_exception_only(type(exc), exc)
     return "".join(lines)

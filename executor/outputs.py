@@ -125,7 +125,7 @@ def collect(
         "submission": job.submission, "team": job.team, "version": job.version,
         "fold": job.fold, **executor,
         "wall_seconds": done.get("wall_seconds"), "cpu_seconds": done.get("cpu_seconds"),
-        "peak_rss_bytes": peak, "fold_rss_bytes": max(0, (peak or 0) - base) or None,
+        "peak_rss_bytes": peak, "fold_rss_bytes": max(0, peak - base) if peak else None,
         "exit_code": done.get("exit_code"), "timed_out": bool(done.get("timed_out")),
         "log_bytes": done.get("log_bytes"), "log_dropped": done.get("log_dropped"),
         "error": error, "traceback": (result or {}).get("traceback") if error else None,
@@ -133,6 +133,7 @@ def collect(
                                                "test_seconds", "versions")},
     }  # fmt: skip
     _publish(folder, f"{job.key}.json", json.dumps(meta, indent=2).encode())
+
     def relative(path: Path | None) -> str | None:
         return path.relative_to(spool.root).as_posix() if path else None
 
