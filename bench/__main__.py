@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import intake
+from bench import executor, intake
 
-BENCHMARKS = {"intake": intake.main}
+BENCHMARKS = {"intake": intake.main, "executor": executor.main}
 
 
 def main(argv: list[str]) -> int:

@@ -167,8 +167,8 @@ class Zygote:
             self._maybe_finish(job)
 
     def _maybe_finish(self, job: Running) -> None:
-        if job.exit is None or job.pipe in self.by_pipe:
-            return  # wait for both: the exit status and the end of its output
+        if job.exit is None or job.pipe in self.by_pipe or job.key not in self.running:
+            return  # wait for both: the exit status and the end of its output (once)
         status, usage = job.exit
         if job.dropped:
             job.log.write(

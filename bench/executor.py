@@ -1,0 +1,170 @@
+"""Executor speed (issue 4).
+
+folds: N folds of a tiny model (logistic regression on iris) run by one executor with
+2 workers, against the same fits by joblib.Parallel(n_jobs=2) in one process, in the
+same run. Overhead per fold = (datarun wall - joblib wall) x workers / folds: the
+worker time datarun adds around each fit (claim, scratch, fork, files, completion).
+Target: <= 10 ms.
+
+claims: no-op jobs claimed and completed by 8 threads, each with its own connection,
+against 8 threads doing the same number of bare round trips (SELECT 1, twice per job)
+on the same server. Target: >= 3,000 jobs/s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg
+from joblib import Parallel, delayed
+from sklearn.linear_model import LogisticRegression
+
+from bench.common import Bed, settle, testbed, write_dataset, write_submission
+from executor.daemon import Executor, ExecutorConfig
+from spool import db
+from spool import jobs as jobs_sql
+from watcher.daemon import Watcher, WatcherConfig
+
+
+def _register(bed: Bed, submissions: int, folds: int) -> None:
+    watcher = Watcher(bed.spool, bed.url, WatcherConfig())
+    settle(write_dataset(bed.spool.root / "src", "iris", folds)).rename(
+        bed.spool.incoming_datasets / "iris"
+    )
+    watcher.run_once()
+    into = bed.spool.incoming_submissions / "iris"
+    for i in range(submissions):
+        settle(write_submission(bed.spool.root / "subs", f"s{i}", i)).rename(into / f"s{i}")
+    watcher.run_once()
+    watcher.close()
+
+
+def _count(url: str, state: str) -> int:
+    with db.connect(url) as conn:
+        row = conn.execute("select count(*) as n from jobs where state = %s", [state]).fetchone()
+        return int(row["n"]) if row else 0
+
+
+def _joblib(prepared: Path, n_folds: int, total: int) -> float:
+    train = pd.read_parquet(prepared / "train.parquet")
+    test = pd.read_parquet(prepared / "test.parquet")
+    folds = np.load(prepared / "folds.npz")
+    X, y = train.drop(columns=["target"]).to_numpy(), train["target"].to_numpy()
+    X_test = test.drop(columns=["target"]).to_numpy()
+
+    start = time.perf_counter()
+    Parallel(n_jobs=2)(
+        delayed(_fit)(X, y, X_test, folds[f"train_{i % n_folds}"]) for i in range(total)
+    )
+    return time.perf_counter() - start
+
+
+def _fit(
+    X: np.ndarray, y: np.ndarray, X_test: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    model = LogisticRegression(max_iter=500).fit(X[rows], y[rows])
+    return model.predict_proba(X), model.predict_proba(X_test)
+
+
+def bench_folds(total: int, workers: int = 2) -> dict[str, float]:
+    n_folds = 5
+    with testbed() as bed:
+        _register(bed, max(1, total // n_folds), n_folds)
+        total = _count(bed.url, "queued")
+        executor = Executor(bed.url, bed.spool, ExecutorConfig(workers=workers, poll_seconds=0.2))
+        executor.start()  # registration and the zygote's warm-up are not timed
+        stop = threading.Event()
+        start = time.perf_counter()
+        thread = threading.Thread(target=executor.run, args=(stop,))
+        thread.start()
+        while _count(bed.url, "predicted") < total:
+            time.sleep(0.02)
+        datarun = time.perf_counter() - start
+        stop.set()
+        thread.join()
+        prepared = next((bed.spool.store / "datasets").iterdir()) / "prepared"
+        baseline = _joblib(prepared, n_folds, total)
+    overhead = (datarun - baseline) * workers / total
+    print(f"folds     {total} folds, {workers} workers: datarun {datarun:.2f} s, "
+          f"joblib.Parallel(n_jobs=2) {baseline:.2f} s, ratio {datarun / baseline:.2f}, "
+          f"overhead {overhead * 1000:.1f} ms per fold (target <= 10 ms: "
+          f"{'met' if overhead <= 0.010 else 'MISSED'})")  # fmt: skip
+    return {"datarun_s": datarun, "joblib_s": baseline, "overhead_ms": overhead * 1000}
+
+
+def bench_claims(total: int, claimers: int = 8) -> dict[str, float]:
+    with testbed() as bed:
+        with db.connect(bed.url) as conn:
+            conn.execute(
+                "insert into datasets (name, kind, workflow, metrics, n_folds, content_hash,"
+                " store_path) values ('noop', 'native', 'classifier', '{accuracy}', 1, 'h', 'x');"
+                "insert into submissions (dataset_id, name, content_hash, store_path)"
+                " values (1, 'noop', 'h', 'x');"
+            )
+            conn.execute(
+                "insert into jobs (submission_id, fold, queue)"
+                " select 1, g, case when g %% 2 = 0 then 'high' else 'low' end"
+                " from generate_series(0, %s - 1) g", [total],
+            )  # fmt: skip
+            executor = jobs_sql.register_executor(
+                conn, host="bench", pid=0, queues=["high", "low"], workers=claimers,
+                version="bench", limits={},
+            )  # fmt: skip
+
+        def claimer(done: list[int]) -> None:
+            with db.connect(bed.url) as conn:
+                n = 0
+                while claimed := jobs_sql.claim(conn, executor, ["high", "low"], 1):
+                    outcome = jobs_sql.Outcome(prediction_path="x")
+                    assert jobs_sql.complete(conn, claimed[0], executor, outcome)
+                    n += 1
+                done.append(n)
+
+        def bare(count: int) -> None:
+            with psycopg.connect(bed.url, autocommit=True) as conn:
+                for _ in range(count):
+                    conn.execute("select 1")
+                    conn.execute("select 1")
+
+        done: list[int] = []
+        datarun = _timed([threading.Thread(target=claimer, args=(done,)) for _ in range(claimers)])
+        assert sum(done) == total, done
+        baseline = _timed([threading.Thread(target=bare, args=(total // claimers,))
+                           for _ in range(claimers)])  # fmt: skip
+    rate, floor = total / datarun, total / baseline
+    print(f"claims    {total} no-op jobs, {claimers} claimers: {rate:,.0f} jobs/s; bare round "
+          f"trips (2 per job): {floor:,.0f} jobs/s; ratio {rate / floor:.2f} "
+          f"(target >= 3,000 jobs/s: {'met' if rate >= 3000 else 'MISSED'})")  # fmt: skip
+    return {"jobs_per_s": rate, "bare_per_s": floor}
+
+
+def _timed(threads: list[threading.Thread]) -> float:
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(prog="python -m bench executor", description=__doc__)
+    parser.add_argument("--folds", type=int, default=500)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--only", choices=["folds", "claims"])
+    args = parser.parse_args(argv)
+    figures: dict[str, float] = {}
+    if args.only in (None, "folds"):
+        figures.update(bench_folds(args.folds))
+    if args.only in (None, "claims"):
+        figures.update(bench_claims(args.jobs))
+    return figures
+
+
+if __name__ == "__main__":
+    main()
