@@ -211,11 +211,29 @@ def _load_toml(raw: bytes, file: str) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise BundleError(f"{file}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BundleError(f"{file}: not valid TOML: {exc}") from None
     except RecursionError:
         raise BundleError(f"{file}: not valid TOML: nested too deeply") from None
+    if _has_nul(data):
+        raise BundleError(f"{file}: contains a NUL character (\\u0000); remove it")
+    return data
+
+
+def _has_nul(value: object) -> bool:
+    """NUL cannot be stored by PostgreSQL; TOML allows it. Iterative: no deep recursion."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def describe(exc: ValidationError, file: str) -> list[str]:

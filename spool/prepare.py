@@ -36,7 +36,7 @@ def prepare_in_child(bundle: Path, out: Path, timeout: float) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "spool.prepare", str(bundle), str(out)],
+        [sys.executable, "-m", "spool.prepare", str(bundle), str(out), str(os.getpid())],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         env=env, start_new_session=True,
     )  # fmt: skip
@@ -76,6 +76,8 @@ def _read(bundle: Path, rel: str) -> pd.DataFrame:
         raise BundleError(f"{rel}: cannot be read as {kind}: {_one_line(exc)}") from None
     if len(frame) == 0 or len(frame.columns) == 0:
         raise BundleError(f"{rel}: has no rows; the data is empty")
+    if any("\x00" in str(c) for c in frame.columns):
+        raise BundleError(f"{rel}: a column name contains a NUL character; remove it")
     return frame
 
 
@@ -244,8 +246,20 @@ def prepare(bundle: Path, out: Path) -> dict[str, Any]:
     return summary
 
 
+def die_with_parent(parent: int) -> None:
+    """A master killed by SIGKILL must not leave us writing into a folder it reuses."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(3)
+
+
 def main(argv: list[str]) -> int:
     bundle, out = Path(argv[0]), Path(argv[1])
+    if len(argv) > 2:
+        die_with_parent(int(argv[2]))
     try:
         prepare(bundle, out)
     except BundleError as exc:

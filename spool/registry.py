@@ -1,8 +1,10 @@
-"""Registration of datasets and submissions: each in one transaction.
+"""Registration of datasets and submissions: each in one transaction, committed last.
 
-A submission's row, its version, one queued job per fold, an event and the NOTIFY
-that wakes executors commit together, or not at all. The same content dropped again
-by the same team for the same dataset is recognised, not registered twice.
+The intake takes an id first (`next_id`), stores the bundle under it, then commits
+the row. A submission's row, its version, one queued job per fold, an event and the
+NOTIFY that wakes executors commit together, or not at all: an executor never sees a
+job whose files are not in place. Each row remembers the staging token that made it,
+so a master restarted after a crash recognises its own work.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from typing import Any
 
 from datarun.errors import BundleError, Conflict
 from spool import db
-from spool.layout import Spool
 from spool.manifests import DatasetManifest
 
 
@@ -28,30 +29,36 @@ class DatasetRow:
     n_folds: int
     content_hash: str
     store_path: str
+    intake_token: str | None
 
 
 @dataclass(frozen=True)
-class Registered:
-    id: int
-    version: int
-    n_jobs: int
-    store_path: str
-
-
-@dataclass(frozen=True)
-class Duplicate:
-    """The same content is registered already; nothing new is run."""
-
+class SubmissionRow:
     id: int
     name: str
     team: str
     version: int
     store_path: str
+    intake_token: str | None
 
 
 def dataset_by_name(conn: db.Conn, name: str) -> DatasetRow | None:
     rows = db.fetch_as(conn, DatasetRow, "dataset_by_name", {"name": name})
     return rows[0] if rows else None
+
+
+def submission_by_content(
+    conn: db.Conn, dataset_id: int, team: str, content_hash: str
+) -> SubmissionRow | None:
+    params = {"dataset_id": dataset_id, "team": team, "content_hash": content_hash}
+    rows = db.fetch_as(conn, SubmissionRow, "submission_by_content", params)
+    return rows[0] if rows else None
+
+
+def next_id(conn: db.Conn, table: str) -> int:
+    row = db.fetch_one(conn, "next_id", {"table": table})
+    assert row is not None
+    return int(row["id"])
 
 
 def _event(conn: db.Conn, kind: str, message: str, **ids: Any) -> None:
@@ -72,27 +79,22 @@ def _event(conn: db.Conn, kind: str, message: str, **ids: Any) -> None:
 
 def register_dataset(
     conn: db.Conn,
-    spool: Spool,
     *,
+    id: int,
+    store_path: str,
     manifest: DatasetManifest,
     content_hash: str,
     summary: dict[str, Any],
     drop_name: str,
-) -> Registered | Duplicate:
-    existing = dataset_by_name(conn, manifest.name)
-    if existing is not None:
-        if existing.content_hash == content_hash:
-            return Duplicate(existing.id, existing.name, "", 1, existing.store_path)
-        raise BundleError(
-            f"dataset.toml: name: a dataset named {manifest.name!r} is already registered with "
-            "other content; datasets are immutable, so give this one a new name"
-        )
+    token: str,
+) -> None:
     try:
         with conn.transaction():
-            row = db.fetch_one(
+            db.execute(
                 conn,
                 "dataset_insert",
                 {
+                    "id": id,
                     "name": manifest.name,
                     "kind": "native",
                     "task": manifest.task,
@@ -100,34 +102,31 @@ def register_dataset(
                     "metrics": manifest.scores,
                     "n_folds": summary["n_folds"],
                     "content_hash": content_hash,
+                    "store_path": store_path,
                     "manifest": manifest.model_dump_json(),
                     "summary": json.dumps(summary),
                     "drop_name": drop_name,
+                    "intake_token": token,
                 },
             )
-            assert row is not None
-            store_path = spool.dataset_store(row["id"])
-            db.execute(conn, "dataset_set_store", {"id": row["id"], "store_path": store_path})
-            _event(
-                conn,
-                "dataset.registered",
-                f"dataset {manifest.name} registered from {drop_name}",
-                dataset_id=row["id"],
-            )
+            message = f"dataset {manifest.name} registered from {drop_name}"
+            _event(conn, "dataset.registered", message, dataset_id=id)
     except Conflict as exc:
         if exc.constraint == "datasets_content_hash_key":
+            raise BundleError("the same data is already registered under another name") from None
+        if exc.constraint == "datasets_name_key":
             raise BundleError(
-                "the same data is already registered under another dataset name"
+                f"dataset.toml: name: a dataset named {manifest.name!r} is already registered"
             ) from None
         raise
-    return Registered(row["id"], 1, 0, store_path)
 
 
 def register_submission(
     conn: db.Conn,
-    spool: Spool,
     dataset: DatasetRow,
     *,
+    id: int,
+    store_path: str,
     name: str,
     team: str,
     queue: str,
@@ -135,36 +134,32 @@ def register_submission(
     manifest: dict[str, Any],
     drop_name: str,
     max_attempts: int,
-) -> Registered | Duplicate:
+    token: str,
+) -> int:
+    """Commit the submission and its fold jobs; returns its version."""
     with conn.transaction():
-        dup = db.fetch_one(
-            conn,
-            "submission_by_content",
-            {"dataset_id": dataset.id, "team": team, "content_hash": content_hash},
-        )
-        if dup is not None:
-            return Duplicate(dup["id"], dup["name"], dup["team"], dup["version"], dup["store_path"])
         row = db.fetch_one(
             conn,
             "submission_insert",
             {
+                "id": id,
                 "dataset_id": dataset.id,
                 "name": name,
                 "team": team,
                 "queue": queue,
                 "content_hash": content_hash,
+                "store_path": store_path,
                 "manifest": json.dumps(manifest),
                 "drop_name": drop_name,
+                "intake_token": token,
             },
         )
         assert row is not None
-        store_path = spool.submission_store(row["id"])
-        db.execute(conn, "submission_set_store", {"id": row["id"], "store_path": store_path})
         db.execute(
             conn,
             "jobs_create",
             {
-                "submission_id": row["id"],
+                "submission_id": id,
                 "queue": queue,
                 "max_attempts": max_attempts,
                 "n_folds": dataset.n_folds,
@@ -177,10 +172,10 @@ def register_submission(
             f"submission {team + '/' if team else ''}{name} v{row['version']} of "
             f"{dataset.name}: {dataset.n_folds} fold jobs queued ({queue})",
             dataset_id=dataset.id,
-            submission_id=row["id"],
+            submission_id=id,
         )
-    return Registered(row["id"], row["version"], dataset.n_folds, store_path)
+    return int(row["version"])
 
 
-def record_rejection(conn: db.Conn, drop: str, reason: str, kind: str = "drop.rejected") -> None:
+def record_answer(conn: db.Conn, drop: str, reason: str, kind: str) -> None:
     _event(conn, kind, f"{drop}: {reason.splitlines()[0]}", detail={"reason": reason})

@@ -13,6 +13,8 @@ from pathlib import Path
 from datarun.errors import BundleError
 from spool.manifests import WORKFLOW_FILES
 
+MAX_CODE_BYTES = 256 * 1024  # parsing costs hundreds of bytes of memory per byte of code
+
 
 def _defined_names(tree: ast.Module) -> set[str]:
     names: set[str] = set()
@@ -33,6 +35,11 @@ def check_submission(root: Path, workflow: str, dataset: str) -> None:
     problems: list[str] = []
     for file, name in WORKFLOW_FILES[workflow].items():
         path = root / file
+        if path.is_file() and path.stat().st_size > MAX_CODE_BYTES:
+            problems.append(
+                f"{file}: larger than {MAX_CODE_BYTES // 1024} KB; keep data out of code files"
+            )
+            continue
         if not path.is_file():
             problems.append(
                 f"{file}: missing; workflow {workflow!r} of dataset {dataset!r} needs {file} "

@@ -99,9 +99,18 @@ def spool(tmp_path: Path) -> Spool:
 def age(path: Path, seconds: float = 60) -> Path:
     """Make a drop look settled: every mtime `seconds` in the past."""
     past = time.time() - seconds
-    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+    paths = [path]
+    if path.is_dir() and not path.is_symlink():
+        for folder, dirs, files in os.walk(path):  # links are not followed
+            paths += [Path(folder, name) for name in dirs + files]
+    for p in paths:
         os.utime(p, (past, past), follow_symlinks=False)
     return path
+
+
+def staged(spool: Spool) -> list[Path]:
+    """Tokens in .staging (drops being processed); hidden bookkeeping files aside."""
+    return sorted(p for p in spool.staging.iterdir() if not p.name.startswith("."))
 
 
 def drop(source: Path, folder: Path, *, settled: bool = True) -> Path:

@@ -13,20 +13,22 @@ from __future__ import annotations
 
 import logging
 import queue
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 
-from datarun.errors import DatabaseError, DatabaseUnavailable
+from datarun.errors import DatabaseUnavailable, DatarunError
 from spool import bundles, db
 from spool.layout import Spool
-from watcher.intake import Intake, IntakeConfig, Kind, Outcome
+from watcher.intake import Intake, IntakeConfig, Kind, NotLeader, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ class Watcher:
         self._seen: dict[Path, tuple[tuple[int, int, int], float]] = {}
         self._events: queue.Queue[tuple[str, str]] = queue.Queue()
         self._datasets: set[str] = set()
+        self._now: float | None = None  # the spool's clock (mtimes come from it, not ours)
 
     # ---- database and leadership ------------------------------------------------
 
@@ -89,12 +92,17 @@ class Watcher:
             self._conn = db.connect(self.url, application_name="datarun watcher")
             self._leader = False
         if not self._leader:
-            row = db.fetch_one(self._conn, "watcher_try_lock")
-            self._leader = bool(row and row["locked"])
+            self._leader = self._still_leader()
             if not self._leader:
                 log.info("another watcher holds the lock; standing by")
                 return None
-        return Intake(self.spool, self._conn, self.config.intake)
+        return Intake(self.spool, self._conn, self.config.intake, self._still_leader)
+
+    def _still_leader(self) -> bool:
+        """True while this session holds the watcher lock (taking it if it is free)."""
+        assert self._conn is not None
+        row = db.fetch_one(self._conn, "watcher_try_lock")
+        return bool(row and row["locked"])
 
     def close(self) -> None:
         if self._conn is not None:
@@ -104,18 +112,39 @@ class Watcher:
     # ---- one pass ---------------------------------------------------------------
 
     def run_once(self) -> list[Outcome]:
-        """Reconcile: finish staged drops, take every complete drop, revisit waiting ones."""
+        """Reconcile: finish staged drops, take every complete drop, revisit waiting ones.
+
+        Each drop is handled on its own: one that fails is logged and retried later, and
+        never stops the others."""
         intake = self._intake()
         if intake is None:
             return []
         self._datasets = {r["name"] for r in db.fetch_all(intake.conn, "dataset_names")}
-        outcomes = [intake.process(token) for token in sorted(self.spool.staging.iterdir())
-                    if token.is_dir()]  # fmt: skip
+        outcomes: list[Outcome] = []
+        for token in sorted(self.spool.staging.iterdir()):
+            if token.name.startswith((".trash-", ".new-")):
+                self._guarded(bundles.remove, token)  # a token never made, or half removed
+            elif token.is_dir() and not token.name.startswith("."):
+                outcomes += self._guarded(lambda t: [intake.process(t)], token) or []
+        self._now = _filesystem_now(self.spool.staging)
         for candidate in list(self.candidates()):
-            if self.ready(candidate.path):
-                outcomes.append(self._take(intake, candidate))
-        outcomes.extend(intake.revisit_waiting())
+            if self._guarded(self.ready, candidate.path):
+                outcomes += self._guarded(lambda c: [self._take(intake, c)], candidate) or []
+        outcomes += self._guarded(lambda _: intake.revisit_waiting(), None) or []
         return outcomes
+
+    def _guarded(self, action: Any, item: Any) -> Any:
+        """Run one step; a database outage or lost lead stops the pass, anything else is
+        logged and skipped."""
+        try:
+            return action(item)
+        except (DatabaseUnavailable, NotLeader):
+            raise
+        except DatarunError as exc:
+            log.error("%s", exc)
+        except Exception:
+            log.exception("handling %s failed; it is retried at the next pass", item)
+        return None
 
     def _take(self, intake: Intake, candidate: Candidate) -> Outcome:
         self._seen.pop(candidate.path, None)
@@ -131,28 +160,34 @@ class Watcher:
         for entry in _entries(self.spool.incoming_submissions):
             if not self.is_container(entry):
                 yield Candidate(entry, "submission", None)
-            elif entry.name in self._datasets or self.ready(entry):
-                # a folder of an unknown name is trusted as a container once it settled:
-                # until then it may be a bundle whose files are still being copied
+            elif self.trusted_container(entry):
                 for inner in _entries(entry):
                     yield Candidate(inner, "submission", entry.name)
 
-    @staticmethod
-    def is_container(entry: Path) -> bool:
-        """incoming/submissions/<dataset>/ holds bundles; a bundle holds files at its top."""
+    def is_container(self, entry: Path) -> bool:
+        """incoming/submissions/<dataset>/ holds bundles; a bundle holds files at its top.
+        The folder of a registered dataset is always a container: a stray file in it is a
+        drop of its own, never a reason to take the folder."""
         if entry.is_symlink() or not entry.is_dir():
             return False
+        if entry.name in self._datasets:
+            return True
         return not any(
             inner.is_file() and bundles.archive_kind(inner.name) is None
             for inner in _entries(entry)
         )
+
+    def trusted_container(self, entry: Path) -> bool:
+        """A folder of an unknown name is trusted as a container once it settled: until
+        then it may be a bundle whose files are still being copied."""
+        return entry.name in self._datasets or self.ready(entry)
 
     def ready(self, path: Path) -> bool:
         marker = path.with_name(path.name + bundles.MARKER)
         if (path / bundles.MARKER).is_file() or marker.is_file():
             return True
         sig = _signature(path)
-        now, wall = time.monotonic(), time.time()
+        now, wall = time.monotonic(), self._now or time.time()
         newest = sig[2] / 1e9
         if wall - self.config.settle_seconds > newest and newest <= wall + 1:
             return True
@@ -189,7 +224,11 @@ class Watcher:
                     self.close()
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
-                except (DatabaseError, OSError):
+                except NotLeader:
+                    log.warning("another watcher took the lead; standing by")
+                    self._leader = False
+                    stop.wait(1.0)
+                except Exception:
                     log.exception("watcher pass failed; continuing")
                     stop.wait(1.0)
         finally:
@@ -221,7 +260,7 @@ class Watcher:
             if candidate is None:
                 continue
             if what == "moved" and candidate.path == Path(raw) and candidate.path.exists():
-                self._take(intake, candidate)
+                self._guarded(lambda c: self._take(intake, c), candidate)
             else:
                 self._seen.setdefault(candidate.path, ((-1, -1, -1), time.monotonic()))
         self._settle()
@@ -235,9 +274,11 @@ class Watcher:
         intake = self._intake()
         if intake is None:
             return
+        self._now = _filesystem_now(self.spool.staging)
         for candidate in list(self.candidates()):
-            if candidate.path in self._seen and self.ready(candidate.path):
-                self._take(intake, candidate)
+            changed = candidate.path in self._seen or candidate.path.parent in self._seen
+            if changed and self._guarded(self.ready, candidate.path):
+                self._guarded(lambda c: self._take(intake, c), candidate)
 
     def _candidate_of(self, path: Path) -> Candidate | None:
         """The drop a changed path belongs to (its top folder under an intake folder)."""
@@ -251,10 +292,20 @@ class Watcher:
                 return None
             top = base / parts[0]
             if kind == "submission" and self.is_container(top):
-                if len(parts) < 2 or ignored(parts[1]):
-                    return None
+                if len(parts) < 2 or ignored(parts[1]) or not self.trusted_container(top):
+                    return None  # the top folder itself is watched (ready() noted it)
                 return Candidate(top / parts[1], "submission", parts[0])
             return Candidate(top, kind, None)  # type: ignore[arg-type]
+        return None
+
+
+def _filesystem_now(folder: Path) -> float | None:
+    """The spool's own clock: on a network mount mtimes are the server's, not ours."""
+    probe = folder / ".clock"
+    try:
+        probe.touch()
+        return probe.stat().st_mtime
+    except OSError:
         return None
 
 
@@ -266,21 +317,22 @@ def _entries(folder: Path) -> list[Path]:
 
 
 def _signature(path: Path) -> tuple[int, int, int]:
-    """(entries, bytes, newest mtime in ns) of a file or a whole folder, links not followed."""
+    """(entries, bytes, newest mtime in ns) of a file or a whole folder, links not followed;
+    no deeper than a bundle may be (a deeper one is refused when taken anyway)."""
     count = size = newest = 0
-    stack = [path]
+    stack = [(path, 0)]
     while stack:
-        current = stack.pop()
+        current, depth = stack.pop()
         try:
             st = current.lstat()
-        except FileNotFoundError:
+        except OSError:
             continue
         count += 1
         size += st.st_size
         newest = max(newest, st.st_mtime_ns)
-        if current.is_dir() and not current.is_symlink():
+        if stat.S_ISDIR(st.st_mode) and depth <= bundles.MAX_DEPTH:
             try:
-                stack.extend(current.iterdir())
+                stack.extend((child, depth + 1) for child in current.iterdir())
             except OSError:
                 continue
     return count, size, newest

@@ -1,32 +1,41 @@
 """What happens to one drop, from the moment it is taken to its answer.
 
-A drop is first renamed out of `incoming/` into `.staging/<token>/drop/` (atomic: of two
-watchers, one wins), then unpacked and checked, registered in one transaction, and
-finally renamed into `store/`. Every step can be repeated: a master killed at any point
-finds the token at its next start and finishes the work, so a drop is registered once
-or answered once, never lost. Every answer is a file: the store entry and
-`results/<dataset>/<label>/status.json`, or `rejected/<stamp>_<name>/REJECTED.txt`, or
-`waiting/<dataset>/<stamp>_<name>/WAITING.txt`.
+    .staging/<token>/origin.json   what the drop is, where it came from, attempts
+    .staging/<token>/drop/<name>   the drop as the user made it, untouched
+    .staging/<token>/work/         our own copy: bundle/ (checked, hashed), prepared/
+    .staging/<token>/answer/       an answer being delivered (a note beside the drop)
+
+A token appears complete (made as `.new-<token>`, then renamed) before the drop is
+renamed into it: that rename is the claim, and of two watchers one wins. The bundle
+is stored under an id taken beforehand, then the row commits, then the user is
+answered, then the token goes. An answer that leaves the drop is built inside the
+token and moved out with one rename. So a master killed at any instruction finds,
+at its next start, a token it can finish: nothing is lost, nothing registered twice
+(a row remembers the token that made it), and every drop gets one answer.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import itertools
 import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from datarun.errors import BundleError, BundleWaiting, DatabaseError
-from spool import bundles, db, registry
-from spool.bundles import Limits
+from datarun.errors import BundleError, BundleWaiting, DatabaseUnavailable, DatarunError
+from spool import bundles, registry
+from spool.bundles import Limits, shown
 from spool.layout import Spool, label, stamp, write_atomic
 from spool.manifests import (
     DATASET_MANIFEST,
+    MAX_MANIFEST_BYTES,
     NAME_PATTERN,
     SUBMISSION_MANIFEST,
     parse_dataset_manifest,
@@ -38,7 +47,17 @@ from spool.workflows import check_submission
 log = logging.getLogger(__name__)
 
 Kind = Literal["dataset", "submission"]
-Result = Literal["registered", "duplicate", "rejected", "waiting", "gone", "retry"]
+Result = Literal["registered", "duplicate", "rejected", "waiting", "gone", "retry", "skipped"]
+TRANSIENT = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ENOMEM}
+MAX_STARTS = 5  # a drop that killed the master this often is set aside
+
+
+class NotLeader(DatarunError):
+    """Another watcher holds the lead now: this one must not answer anything."""
+
+
+class Transient(DatarunError):
+    """The machine, not the drop, is at fault (disk full, read-only): retry later."""
 
 
 @dataclass(frozen=True)
@@ -67,83 +86,146 @@ _tokens = itertools.count()
 
 
 class Intake:
-    def __init__(self, spool: Spool, conn: db.Conn, config: IntakeConfig) -> None:
+    def __init__(
+        self, spool: Spool, conn: Any, config: IntakeConfig,
+        still_leader: Callable[[], bool] = lambda: True,
+    ) -> None:  # fmt: skip
         self.spool = spool
         self.conn = conn
         self.config = config
+        self.still_leader = still_leader
 
-    # ---- entry points -----------------------------------------------------------
+    # ---- claiming ---------------------------------------------------------------
 
-    def take(self, path: Path, kind: Kind, dataset_hint: str | None = None) -> Outcome:
-        """Claim a drop by renaming it into staging, then process it."""
-        token = self.spool.staging / f"{stamp()}-{os.getpid()}-{next(_tokens)}"
-        (token / "drop").mkdir(parents=True)
+    def take(
+        self, path: Path, kind: Kind, hint: str | None = None, *, reject_reason: str = ""
+    ) -> Outcome:
+        """Claim a drop by renaming it into a new token, then process it."""
+        path.with_name(path.name + bundles.MARKER).unlink(missing_ok=True)
+        name = f"{stamp()}-{os.getpid()}-{next(_tokens)}"
+        fresh = self.spool.staging / f".new-{name}"
+        (fresh / "drop").mkdir(parents=True)
         origin = {
-            "kind": kind, "hint": dataset_hint, "name": path.name, "failures": 0,
-            "source": _relative(path, self.spool.root), "taken_at": _now_iso(),
+            "kind": kind, "hint": hint, "name": path.name, "starts": 0, "failures": 0,
+            "source": _relative(path, self.spool.root), "taken_at": _now(),
+            "reject_reason": reject_reason,
         }  # fmt: skip
-        write_atomic(token / "origin.json", json.dumps(origin))
+        write_atomic(fresh / "origin.json", json.dumps(origin))
+        token = self.spool.staging / name
+        fresh.rename(token)
         try:
             path.rename(token / "drop" / path.name)
         except FileNotFoundError:
             bundles.remove(token)  # gone meanwhile (another watcher, or its owner)
             return Outcome("gone", path.name, kind)
-        path.with_name(path.name + bundles.MARKER).unlink(missing_ok=True)
-        inner_marker = token / "drop" / path.name / bundles.MARKER
-        if inner_marker.is_file() and not inner_marker.is_symlink():
-            inner_marker.unlink()
+        except PermissionError:
+            bundles.remove(token)
+            log.warning("cannot take %s: datarun needs write permission on %s", path, path.parent)
+            return Outcome("skipped", path.name, kind, "permission denied")
         return self.process(token)
 
+    # ---- processing -------------------------------------------------------------
+
     def process(self, token: Path) -> Outcome:
-        """(Re)process a staging token; safe to call again after a crash at any point."""
-        origin = json.loads((token / "origin.json").read_text(encoding="utf-8"))
-        kind: Kind = origin["kind"]
-        name: str = origin["name"]
-        drop = token / "drop" / name
-        kept = token / "store" / ("bundle" if kind == "dataset" else "")
-        if not drop.exists() and kept.is_dir():
-            kept.rename(drop)  # moved before a crash: put it back and start over
-        for stale in (token / "unpacked", token / "store"):
-            bundles.remove(stale)
-        if not drop.exists() and not drop.is_symlink():
+        """(Re)process a token; safe to call again after a crash at any point."""
+        if (token / "answer").is_dir():
+            return self._deliver(token)
+        origin = _read_origin(token)
+        building = token / ".answer"
+        if building.is_dir():  # killed while building an answer: take the drop back
+            notes = {".destination", ".waiting.json", "REJECTED.txt", "WAITING.txt"}
+            for entry in building.iterdir():
+                if (origin and entry.name == origin["name"]) or (
+                    origin is None and entry.name not in notes
+                ):
+                    (token / "drop").mkdir(exist_ok=True)
+                    entry.rename(token / "drop" / entry.name)
+            bundles.remove(building)
+        drops = sorted((token / "drop").iterdir()) if (token / "drop").is_dir() else []
+        if origin is None:
+            if drops:
+                origin = {"kind": "submission", "hint": None, "name": drops[0].name,
+                          "source": "incoming/?", "starts": 0, "failures": 0}  # fmt: skip
+                return self._answer_rejected(
+                    token, origin, "datarun lost the record of this drop while processing "
+                    "it; you may drop it again",
+                )  # fmt: skip
             bundles.remove(token)
-            return Outcome("gone", name, kind)
+            return Outcome("gone", token.name, "submission")
+        kind: Kind = origin["kind"]
+        if not drops:
+            bundles.remove(token)
+            return Outcome("gone", origin["name"], kind)
+        if not self.still_leader():
+            raise NotLeader("another watcher leads now")
+        origin["starts"] = int(origin.get("starts", 0)) + 1
+        write_atomic(token / "origin.json", json.dumps(origin))
+        bundles.remove(token / "work")
+        if origin.get("reject_reason"):
+            return self._answer_rejected(token, origin, origin["reject_reason"])
+        if origin["starts"] > MAX_STARTS:
+            return self._answer_rejected(
+                token, origin, f"datarun stopped {MAX_STARTS} times while processing this drop; "
+                "it is set aside for the admin, who finds the cause in the master's log",
+            )  # fmt: skip
         try:
             if kind == "dataset":
-                return self._dataset(token, drop, origin)
-            return self._submission(token, drop, origin)
+                return self._dataset(token, origin)
+            return self._submission(token, origin)
         except BundleError as exc:
-            return self.reject(token, origin, str(exc))
+            return self._answer_rejected(token, origin, str(exc))
         except BundleWaiting as exc:
-            return self._wait(token, origin, str(exc))
-        except DatabaseError:
-            raise  # the database is away: keep the token, the daemon retries
+            return self._answer_waiting(token, origin, str(exc))
+        except (DatabaseUnavailable, NotLeader):
+            raise  # keep the token; the daemon retries
+        except OSError as exc:
+            if exc.errno in TRANSIENT:
+                raise Transient(f"cannot process {shown(origin['name'])}: {exc}") from exc
+            return self._failed(token, origin, exc)
         except Exception as exc:
-            origin["failures"] += 1
-            log.exception("processing the drop %s failed (%d)", name, origin["failures"])
-            if origin["failures"] >= self.config.max_failures:
-                return self.reject(
-                    token, origin,
-                    f"datarun could not process this drop: {type(exc).__name__}: {exc}. "
-                    "This is datarun's fault, not yours: the admin finds the details in the "
-                    "master's log. You may drop it again.",
-                )  # fmt: skip
-            write_atomic(token / "origin.json", json.dumps(origin))
-            return Outcome("retry", name, kind, str(exc))
+            return self._failed(token, origin, exc)
+
+    def _failed(self, token: Path, origin: dict[str, Any], exc: Exception) -> Outcome:
+        origin["failures"] = int(origin.get("failures", 0)) + 1
+        log.error("processing the drop %s failed (%d of %d): %s", shown(origin["name"]),
+                  origin["failures"], self.config.max_failures, exc, exc_info=exc)  # fmt: skip
+        if origin["failures"] >= self.config.max_failures:
+            return self._answer_rejected(
+                token, origin,
+                f"datarun could not process this drop: {type(exc).__name__}: {exc}. This is "
+                "datarun's fault, not yours: the admin finds the details in the master's "
+                "log. You may drop it again.",
+            )  # fmt: skip
+        write_atomic(token / "origin.json", json.dumps(origin))
+        return Outcome("retry", origin["name"], origin["kind"], str(exc))
+
+    def _unpack(self, token: Path, origin: dict[str, Any], limits: Limits) -> Path:
+        """Our own copy of the drop in work/bundle, checked on the way in."""
+        drop = token / "drop" / origin["name"]
+        work = token / "work"
+        if drop.is_symlink():
+            raise BundleError(f"{shown(drop.name)}: is a link; drop the folder or archive itself")
+        if drop.is_dir():
+            return bundles.copy_folder(drop, work / "bundle", limits)
+        if bundles.archive_kind(drop.name) is None:
+            raise BundleError(
+                f"{shown(drop.name)}: not a bundle; drop a folder, a .zip or a .tar.gz"
+            )
+        root = bundles.extract(drop, work / "unpacked", limits)
+        root.rename(work / "bundle")
+        bundles.remove(work / "unpacked")
+        return work / "bundle"
 
     # ---- datasets ---------------------------------------------------------------
 
-    def _dataset(self, token: Path, drop: Path, origin: dict[str, Any]) -> Outcome:
-        root = self._unpack(token, drop, self.config.dataset_limits)
+    def _dataset(self, token: Path, origin: dict[str, Any]) -> Outcome:
+        root = self._unpack(token, origin, self.config.dataset_limits)
         manifest_file = root / DATASET_MANIFEST
         if not manifest_file.is_file():
-            hint = (
-                " (a RAMP kit? its problem.py is not supported yet)"
-                if (root / "problem.py").is_file()
-                else ""
-            )
+            hint = " (a RAMP kit? its problem.py is not supported yet)" \
+                if (root / "problem.py").is_file() else ""  # fmt: skip
             raise BundleError(f"{DATASET_MANIFEST}: missing; a dataset bundle needs one{hint}")
-        manifest = parse_dataset_manifest(manifest_file.read_bytes())
+        manifest = parse_dataset_manifest(_read_small(manifest_file, MAX_MANIFEST_BYTES))
         for rel in filter(None, (manifest.data.train, manifest.data.test, manifest.cv.folds_file)):
             if not (root / rel).is_file():
                 raise BundleError(f"{DATASET_MANIFEST}: data: file {rel!r} is not in the bundle")
@@ -154,28 +236,38 @@ class Intake:
                 f"{DATASET_MANIFEST}: name: a dataset named {manifest.name!r} is already "
                 "registered with other content; datasets are immutable, so give this one a new name"
             )
-        if existing and self._stored(existing.store_path):
-            return self._duplicate(token, origin, f"dataset {existing.name!r}", existing.id)
-        store = token / "store"
-        summary = prepare_in_child(root, store / "prepared", self.config.prepare_timeout)
-        root.rename(store / "bundle")
-        outcome = registry.register_dataset(
-            self.conn, self.spool, manifest=manifest, content_hash=digest, summary=summary,
-            drop_name=origin["name"],
-        )  # fmt: skip
-        self._finish(token, outcome.store_path)
+        if existing and existing.intake_token != token.name:
+            return self._answer_duplicate(token, origin, f"dataset {existing.name!r}")
+        if existing is None:
+            summary = prepare_in_child(root, token / "work" / "prepared",
+                                       self.config.prepare_timeout)  # fmt: skip
+            ident = registry.next_id(self.conn, "datasets")
+            store_path = self.spool.dataset_store(ident)
+            target = self._store(token / "work", store_path)
+            try:
+                registry.register_dataset(
+                    self.conn, id=ident, store_path=store_path, manifest=manifest,
+                    content_hash=digest, summary=summary, drop_name=origin["name"],
+                    token=token.name,
+                )  # fmt: skip
+            except BaseException:
+                bundles.remove(target)  # never committed: nothing refers to it
+                raise
+            log.info("registered dataset %s (%d folds)", manifest.name, summary["n_folds"])
+        else:
+            ident = existing.id  # committed before a crash: finish answering
         (self.spool.incoming_submissions / manifest.name).mkdir(exist_ok=True)
         (self.spool.results / manifest.name).mkdir(parents=True, exist_ok=True)
-        log.info("registered dataset %s (%d folds)", manifest.name, summary["n_folds"])
-        return Outcome("registered", origin["name"], "dataset", manifest.name,
-                       dataset_id=outcome.id)  # fmt: skip
+        self._forget(token)
+        return Outcome("registered", origin["name"], "dataset", manifest.name, dataset_id=ident)
 
     # ---- submissions ------------------------------------------------------------
 
-    def _submission(self, token: Path, drop: Path, origin: dict[str, Any]) -> Outcome:
-        root = self._unpack(token, drop, self.config.submission_limits)
-        manifest = parse_submission_manifest((root / SUBMISSION_MANIFEST).read_bytes()) \
-            if (root / SUBMISSION_MANIFEST).is_file() else None  # fmt: skip
+    def _submission(self, token: Path, origin: dict[str, Any]) -> Outcome:
+        root = self._unpack(token, origin, self.config.submission_limits)
+        manifest_file = root / SUBMISSION_MANIFEST
+        manifest = parse_submission_manifest(_read_small(manifest_file, MAX_MANIFEST_BYTES)) \
+            if manifest_file.is_file() else None  # fmt: skip
         hint = origin["hint"]
         dataset_name = manifest.dataset if manifest and manifest.dataset else hint
         if manifest and manifest.dataset and hint and manifest.dataset != hint:
@@ -189,11 +281,11 @@ class Intake:
                 f"'dataset' in {SUBMISSION_MANIFEST}"
             )
         name = manifest.name if manifest and manifest.name else bundles.stem(origin["name"])
-        if not _valid_name(name):
+        if re.fullmatch(NAME_PATTERN, name) is None:
             raise BundleError(
-                f"the name {name!r} cannot name a submission: use up to 64 letters, digits, "
-                f"'-' and '_', starting with a letter or digit (rename the bundle, or set "
-                f"'name' in {SUBMISSION_MANIFEST})"
+                f"the name {shown(name)!r} cannot name a submission: use up to 64 letters, "
+                "digits, '-' and '_', starting with a letter or digit (rename the bundle, or "
+                f"set 'name' in {SUBMISSION_MANIFEST})"
             )
         dataset = registry.dataset_by_name(self.conn, dataset_name)
         if dataset is None:
@@ -202,125 +294,139 @@ class Intake:
         team = manifest.team if manifest else ""
         queue = manifest.priority if manifest else "low"
         digest = bundles.content_hash(root)
-        dup = db.fetch_one(
-            self.conn,
-            "submission_by_content",
-            {"dataset_id": dataset.id, "team": team, "content_hash": digest},
-        )
-        if dup is not None and self._stored(dup["store_path"]):
-            return self._duplicate(
-                token, origin,
-                f"submission {label(dup['name'], dup['team'], dup['version'])} of "
-                f"{dataset.name!r}; its results are in results/{dataset.name}/"
-                f"{label(dup['name'], dup['team'], dup['version'])}/",
-                dup["id"],
+        found = registry.submission_by_content(self.conn, dataset.id, team, digest)
+        if found and found.intake_token != token.name:
+            tag = label(found.name, found.team, found.version)
+            return self._answer_duplicate(
+                token, origin, f"submission {tag} of {dataset.name!r}; its results are in "
+                f"results/{dataset.name}/{tag}/",
             )  # fmt: skip
-        root.rename(token / "store")
-        outcome = registry.register_submission(
-            self.conn, self.spool, dataset, name=name, team=team, queue=queue,
-            content_hash=digest, manifest=manifest.model_dump() if manifest else {},
-            drop_name=origin["name"], max_attempts=self.config.max_attempts,
-        )  # fmt: skip
-        self._finish(token, outcome.store_path)
-        tag = label(name, team, outcome.version)
-        write_atomic(
-            self.spool.submission_results(dataset.name, tag) / "status.json",
-            json.dumps({
-                "submission": tag, "dataset": dataset.name, "id": outcome.id,
-                "state": "queued", "folds": dataset.n_folds, "queue": queue,
-                "registered_at": _now_iso(), "dropped_as": origin["source"],
-            }, indent=2) + "\n",
-        )  # fmt: skip
+        if found is None:
+            ident = registry.next_id(self.conn, "submissions")
+            store_path = self.spool.submission_store(ident)
+            target = self._store(root, store_path)
+            try:
+                version = registry.register_submission(
+                    self.conn, dataset, id=ident, store_path=store_path, name=name, team=team,
+                    queue=queue, content_hash=digest, drop_name=origin["name"],
+                    manifest=manifest.model_dump() if manifest else {},
+                    max_attempts=self.config.max_attempts, token=token.name,
+                )  # fmt: skip
+            except BaseException:
+                bundles.remove(target)
+                raise
+        else:
+            ident, version = found.id, found.version  # committed before a crash
+        tag = label(name, team, version)
+        status = {
+            "submission": tag, "dataset": dataset.name, "id": ident, "state": "queued",
+            "folds": dataset.n_folds, "queue": queue, "registered_at": _now(),
+            "dropped_as": origin["source"],
+        }  # fmt: skip
+        write_atomic(self.spool.submission_results(dataset.name, tag) / "status.json",
+                     json.dumps(status, indent=2) + "\n")  # fmt: skip
+        self._forget(token)
         log.info("registered %s of %s", tag, dataset.name)
         return Outcome("registered", origin["name"], "submission", tag,
-                       submission_id=outcome.id, dataset_id=dataset.id)  # fmt: skip
+                       submission_id=ident, dataset_id=dataset.id)  # fmt: skip
 
     # ---- shared steps -----------------------------------------------------------
 
-    def _unpack(self, token: Path, drop: Path, limits: Limits) -> Path:
-        if drop.is_symlink():
-            raise BundleError(f"{drop.name}: is a link; drop the folder or archive itself")
-        if drop.is_dir():
-            bundles.check_folder(drop, limits)
-            return drop
-        if bundles.archive_kind(drop.name) is None:
-            raise BundleError(f"{drop.name}: not a bundle; drop a folder, a .zip or a .tar.gz")
-        if drop.stat().st_size > limits.max_bytes:
-            raise BundleError(f"{drop.name}: the archive is larger than the cap")
-        return bundles.extract(drop, token / "unpacked", limits)
-
-    def _stored(self, store_path: str) -> bool:
-        return bool(store_path) and self.spool.absolute(store_path).is_dir()
-
-    def _finish(self, token: Path, store_path: str) -> None:
+    def _store(self, source: Path, store_path: str) -> Path:
+        """Move our checked copy to its place in store/ and make it read-only."""
         target = self.spool.absolute(store_path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():  # a crash after the rename, before the token went away
-            bundles.remove(token / "store")
-        else:
-            bundles.freeze(token / "store")
-            (token / "store").rename(target)
-        bundles.remove(token)
+        source.rename(target)
+        bundles.freeze(target)
+        return target
 
-    def _duplicate(self, token: Path, origin: dict[str, Any], what: str, ident: int) -> Outcome:
-        self.reject(
-            token, origin,
-            f"not run again: the same content is already registered as {what}",
-            title="NOT RUN AGAIN (duplicate)", event="drop.duplicate",
-        )  # fmt: skip
-        return Outcome("duplicate", origin["name"], origin["kind"], what, submission_id=ident)
+    def _forget(self, token: Path) -> None:
+        """The drop is registered (its content is stored): remove the token, drop and all."""
+        trash = token.with_name(f".trash-{token.name}")
+        token.rename(trash)
+        bundles.remove(trash)
 
-    def reject(
-        self, token: Path, origin: dict[str, Any], reason: str,
-        title: str = "REJECTED", event: str = "drop.rejected",
-    ) -> Outcome:  # fmt: skip
-        """Move the whole drop to rejected/ with REJECTED.txt saying why and what to do."""
+    def _answer_duplicate(self, token: Path, origin: dict[str, Any], what: str) -> Outcome:
+        reason = f"not run again: the same content is already registered as {what}"
+        self._answer(token, origin, reason, "NOT RUN AGAIN (duplicate)", "drop.duplicate")
+        return Outcome("duplicate", origin["name"], origin["kind"], what)
+
+    def _answer_rejected(self, token: Path, origin: dict[str, Any], reason: str) -> Outcome:
+        self._answer(token, origin, reason, "REJECTED", "drop.rejected")
+        return Outcome("rejected", origin["name"], origin["kind"], reason)
+
+    def _answer_waiting(self, token: Path, origin: dict[str, Any], dataset: str) -> Outcome:
+        deadline = datetime.now(UTC) + timedelta(seconds=self.config.wait_for_dataset)
+        state = {**origin, "dataset": dataset, "deadline": deadline.isoformat()}
+        note = (
+            f"WAITING: {shown(origin['name'])}\n"
+            f"This submission is for dataset {dataset!r}, which is not registered yet.\n"
+            f"It will be taken as soon as that dataset arrives, and rejected if it has not\n"
+            f"arrived by {deadline.isoformat(timespec='seconds')}.\n"
+        )
+        dest = self.spool.waiting / dataset / _answer_name(origin["name"])
+        self._build(token, origin, dest, ("WAITING.txt", note), state)
+        self._deliver(token)
+        log.info("submission %s waits for dataset %s", shown(origin["name"]), dataset)
+        return Outcome("waiting", origin["name"], "submission", dataset)
+
+    def _answer(
+        self, token: Path, origin: dict[str, Any], reason: str, title: str, event: str
+    ) -> None:
+        """Move the whole drop to rejected/, beside a note saying why and what to do."""
         name = origin["name"]
-        dest = self.spool.rejected / f"{stamp()}_{name}"
-        dest.mkdir(parents=True)
-        source = token / "drop" / name
-        if source.exists() or source.is_symlink():
-            source.rename(dest / name)
+        registry.record_answer(self.conn, shown(name), reason, kind=event)
         lines = [f"  - {line}" for line in reason.splitlines() if line.strip()]
-        text = "\n".join([
-            f"{title}: {name}",
-            f"dropped as: {origin['source']}",
-            f"answered at: {_now_iso()}",
+        rejected = title == "REJECTED"
+        note = "\n".join([
+            f"{title}: {shown(name)}",
+            f"dropped as: {shown(origin['source'])}",
+            f"answered at: {_now()}",
             "",
-            "What is wrong:" if title == "REJECTED" else "Why:",
+            "What is wrong:" if rejected else "Why:",
             *lines,
             "",
             "What to do: fix the problems above, then drop the corrected bundle again into "
             "incoming/. This folder is kept for you; datarun does not look at it again."
-            if title == "REJECTED" else "Nothing: the earlier copy is registered.",
+            if rejected else "Nothing: the earlier copy is registered.",
         ]) + "\n"  # fmt: skip
-        write_atomic(dest / "REJECTED.txt", text)
-        try:
-            registry.record_rejection(self.conn, name, reason, kind=event)
-        except DatabaseError:
-            log.warning("could not record the rejection of %s in the database", name)
-        bundles.remove(token)
-        log.info("%s %s: %s", title.lower(), name, reason.splitlines()[0])
-        return Outcome("rejected" if title == "REJECTED" else "duplicate", name, origin["kind"],
-                       reason)  # fmt: skip
+        dest = self.spool.rejected / _answer_name(name)
+        self._build(token, origin, dest, ("REJECTED.txt", note), None)
+        self._deliver(token)
+        log.info("%s %s: %s", title.lower(), shown(name), reason.splitlines()[0])
 
-    def _wait(self, token: Path, origin: dict[str, Any], dataset: str) -> Outcome:
-        name = origin["name"]
-        dest = self.spool.waiting / dataset / f"{stamp()}_{name}"
-        dest.mkdir(parents=True)
-        (token / "drop" / name).rename(dest / name)
-        deadline = datetime.now(UTC) + timedelta(seconds=self.config.wait_for_dataset)
-        state = {**origin, "dataset": dataset, "deadline": deadline.isoformat()}
-        write_atomic(dest / ".waiting.json", json.dumps(state))
-        write_atomic(dest / "WAITING.txt", (
-            f"WAITING: {name}\n"
-            f"This submission is for dataset {dataset!r}, which is not registered yet.\n"
-            f"It will be taken as soon as that dataset arrives, and rejected if it has not\n"
-            f"arrived by {deadline.isoformat(timespec='seconds')}.\n"
-        ))  # fmt: skip
-        bundles.remove(token)
-        log.info("submission %s waits for dataset %s", name, dataset)
-        return Outcome("waiting", name, "submission", dataset)
+    def _build(
+        self, token: Path, origin: dict[str, Any], dest: Path, note: tuple[str, str],
+        state: dict[str, Any] | None,
+    ) -> None:  # fmt: skip
+        building = token / ".answer"
+        bundles.remove(building)
+        building.mkdir()
+        write_atomic(building / note[0], note[1])
+        if state is not None:
+            write_atomic(building / ".waiting.json", json.dumps(state))
+        write_atomic(building / ".destination", str(dest))
+        drop = token / "drop" / origin["name"]
+        if drop.exists() or drop.is_symlink():
+            drop.rename(building / origin["name"])
+        building.rename(token / "answer")
+
+    def _deliver(self, token: Path) -> Outcome:
+        answer = token / "answer"
+        dest = Path((answer / ".destination").read_text(encoding="utf-8"))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():  # a name clash: keep both
+            dest = dest.with_name(dest.name + "-" + token.name[-6:])
+        answer.rename(dest)
+        (dest / ".destination").unlink(missing_ok=True)
+        trash = token.with_name(f".trash-{token.name}")
+        token.rename(trash)
+        bundles.remove(trash)
+        kind: Kind = "submission"
+        return Outcome("waiting" if dest.is_relative_to(self.spool.waiting) else "rejected",
+                       dest.name, kind)  # fmt: skip
+
+    # ---- waiting submissions ----------------------------------------------------
 
     def revisit_waiting(self) -> list[Outcome]:
         """Take waiting submissions whose dataset arrived; reject those past deadline."""
@@ -328,32 +434,53 @@ class Intake:
         for entry in sorted(self.spool.waiting.glob("*/*")):
             try:
                 state = json.loads((entry / ".waiting.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+                name, dataset = str(state["name"]), str(state["dataset"])
+                deadline = datetime.fromisoformat(state["deadline"])
+                hint = state.get("hint")
+            except (OSError, ValueError, KeyError, TypeError):
                 continue  # being written, or not ours
-            drop = entry / state["name"]
+            drop = entry / name
             if not drop.exists() and not drop.is_symlink():
-                bundles.remove(entry)  # taken before a crash; the token finishes it
+                bundles.remove(entry)  # taken before a crash; its token finishes it
                 continue
-            if registry.dataset_by_name(self.conn, state["dataset"]) is not None:
-                outcome = self.take(drop, "submission", state["hint"])
-                if outcome.result != "gone":
-                    bundles.remove(entry)
-                outcomes.append(outcome)
-            elif datetime.fromisoformat(state["deadline"]) < datetime.now(UTC):
-                token = self.spool.staging / f"{stamp()}-{os.getpid()}-{next(_tokens)}"
-                (token / "drop").mkdir(parents=True)
-                drop.rename(token / "drop" / state["name"])
-                bundles.remove(entry)
-                outcomes.append(self.reject(
-                    token, state,
-                    f"dataset {state['dataset']!r} never arrived (waited until "
-                    f"{state['deadline'][:19]} UTC); check its name, or drop the dataset first",
+            if registry.dataset_by_name(self.conn, dataset) is not None:
+                outcome = self.take(drop, "submission", hint)
+            elif deadline < datetime.now(UTC):
+                outcome = self.take(drop, "submission", hint, reject_reason=(
+                    f"dataset {dataset!r} never arrived (waited until {state['deadline'][:19]} "
+                    "UTC); check its name, or drop the dataset first"
                 ))  # fmt: skip
+            else:
+                continue
+            if outcome.result not in ("gone", "skipped"):
+                bundles.remove(entry)
+            outcomes.append(outcome)
         return outcomes
 
 
-def _valid_name(name: str) -> bool:
-    return re.fullmatch(NAME_PATTERN, name) is not None
+def _read_origin(token: Path) -> dict[str, Any] | None:
+    try:
+        origin = json.loads((token / "origin.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(origin, dict) or not {"kind", "name", "source"} <= set(origin):
+        return None
+    return origin
+
+
+def _read_small(path: Path, cap: int) -> bytes:
+    if path.stat().st_size > cap:
+        raise BundleError(f"{path.name}: larger than {cap // 1024} KiB; a manifest is a few lines")
+    return path.read_bytes()
+
+
+def _answer_name(name: str) -> str:
+    """stamp_name, short enough for any filesystem whatever the drop's name."""
+    text = shown(name).replace("/", "_")
+    if len(text.encode()) > 100:
+        digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+        text = text.encode()[:90].decode("utf-8", "ignore") + "-" + digest
+    return f"{stamp()}_{text}"
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -363,5 +490,5 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _now_iso() -> str:
+def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")

@@ -22,7 +22,8 @@ HOSTILE = {
     "eats": "hog = bytearray(8 * 2**30)",
     "exits": "import os; os._exit(3)",
     "segfaults": "import ctypes; ctypes.string_at(0)",
-    "shouts": "import sys\n        for _ in range(100):\n            sys.stdout.write('x' * 2**20)\n"
+    "shouts": "import sys\n        for _ in range(100):\n"
+              "            sys.stdout.write('x' * 2**20)\n"
               "        raise RuntimeError('said a lot')",
     "snoops": "import os\n        found = sorted(k for k in os.environ if 'DATABASE' in k or "
               "k.startswith('PG'))\n        for pid in os.listdir('/proc'):\n"
@@ -64,9 +65,16 @@ def register(spool, make_watcher, tmp_path: Path, submissions: dict[str, str],
     for name, files in submissions.items():
         root = tmp_path / "subs" / name
         root.mkdir(parents=True)
-        for filename, text in json.loads(files).items() if files.startswith("{") else [
-            (f"{workflow.split('+')[-1] if '+' in workflow else workflow}.py", files)
-        ]:
+        for filename, text in (
+            json.loads(files).items()
+            if files.startswith("{")
+            else [
+                (
+                    f"{workflow.rsplit('+', maxsplit=1)[-1] if '+' in workflow else workflow}.py",
+                    files,
+                )
+            ]
+        ):
             (root / filename).write_text(text)
         drop(root, spool.incoming_submissions / "iris")
     outcomes = watcher.run_once()
@@ -204,7 +212,9 @@ def test_hostile_submissions_fail_with_their_reason_and_the_executor_carries_on(
     assert by_name.pop("good") == {"predicted"}
     for name, reasons in by_name.items():
         assert reasons == {REASONS[name]}, (name, reasons)
-    shout_logs = [spool.root / r["log_path"] for r in job_rows(database_url) if r["name"] == "shouts"]
+    shout_logs = [
+        spool.root / r["log_path"] for r in job_rows(database_url) if r["name"] == "shouts"
+    ]
     for log in shout_logs:
         size = log.stat().st_size
         assert 2**20 <= size < 2**20 + 500, size

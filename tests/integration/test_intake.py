@@ -12,7 +12,7 @@ import pytest
 
 from spool import db
 from spool.layout import Spool
-from tests.conftest import age, drop
+from tests.conftest import age, drop, staged
 from tests.helpers import bundles as B
 
 SCHEMES = [
@@ -65,7 +65,7 @@ def test_dataset_and_submission_folders_register_with_one_job_per_fold(
     assert status["state"] == "queued" and status["folds"] == 3
     prepared = spool.store / "datasets" / str(outcome.dataset_id) / "prepared"
     assert (prepared / "train.parquet").is_file() and (prepared / "test.parquet").is_file()
-    assert not list(spool.staging.iterdir())
+    assert staged(spool) == []
 
 
 @pytest.mark.parametrize("form", ["zip", "zip-flat", "tar.gz"])
@@ -234,33 +234,6 @@ def test_hidden_and_partial_names_are_ignored(spool, make_watcher, tmp_path):
         age(B.submission(tmp_path / name, name="x")).rename(into / name)
     assert watcher.run_once() == []
     assert sorted(p.name for p in into.iterdir()) == [".hidden", "copying.partial"]
-
-
-def test_a_crash_between_commit_and_store_is_finished_once(
-    spool, make_watcher, database_url, tmp_path, monkeypatch
-):
-    from watcher.intake import Intake
-
-    watcher = make_watcher()
-    register_iris(spool, watcher, tmp_path)
-    drop(B.submission(tmp_path / "s"), spool.incoming_submissions / "iris")
-
-    def crash(self, token, store_path):
-        raise SystemExit("killed after the commit")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(Intake, "_finish", crash)
-        with pytest.raises(SystemExit):
-            watcher.run_once()
-    watcher.close()  # the killed master's connection, and its lock, go away
-    assert len(jobs(database_url)) == 3  # committed
-    assert len(list(spool.staging.iterdir())) == 1  # but not moved
-    restarted = make_watcher()
-    [outcome] = restarted.run_once()
-    assert outcome.result == "registered"
-    assert len(jobs(database_url)) == 3  # not registered twice
-    assert (spool.store / "submissions" / str(outcome.submission_id) / "classifier.py").is_file()
-    assert list(spool.staging.iterdir()) == []
 
 
 def test_a_second_watcher_stands_by(spool, make_watcher, tmp_path):

@@ -111,8 +111,22 @@ def raw(name: str, data: bytes) -> Callable[[Path], Path]:
     return build
 
 
+def special(name: str, kind: str) -> Callable[[Path], Path]:
+    """A drop that is a symbolic link, or a FIFO."""
+
+    def build(where: Path) -> Path:
+        where.mkdir(parents=True, exist_ok=True)
+        if kind == "link":
+            (where / name).symlink_to("/etc")
+        else:
+            os.mkfifo(where / name)
+        return where / name
+
+    return build
+
+
 GOOD = B.CLASSIFIER.encode()
-SMALL_CAP = 200_000
+SMALL_CAP = 400_000
 
 CASES = [
     # ---- dataset manifests
@@ -154,20 +168,30 @@ CASES = [
     Case("sub-stray-file", "submissions", raw("notes.txt", b"hello"), "not a bundle"),
     Case("sub-never-dataset", "submissions", sub("orphan", nothing, manifest='dataset = "neverland"\n'), "dataset 'neverland' never arrived"),
     Case("sub-oversized", "submissions/iris", sub("big", lambda r: (r / "weights.bin").write_bytes(os.urandom(SMALL_CAP + 1))), "larger than"),
-    Case("sub-too-many-files", "submissions/iris", sub("many", lambda r: [(r / f"f{i}.txt").write_text("x") for i in range(60)]), "more than 50 files"),
-    Case("sub-folder-link-escape", "submissions/iris", sub("linkout", lambda r: (r / "data").symlink_to("/etc")), "points outside the bundle"),
-    Case("sub-fifo", "submissions/iris", sub("fifo", lambda r: os.mkfifo(r / "pipe")), "device, FIFO or socket"),
+    Case("sub-too-many-files", "submissions/iris", sub("many", lambda r: [(r / f"f{i}.txt").write_text("x") for i in range(60)]), "more than 50 files and folders"),
+    Case("sub-folder-link-escape", "submissions/iris", sub("linkout", lambda r: (r / "data").symlink_to("/etc")), "'data' is a link; bundles may hold only files and folders"),
+    Case("sub-folder-inner-link", "submissions/iris", sub("linkin", lambda r: (r / "copy.py").symlink_to("classifier.py")), "'copy.py' is a link"),
+    Case("sub-folder-hard-link", "submissions/iris", sub("hardin", lambda r: os.link(r / "classifier.py", r / "copy.py")), "is a hard link"),
+    Case("sub-drop-is-a-link", "submissions/iris", special("alias", "link"), "is a link; drop the folder or archive itself"),
+    Case("sub-too-deep", "submissions/iris", sub("deep", lambda r: (r / "/".join(["d"] * 40)).mkdir(parents=True)), "nested more than 32 folders deep"),
+    Case("sub-huge-code", "submissions/iris", sub("hugecode", lambda r: (r / "classifier.py").write_text("x = 1\n" * 50_000)), "larger than 256 KB"),
+    Case("sub-long-name", "submissions/iris", sub("n" * 240, nothing), "cannot name a submission"),
+    Case("sub-latin1-name", "submissions/iris", sub(os.fsdecode(b"caf\xe9"), nothing), "cannot name a submission"),
+    Case("fifo-named-zip", "submissions/iris", special("pipe.zip", "fifo"), "not a regular file"),
+    Case("zip-chained-links", "submissions/iris", archive("chain.zip", [("classifier.py", GOOD), tar_link("sub/up", ".."), tar_link("esc", "sub/up/sub/up/../../../../tmp")]), "is a link"),
+    Case("ds-nul-in-title", "datasets", ds("dsnul", lambda r: edit(r / "dataset.toml", 'task =', 'title = "a\\u0000b"\ntask =')), "contains a NUL character"),
+    Case("sub-fifo", "submissions/iris", sub("fifo", lambda r: os.mkfifo(r / "pipe")), "'pipe' is a device, FIFO or socket"),
     Case("sub-bad-manifest-toml", "submissions/iris", sub("badmanifest", nothing, manifest="team = \n"), "submission.toml: not valid TOML"),
     # ---- archives
     Case("zip-slip", "submissions/iris", archive("slip.zip", [("classifier.py", GOOD), ("../../evil.py", b"x")]), "climbs out of the bundle"),
     Case("tar-absolute", "submissions/iris", archive("abs.tar.gz", [("classifier.py", GOOD), ("/etc/cron.d/evil", b"x")]), "has an absolute path"),
-    Case("tar-link-escape", "submissions/iris", archive("linkesc.tar.gz", [("classifier.py", GOOD), tar_link("data", "../../../etc")]), "points outside the bundle"),
-    Case("zip-link-escape", "submissions/iris", archive("zlink.zip", [("classifier.py", GOOD), tar_link("passwd", "/etc/passwd")]), "points outside the bundle"),
-    Case("tar-hard-link", "submissions/iris", archive("hard.tar.gz", [("classifier.py", GOOD), tar_link("copy.py", "classifier.py", hard=True)]), "is a hard link"),
+    Case("tar-link-escape", "submissions/iris", archive("linkesc.tar.gz", [("classifier.py", GOOD), tar_link("data", "../../../etc")]), "'data' is a link"),
+    Case("zip-link-escape", "submissions/iris", archive("zlink.zip", [("classifier.py", GOOD), tar_link("passwd", "/etc/passwd")]), "'passwd' is a link"),
+    Case("tar-hard-link", "submissions/iris", archive("hard.tar.gz", [("classifier.py", GOOD), tar_link("copy.py", "classifier.py", hard=True)]), "'copy.py' is a link"),
     Case("zip-corrupt", "submissions/iris", raw("corrupt.zip", b"PK\x03\x04 this is not really a zip"), "cannot be read as a zip archive"),
     Case("tar-corrupt", "submissions/iris", raw("corrupt.tar.gz", b"\x1f\x8b\x08 truncated"), "cannot be read as a tar archive"),
     Case("zip-bomb", "submissions/iris", archive("bomb.zip", [("classifier.py", GOOD), ("zeros.bin", b"\0" * (SMALL_CAP * 4))]), "larger than"),
-    Case("zip-duplicate-member", "submissions/iris", archive("twice.zip", [("classifier.py", GOOD), ("classifier.py", GOOD)]), "is in the archive twice"),
+    Case("zip-duplicate-member", "submissions/iris", archive("twice.zip", [("classifier.py", GOOD), ("classifier.py", GOOD)]), "'classifier.py' is in the bundle twice"),
 ]  # fmt: skip
 
 
@@ -198,14 +222,17 @@ def answers(pg_server: EmbeddedServer, tmp_path_factory) -> Iterator[dict[str, A
         made = case.build(base / "src" / case.name)
         into = spool.root / "incoming" / case.into
         into.mkdir(parents=True, exist_ok=True)
-        age(made).rename(into / made.name)
+        if not made.is_symlink() and not made.is_fifo():
+            age(made)
+        made.rename(into / made.name)
         by_drop[made.name] = case.name
     watcher.run_once()
     time.sleep(1.2)  # past the deadline of the submission whose dataset never comes
     watcher.run_once()
     found: dict[str, Answer] = {}
     for folder in spool.rejected.iterdir():
-        drop_name = folder.name.split("_", 1)[1]
+        kept = [p.name for p in folder.iterdir() if p.name != "REJECTED.txt"]
+        drop_name = kept[0] if len(kept) == 1 else folder.name
         found[by_drop.get(drop_name, drop_name)] = Answer(
             folder, (folder / "REJECTED.txt").read_text()
         )

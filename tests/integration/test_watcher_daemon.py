@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from spool import db
-from tests.conftest import age, drop
+from tests.conftest import age, drop, staged
 from tests.helpers import bundles as B
 from watcher.daemon import Watcher
 
@@ -98,7 +98,7 @@ def test_a_burst_of_500_drops_is_registered_exactly_once_each(
     assert sorted(names) == [f"s{i:03d}" for i in range(500)]
     assert list(into.iterdir()) == []
     assert list(spool.rejected.iterdir()) == []
-    assert list(spool.staging.iterdir()) == []
+    assert staged(spool) == []
 
 
 def test_poll_mode_takes_drops_without_inotify(spool, make_watcher, database_url, tmp_path):

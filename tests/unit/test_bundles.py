@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from spool.bundles import archive_kind, content_hash, freeze, remove, stem
+import pytest
+
+from datarun.errors import BundleError
+from spool.bundles import Limits, archive_kind, content_hash, copy_folder, freeze, remove, stem
 
 
 def test_a_frozen_bundle_is_read_only_and_still_removable_by_datarun(tmp_path):
@@ -20,7 +23,7 @@ def test_names_and_kinds():
     assert archive_kind("a.rar") is None
 
 
-def test_content_hash_ignores_the_marker_and_junk_but_not_content(tmp_path):
+def test_what_is_stored_is_the_checked_copy_without_litter(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for root in (a, b):
         (root / "pkg").mkdir(parents=True)
@@ -28,9 +31,25 @@ def test_content_hash_ignores_the_marker_and_junk_but_not_content(tmp_path):
     (b / ".ready").touch()
     (b / "__pycache__").mkdir()
     (b / "__pycache__" / "m.pyc").write_bytes(b"junk")
-    assert content_hash(a) == content_hash(b)
+    limits = Limits(max_bytes=10_000)
+    copy_a = copy_folder(a, tmp_path / "ca", limits)
+    copy_b = copy_folder(b, tmp_path / "cb", limits)
+    assert sorted(p.name for p in copy_b.rglob("*")) == ["m.py", "pkg"]
+    assert content_hash(copy_a) == content_hash(copy_b)
     (b / "pkg" / "m.py").write_text("x = 2")
-    assert content_hash(a) != content_hash(b)
+    assert content_hash(copy_a) != content_hash(copy_folder(b, tmp_path / "cb2", limits))
     (b / "pkg" / "m.py").write_text("x = 1")
     (b / "pkg" / "m.py").rename(b / "pkg" / "n.py")
-    assert content_hash(a) != content_hash(b)
+    assert content_hash(copy_a) != content_hash(copy_folder(b, tmp_path / "cb3", limits))
+
+
+def test_a_very_deep_tree_is_refused_and_removed_without_recursion(tmp_path):
+    deep = tmp_path / "deep"
+    path = deep
+    for _ in range(100):
+        path = path / "d"
+    path.mkdir(parents=True)
+    with pytest.raises(BundleError, match="nested more than"):
+        copy_folder(deep, tmp_path / "copy", Limits(max_bytes=10_000, max_files=100_000))
+    remove(deep)
+    assert not deep.exists()

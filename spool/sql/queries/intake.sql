@@ -5,36 +5,38 @@
 SELECT pg_try_advisory_lock(hashtext('datarun.watcher')) AS locked;
 
 -- name: dataset_by_name
-SELECT id, name, kind, task, workflow, metrics, n_folds, content_hash, store_path
+SELECT id, name, kind, task, workflow, metrics, n_folds, content_hash, store_path,
+       intake_token
 FROM datasets WHERE name = %(name)s;
 
--- name: dataset_insert
-INSERT INTO datasets (name, kind, task, workflow, metrics, n_folds, content_hash,
-                      store_path, manifest, summary, drop_name)
-VALUES (%(name)s, %(kind)s, %(task)s, %(workflow)s, %(metrics)s, %(n_folds)s,
-        %(content_hash)s, '', %(manifest)s, %(summary)s, %(drop_name)s)
-RETURNING id;
+-- name: next_id
+-- Ids are taken before the files are stored under them, then the row commits last.
+SELECT nextval(pg_get_serial_sequence(%(table)s, 'id')) AS id;
 
--- name: dataset_set_store
-UPDATE datasets SET store_path = %(store_path)s WHERE id = %(id)s;
+-- name: dataset_insert
+INSERT INTO datasets (id, name, kind, task, workflow, metrics, n_folds, content_hash,
+                      store_path, manifest, summary, drop_name, intake_token)
+OVERRIDING SYSTEM VALUE
+VALUES (%(id)s, %(name)s, %(kind)s, %(task)s, %(workflow)s, %(metrics)s, %(n_folds)s,
+        %(content_hash)s, %(store_path)s, %(manifest)s, %(summary)s, %(drop_name)s,
+        %(intake_token)s);
 
 -- name: submission_by_content
-SELECT s.id, s.name, s.team, s.version, s.store_path, s.created_at
+SELECT s.id, s.name, s.team, s.version, s.store_path, s.intake_token
 FROM submissions s
 WHERE s.dataset_id = %(dataset_id)s AND s.team = %(team)s AND s.content_hash = %(content_hash)s;
 
 -- name: submission_insert
 -- The version is the next one for (dataset, team, name); the unique key guards races.
-INSERT INTO submissions (dataset_id, name, team, queue, content_hash, store_path,
-                         manifest, drop_name, version)
-SELECT %(dataset_id)s, %(name)s, %(team)s, %(queue)s, %(content_hash)s, '',
-       %(manifest)s, %(drop_name)s, coalesce(max(version), 0) + 1
+INSERT INTO submissions (id, dataset_id, name, team, queue, content_hash, store_path,
+                         manifest, drop_name, version, intake_token)
+OVERRIDING SYSTEM VALUE
+SELECT %(id)s, %(dataset_id)s, %(name)s, %(team)s, %(queue)s, %(content_hash)s,
+       %(store_path)s, %(manifest)s, %(drop_name)s, coalesce(max(version), 0) + 1,
+       %(intake_token)s
 FROM submissions
 WHERE dataset_id = %(dataset_id)s AND team = %(team)s AND name = %(name)s
 RETURNING id, version;
-
--- name: submission_set_store
-UPDATE submissions SET store_path = %(store_path)s WHERE id = %(id)s;
 
 -- name: jobs_create
 INSERT INTO jobs (submission_id, fold, queue, max_attempts)

@@ -1,0 +1,194 @@
+"""A master killed at any step of the intake: the next one finishes the work.
+
+A kill is simulated by making the N-th file-system step (rename, unlink, rmdir,
+mkdir, write) or the commit raise `Killed`, a BaseException no handler catches; from
+then on every such step raises too, as nothing runs in a dead process. A new watcher
+then runs. For every N until a run goes through untouched: the drop is registered
+exactly once (or answered exactly once), nothing is left in incoming/ or .staging/.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spool import db, layout, registry
+from tests.conftest import drop, staged
+from tests.helpers import bundles as B
+from watcher import intake as intake_module
+
+
+class Killed(BaseException):
+    pass
+
+
+class Reaper:
+    """Counts the steps; kills the process at step `at`."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.steps, self.dead = at, 0, False
+
+    def step(self) -> None:
+        if self.dead:
+            raise Killed("dead")
+        self.steps += 1
+        if self.steps == self.at:
+            self.dead = True
+            raise Killed(f"killed at step {self.at}")
+
+
+@pytest.fixture
+def kill_at():
+    def arm(at: int, monkeypatch: pytest.MonkeyPatch) -> Reaper:
+        reaper = Reaper(at)
+
+        def before(real: Any) -> Any:
+            def wrapped(*args, **kwargs):
+                reaper.step()
+                return real(*args, **kwargs)
+
+            return wrapped
+
+        def after(real: Any) -> Any:
+            def wrapped(*args, **kwargs):
+                result = real(*args, **kwargs)
+                reaper.step()
+                return result
+
+            return wrapped
+
+        monkeypatch.setattr(Path, "rename", before(Path.rename))
+        monkeypatch.setattr(Path, "unlink", before(Path.unlink))
+        monkeypatch.setattr(Path, "mkdir", before(Path.mkdir))
+        monkeypatch.setattr(os, "unlink", before(os.unlink))
+        monkeypatch.setattr(os, "rmdir", before(os.rmdir))
+        monkeypatch.setattr(intake_module, "write_atomic", before(layout.write_atomic))
+        for name in ("register_submission", "register_dataset"):
+            monkeypatch.setattr(registry, name, after(getattr(registry, name)))
+        return reaper
+
+    return arm
+
+
+def restart(make_watcher) -> None:
+    """The next master: one pass, then it stops (and lets go of the lock)."""
+    watcher = make_watcher()
+    watcher.run_once()
+    watcher.close()
+
+
+def rows(url: str, table: str) -> list[dict]:
+    with db.connect(url) as conn:
+        return conn.execute(f"select * from {table} order by id").fetchall()
+
+
+def answers(spool) -> list[Path]:
+    return sorted(spool.rejected.iterdir())
+
+
+def test_a_submission_survives_a_kill_at_every_step(
+    spool, make_watcher, database_url, tmp_path, monkeypatch, kill_at
+):
+    watcher = make_watcher()
+    drop(B.dataset(tmp_path / "d"), spool.incoming_datasets)
+    assert [o.result for o in watcher.run_once()] == ["registered"]
+    watcher.close()
+    into = spool.incoming_submissions / "iris"
+    at = 1
+    while True:
+        name = f"s{at:02d}"
+        drop(B.submission(tmp_path / "src", name=name, variant=at), into)
+        before = len(rows(database_url, "submissions"))
+        with monkeypatch.context() as patched:
+            reaper = kill_at(at, patched)
+            victim = make_watcher()
+            try:
+                victim.run_once()
+                killed = False
+            except Killed:
+                killed = True
+        victim.close()  # the dead master's session and lock go away
+        restart(make_watcher)
+        subs = [r for r in rows(database_url, "submissions") if r["name"] == name]
+        assert len(subs) == 1, (at, subs)
+        assert len(rows(database_url, "submissions")) == before + 1
+        jobs = [r for r in rows(database_url, "jobs") if r["submission_id"] == subs[0]["id"]]
+        assert len(jobs) == 3, at
+        assert (spool.store / "submissions" / str(subs[0]["id"]) / "classifier.py").is_file()
+        assert (spool.results / "iris" / f"{name}.v1" / "status.json").is_file(), at
+        assert list(into.iterdir()) == [] and staged(spool) == [], at
+        assert answers(spool) == [], at
+        if not killed:
+            break
+        assert reaper.steps == at
+        at += 1
+    assert at > 8  # the run has that many steps at least: each was a crash point
+
+
+def test_a_rejection_survives_a_kill_at_every_step(
+    spool, make_watcher, database_url, tmp_path, monkeypatch, kill_at
+):
+    watcher = make_watcher()
+    drop(B.dataset(tmp_path / "d"), spool.incoming_datasets)
+    watcher.run_once()
+    watcher.close()
+    into = spool.incoming_submissions / "iris"
+    at = 1
+    while True:
+        name = f"bad{at:02d}"
+        bad = B.submission(tmp_path / "src", name=name)
+        (bad / "classifier.py").write_text("class Nope:\n    pass\n")
+        drop(bad, into)
+        with monkeypatch.context() as patched:
+            kill_at(at, patched)
+            victim = make_watcher()
+            try:
+                victim.run_once()
+                killed = False
+            except Killed:
+                killed = True
+        victim.close()
+        restart(make_watcher)
+        mine = [p for p in answers(spool) if p.name.endswith(f"_{name}")]
+        assert len(mine) == 1, (at, mine)
+        assert (mine[0] / "REJECTED.txt").is_file(), at
+        assert (mine[0] / name / "classifier.py").is_file(), at  # the drop, whole
+        assert list(into.iterdir()) == [] and staged(spool) == [], at
+        if not killed:
+            break
+        at += 1
+    assert rows(database_url, "submissions") == []
+
+
+def test_a_dataset_survives_a_kill_at_every_step(
+    spool, make_watcher, database_url, tmp_path, monkeypatch, kill_at
+):
+    at = 1
+    while True:
+        name = f"d{at:02d}"
+        drop(B.dataset(tmp_path / "src", name=name), spool.incoming_datasets)
+        with monkeypatch.context() as patched:
+            kill_at(at, patched)
+            victim = make_watcher()
+            try:
+                victim.run_once()
+                killed = False
+            except Killed:
+                killed = True
+        victim.close()
+        restart(make_watcher)
+        mine = [r for r in rows(database_url, "datasets") if r["name"] == name]
+        assert len(mine) == 1, (at, mine)
+        stored = spool.store / "datasets" / str(mine[0]["id"])
+        assert (stored / "prepared" / "folds.npz").is_file(), at
+        assert (stored / "bundle" / "dataset.toml").is_file(), at
+        assert (spool.incoming_submissions / name).is_dir(), at
+        assert list(spool.incoming_datasets.iterdir()) == [] and staged(spool) == [], at
+        assert answers(spool) == [], at
+        if not killed:
+            break
+        at += 1
+    assert at > 8
