@@ -180,6 +180,8 @@ class Intake:
             raise  # keep the token; the daemon retries
         except OSError as exc:
             if exc.errno in TRANSIENT:
+                origin["starts"] = 0  # we saw it end: not a crash of ours
+                write_atomic(token / "origin.json", json.dumps(origin))
                 raise Transient(f"cannot process {shown(origin['name'])}: {exc}") from exc
             return self._failed(token, origin, exc)
         except Exception as exc:
@@ -187,6 +189,7 @@ class Intake:
 
     def _failed(self, token: Path, origin: dict[str, Any], exc: Exception) -> Outcome:
         origin["failures"] = int(origin.get("failures", 0)) + 1
+        origin["starts"] = 0  # counted as a failure, not as a crash
         log.error("processing the drop %s failed (%d of %d): %s", shown(origin["name"]),
                   origin["failures"], self.config.max_failures, exc, exc_info=exc)  # fmt: skip
         if origin["failures"] >= self.config.max_failures:

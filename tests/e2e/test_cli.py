@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import pwd
-import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import psycopg
-import pytest
-
-import datarun
-from datarun import pgbin
-from tests.conftest import reachable_tmp
+from tests.e2e.conftest import TESTER
 from tests.helpers.cli import run
-
-TESTER = "datarun-tester"
 
 
 def closed_port() -> int:
@@ -131,48 +119,14 @@ def test_every_command_has_help_with_an_example(env):
         assert "Example:" in result.stdout, args
 
 
-def _unreachable_reason() -> str | None:
-    needed = [
-        Path(sys.executable).resolve(),
-        Path(datarun.__file__),
-        Path(psycopg.__file__),
-        pgbin.installed_root(),
-        Path(os.__file__),
-    ]
-    for path in needed:
-        blocked = pgbin.blocking_ancestor(path)
-        if blocked is not None:
-            return f"{path} sits under the private folder {blocked}"
-    return None
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="the whole suite already runs as a normal user")
-def test_a_normal_user_gets_a_private_server_in_their_own_home():
-    reason = _unreachable_reason()
-    if reason:
-        pytest.skip(f"an unprivileged user cannot run this Python: {reason}")
-    try:
-        pwd.getpwnam(TESTER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/bin/sh", TESTER], check=True
-        )
-    entry = pwd.getpwnam(TESTER)
-    user_home = reachable_tmp("datarun-test-user-")
-    os.chown(user_home, entry.pw_uid, entry.pw_gid)
-    environ = {k: v for k, v in os.environ.items() if not k.upper().startswith("DATARUN_")}
-    environ.update(HOME=str(user_home), USER=TESTER)
-    environ.pop("XDG_DATA_HOME", None)
-    try:
-        up = run(environ, "db", "up", user=TESTER)
-        assert up.returncode == 0, up.stderr
-        data = user_home / ".local" / "share" / "datarun" / "pgdata"
-        assert data.is_dir() and data.stat().st_uid == entry.pw_uid
-        pid = int((data / "postmaster.pid").read_text().split()[0])
-        assert Path(f"/proc/{pid}").stat().st_uid == entry.pw_uid
-        psql = run(environ, "db", "psql", "-tAc", "select current_user", user=TESTER)
-        assert psql.stdout.strip() == "datarun", psql.stderr
-        assert run(environ, "db", "down", user=TESTER).returncode == 0
-    finally:
-        run(environ, "db", "down", user=TESTER)
-        shutil.rmtree(user_home, ignore_errors=True)
+def test_a_normal_user_gets_a_private_server_in_their_own_home(normal_user):
+    environ, entry, user_home = normal_user
+    up = run(environ, "db", "up", user=TESTER)
+    assert up.returncode == 0, up.stderr
+    data = user_home / ".local" / "share" / "datarun" / "pgdata"
+    assert data.is_dir() and data.stat().st_uid == entry.pw_uid
+    pid = int((data / "postmaster.pid").read_text().split()[0])
+    assert Path(f"/proc/{pid}").stat().st_uid == entry.pw_uid
+    psql = run(environ, "db", "psql", "-tAc", "select current_user", user=TESTER)
+    assert psql.stdout.strip() == "datarun", psql.stderr
+    assert run(environ, "db", "down", user=TESTER).returncode == 0

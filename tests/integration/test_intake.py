@@ -255,3 +255,40 @@ def test_a_folder_of_bundles_is_never_taken_as_a_bundle(spool, make_watcher, tmp
     age(container)
     assert [c.path for c in watcher.candidates()] == [container / "logreg"]
     assert [o.result for o in watcher.run_once()] == ["waiting"]
+
+
+def test_a_stray_file_in_a_dataset_folder_never_takes_the_folder(
+    spool, make_watcher, database_url, tmp_path
+):
+    watcher = make_watcher()
+    register_iris(spool, watcher, tmp_path)
+    into = spool.incoming_submissions / "iris"
+    drop(B.submission(tmp_path / "a", name="alice"), into)
+    (into / "Thumbs.db").write_bytes(b"windows was here")
+    age(into / "Thumbs.db")
+    outcomes = {o.name: o.result for o in watcher.run_once()}
+    assert outcomes == {"alice": "registered", "Thumbs.db": "rejected"}
+    assert into.is_dir() and list(into.iterdir()) == []
+    [note] = spool.rejected.iterdir()
+    assert "not a bundle" in (note / "REJECTED.txt").read_text()
+
+
+def test_a_full_disk_is_not_blamed_on_the_drop(spool, make_watcher, tmp_path, monkeypatch):
+    import errno
+
+    from spool import bundles
+
+    watcher = make_watcher()
+    register_iris(spool, watcher, tmp_path)
+    drop(B.submission(tmp_path / "s"), spool.incoming_submissions / "iris")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(bundles, "copy_folder", full)
+        for _ in range(5):  # more than max_failures: still not rejected
+            assert watcher.run_once() == []
+    assert list(spool.rejected.iterdir()) == []
+    [outcome] = watcher.run_once()  # the disk has room again
+    assert outcome.result == "registered"

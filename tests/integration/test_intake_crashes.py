@@ -192,3 +192,31 @@ def test_a_dataset_survives_a_kill_at_every_step(
             break
         at += 1
     assert at > 8
+
+
+def test_a_drop_that_keeps_killing_the_master_is_set_aside(
+    spool, make_watcher, database_url, tmp_path, monkeypatch
+):
+    watcher = make_watcher()
+    drop(B.dataset(tmp_path / "d"), spool.incoming_datasets)
+    watcher.run_once()
+    watcher.close()
+    drop(B.submission(tmp_path / "s", name="bomb"), spool.incoming_submissions / "iris")
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> None:
+        raise Killed("the kernel's OOM killer")
+
+    for _ in range(intake_module.MAX_STARTS):
+        with monkeypatch.context() as patched:
+            patched.setattr(intake_module, "check_submission", out_of_memory)
+            victim = make_watcher()
+            with pytest.raises(Killed):
+                victim.run_once()
+            victim.close()
+    restart(make_watcher)
+    [note] = answers(spool)
+    assert (
+        "datarun stopped 5 times while processing this drop" in (note / "REJECTED.txt").read_text()
+    )
+    assert (note / "bomb" / "classifier.py").is_file()
+    assert staged(spool) == []
