@@ -60,7 +60,11 @@ class Executor:
         self.url = url
         self.spool = spool
         self.config = config
-        self.pool = db.Database(url, min_size=1, max_size=config.workers + 3, name="executor")
+        # Claims and completions are fenced and leased: a commit lost in a server crash
+        # at worst makes a fold run again, so they need not wait for the disk.
+        self.pool = db.Database(
+            url, min_size=1, max_size=config.workers + 3, name="executor", durable=False
+        )
         self.zygote = ZygoteClient(config.threads)
         self.id: int | None = None
         self.host = socket.gethostname()
@@ -72,6 +76,7 @@ class Executor:
         self._generation = 0
         self._stopping = threading.Event()
         self._handing_back: set[str] = set()
+        self._orphans: set[tuple[int, int]] = set()
         self._threads: list[threading.Thread] = []
 
     # ---- life cycle ---------------------------------------------------------------
@@ -134,11 +139,11 @@ class Executor:
         started = time.time()
         scratch: Path | None = None
         spec: dict[str, Any] = {"limits": self.config.limits()}
+        with self._active_lock:
+            self._active[job.key] = (job, None)
         try:
             scratch = outputs.make_scratch(job, self.spool, self.config.scratch, self._uid)
             spec = self._spec(job, scratch)
-            with self._active_lock:
-                self._active[job.key] = (job, None)
             future = self.zygote.run(job.key, spec)
             with self._active_lock:
                 self._active[job.key] = (job, future)
@@ -300,6 +305,16 @@ class Executor:
             if (job.id, job.attempt) not in ours:
                 log.info("job %s is no longer ours (cancelled or given back): stopping it", key)
                 self.zygote.kill(key)
+        # Running in the database but not here (a completion lost in a server crash, a
+        # worker gone): seen twice in a row, such a job is handed back to the queue.
+        running_here = {(job.id, job.attempt) for job, _ in active.values()}
+        orphans = ours - running_here
+        for job_id, attempt in orphans & self._orphans:
+            with self.pool.connection() as conn:
+                if jobs.hand_back_orphan(conn, job_id, attempt, self.id):
+                    log.warning("job %s attempt %s was running in the database but not here: "
+                                "handed back", job_id, attempt)  # fmt: skip
+        self._orphans = orphans
 
     def status(self) -> dict[str, Any]:
         return {"id": self.id, "host": self.host, "config": asdict(self.config)}

@@ -15,6 +15,7 @@ import platform
 import resource
 import signal
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,8 +112,10 @@ def _one_line(exc: BaseException) -> str:
 
 def child_main(spec: dict[str, Any], data: Dataset, output: int) -> int:
     """Runs in the forked child; returns its exit code (0: predictions written)."""
+    forked = time.time()
     sandbox(spec, output)
-    reserve = bytearray(8 << 20)  # freed to report a MemoryError
+    sandboxed = time.time()
+    reserve = bytearray(256 << 10)  # freed to report a MemoryError
     from executor import workflows
 
     code = Path(spec["code"])
@@ -128,6 +131,8 @@ def child_main(spec: dict[str, Any], data: Dataset, output: int) -> int:
         if predictions.test is not None:
             arrays["test"] = predictions.test
         np.savez(PREDICTIONS, **arrays)  # type: ignore[arg-type]
+        result["phases"] = {"forked_at": forked, "sandbox": sandboxed - forked,
+                            "saved": time.time() - sandboxed}  # fmt: skip
         result.update(
             ok=True, train_seconds=predictions.train_seconds,
             valid_seconds=predictions.valid_seconds, test_seconds=predictions.test_seconds,

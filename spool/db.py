@@ -191,7 +191,10 @@ class Database:
     transaction that commits when the block ends and rolls back on error.
     """
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4, name: str = "datarun"):
+    def __init__(
+        self, url: str, *, min_size: int = 1, max_size: int = 4, name: str = "datarun",
+        durable: bool = True,
+    ) -> None:  # fmt: skip
         self.url = url
         self._pool = ConnectionPool[Conn](
             url,
@@ -205,6 +208,10 @@ class Database:
                 "row_factory": dict_row,
                 "connect_timeout": CONNECT_TIMEOUT,
                 "application_name": name,
+                # not durable: a commit may be lost if the server crashes right after it
+                # (a clean or fast shutdown loses nothing); callers whose writes are fenced
+                # and leased, like executors, only redo work then.
+                **({} if durable else {"options": "-c synchronous_commit=off"}),
             },
         )
 

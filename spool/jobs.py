@@ -131,6 +131,15 @@ def hand_back(conn: db.Conn, job: ClaimedJob, executor: int) -> bool:
     return done
 
 
+def hand_back_orphan(conn: db.Conn, job_id: int, attempt: int, executor: int) -> bool:
+    with conn.transaction():
+        params = {"id": job_id, "attempt": attempt, "executor": executor}
+        done = db.execute(conn, "job_hand_back", params) == 1
+        if done:
+            db.execute(conn, "jobs_notify", {"queue": "requeued"})  # executors ignore it
+    return done
+
+
 def stopping(conn: db.Conn, executor: int) -> None:
     db.execute(conn, "executor_stopping", {"executor": executor})
 

@@ -250,3 +250,20 @@ def test_four_executors_run_each_of_200_jobs_exactly_once(
     assert len(rows) == 200
     assert all(r["state"] == "predicted" and r["attempts"] == 1 for r in rows)
     assert len(list(spool.predictions.glob("*.npz"))) == 200
+
+
+def test_a_job_running_in_the_database_but_not_here_is_handed_back(
+    spool, make_watcher, make_executor, database_url, tmp_path
+):
+    from spool import jobs
+
+    register(spool, make_watcher, tmp_path, {"logreg": B.CLASSIFIER})
+    executor = make_executor()
+    executor.start()
+    with db.connect(database_url) as conn:  # a claim whose completion the server lost
+        assert len(jobs.claim(conn, executor.id, ["high", "low"], 1)) == 1
+    executor.beat_once()
+    assert job_rows(database_url)[0]["state"] == "running"  # once could be a race
+    executor.beat_once()
+    row = job_rows(database_url)[0]
+    assert (row["state"], row["attempts"]) == ("queued", 0)
