@@ -117,7 +117,7 @@ def bench_claims(total: int, claimers: int = 8, batch: int = 1) -> dict[str, flo
             )  # fmt: skip
 
         def claimer(done: list[int]) -> None:
-            with db.connect(bed.url) as conn:
+            with db.connect(bed.url, durable=False) as conn:  # as executors connect
                 n = 0
                 while claimed := jobs_sql.claim(conn, executor, ["high", "low"], batch):
                     for job in claimed:

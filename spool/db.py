@@ -57,8 +57,15 @@ def translated(url: str, conn: psycopg.Connection[Any] | None = None) -> Iterato
         raise DatabaseError(f"database error: {_first_line(exc)}") from exc
 
 
-def connect(url: str, *, autocommit: bool = True, application_name: str = "datarun") -> Conn:
-    """One connection, rows as dicts. The caller closes it (use it as a context manager)."""
+NOT_DURABLE: dict[str, Any] = {"options": "-c synchronous_commit=off"}
+
+
+def connect(
+    url: str, *, autocommit: bool = True, application_name: str = "datarun",
+    durable: bool = True,
+) -> Conn:  # fmt: skip
+    """One connection, rows as dicts. The caller closes it (use it as a context manager).
+    `durable=False`: commits do not wait for the disk (see Database)."""
     with translated(url):
         return psycopg.connect(
             url,
@@ -66,6 +73,7 @@ def connect(url: str, *, autocommit: bool = True, application_name: str = "datar
             row_factory=dict_row,
             connect_timeout=CONNECT_TIMEOUT,
             application_name=application_name,
+            **({} if durable else NOT_DURABLE),
         )
 
 
@@ -211,7 +219,7 @@ class Database:
                 # not durable: a commit may be lost if the server crashes right after it
                 # (a clean or fast shutdown loses nothing); callers whose writes are fenced
                 # and leased, like executors, only redo work then.
-                **({} if durable else {"options": "-c synchronous_commit=off"}),
+                **({} if durable else NOT_DURABLE),
             },
         )
 

@@ -18,3 +18,12 @@ def test_the_intake_benchmark_runs():
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("rename->registered") == 2
     assert "baseline" in result.stdout
+
+
+def test_the_executor_benchmark_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "executor", "--folds", "10", "--jobs", "200"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "folds " in result.stdout and "claims " in result.stdout
