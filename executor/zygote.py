@@ -297,6 +297,40 @@ def _warm_up() -> None:
     for regressor in (Ridge(), RandomForestRegressor(n_estimators=3)):
         regressor.fit(X, y.astype(float)).predict(X)
     np.savez(io.BytesIO(), a=np.zeros(3))
+    _warm_workflows(X, y)
+
+
+WARM_CLASSIFIER = """
+from sklearn.linear_model import LogisticRegression
+
+
+class Classifier:
+    def __init__(self):
+        self.model = LogisticRegression(max_iter=200)
+
+    def fit(self, X, y):
+        self.model.fit(X, y)
+
+    def predict_proba(self, X):
+        return self.model.predict_proba(X)
+"""
+
+
+def _warm_workflows(X: Any, y: Any) -> None:
+    """The workflow code path itself (module loading, DataFrame slicing, alignment)."""
+    import tempfile
+
+    import numpy as np
+
+    from executor import workflows
+
+    frame = X.assign(target=y)
+    with tempfile.TemporaryDirectory() as code:
+        Path(code, "classifier.py").write_text(WARM_CLASSIFIER, encoding="utf-8")
+        workflows.run("classifier", "classification", Path(code), train=frame, test=frame,
+                      target="target", train_rows=np.arange(40), classes=["0", "1", "2"],
+                      seed=0)  # fmt: skip
+    sys.modules.pop("submission_classifier", None)
 
 
 def main() -> int:
