@@ -151,6 +151,20 @@ def schema_ready(url: str) -> None:
         )
 
 
+def _daemon_setup() -> tuple[Settings, str, Spool, threading.Event]:
+    """What every daemon needs: the database (schema current), the spool, and a stop
+    event that Ctrl-C and SIGTERM set."""
+    s = settings()
+    url = database_url(s)
+    schema_ready(url)
+    spool = Spool(s.spool_path)
+    spool.check()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return s, url, spool, stop
+
+
 @app.command()
 def init() -> None:
     """Create the spool's folders and bring the database schema up to date. Idempotent.
@@ -182,14 +196,7 @@ def master(
 
     Example: datarun master --poll   (on an NFS or sshfs spool)
     """
-    s = settings()
-    url = database_url(s)
-    schema_ready(url)
-    spool = Spool(s.spool_path)
-    spool.check()
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    s, url, spool, stop = _daemon_setup()
     watcher = Watcher(spool, url, watcher_config(s, poll))
     mode = f"polling every {s.watch_poll_seconds:g} s" if poll else "inotify"
     out.print(f"master watching {spool.root} ({mode}); Ctrl-C stops it")
@@ -240,14 +247,7 @@ def executor(
         workers=workers, queues=queues, fold_timeout_seconds=timeout,
         fold_cpu_seconds=cpu_seconds, fold_memory_mb=memory_mb,
     )  # fmt: skip
-    s = settings()
-    url = database_url(s)
-    schema_ready(url)
-    spool = Spool(s.spool_path)
-    spool.check()
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    s, url, spool, stop = _daemon_setup()
     runner = Executor(url, spool, executor_config(s))
     runner.start()
     out.print(f"executor {runner.id} serving {s.queues} with {s.workers} workers; "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tomllib
 from functools import cache
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -114,6 +114,9 @@ DataPath = Annotated[RelPath, AfterValidator(_data_path)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class DataSection(_Strict):
@@ -261,21 +264,19 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def parse_dataset_manifest(raw: bytes, file: str = DATASET_MANIFEST) -> DatasetManifest:
+def _parse(model: type[M], raw: bytes, file: str) -> M:
     data = _load_toml(raw, file)
     try:
-        return DatasetManifest.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise BundleError("\n".join(describe(exc, file))) from None
     except RecursionError:
         raise BundleError(f"{file}: nested too deeply") from None
+
+
+def parse_dataset_manifest(raw: bytes, file: str = DATASET_MANIFEST) -> DatasetManifest:
+    return _parse(DatasetManifest, raw, file)
 
 
 def parse_submission_manifest(raw: bytes, file: str = SUBMISSION_MANIFEST) -> SubmissionManifest:
-    data = _load_toml(raw, file)
-    try:
-        return SubmissionManifest.model_validate(data)
-    except ValidationError as exc:
-        raise BundleError("\n".join(describe(exc, file))) from None
-    except RecursionError:
-        raise BundleError(f"{file}: nested too deeply") from None
+    return _parse(SubmissionManifest, raw, file)
