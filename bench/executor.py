@@ -118,8 +118,8 @@ def bench_claims(total: int, claimers: int = 8, batch: int = 1) -> dict[str, flo
 
         def claimer(done: list[int]) -> None:
             with db.connect(bed.url, durable=False) as conn:  # as executors connect
-                n = 0
-                while claimed := jobs_sql.claim(conn, executor, ["high", "low"], batch):
+                n, known = 0, {}  # type: ignore[var-annotated]
+                while claimed := jobs_sql.claim(conn, executor, ["high", "low"], batch, known):
                     for job in claimed:
                         outcome = jobs_sql.Outcome(prediction_path="x")
                         assert jobs_sql.complete(conn, job, executor, outcome)

@@ -78,6 +78,7 @@ class Executor:
         self._stopping = threading.Event()
         self._handing_back: set[str] = set()
         self._orphans: set[tuple[int, int]] = set()
+        self._known: dict[int, dict[str, Any]] = {}  # submission id -> what folds need
         self._threads: list[threading.Thread] = []
 
     # ---- life cycle ---------------------------------------------------------------
@@ -127,7 +128,9 @@ class Executor:
         self.start()
         assert self.id is not None
         with self.pool.connection() as conn:
-            claimed = jobs.claim(conn, self.id, list(self.config.queues), self.config.workers)
+            claimed = jobs.claim(
+                conn, self.id, list(self.config.queues), self.config.workers, self._known
+            )
         threads = [threading.Thread(target=self.execute, args=(job,)) for job in claimed]
         for thread in threads:
             thread.start()
@@ -267,7 +270,7 @@ class Executor:
     def _claim_one(self, queues: list[str]) -> Any:
         executor = self.id
         assert executor is not None
-        return lambda conn: jobs.claim(conn, executor, queues, 1)
+        return lambda conn: jobs.claim(conn, executor, queues, 1, self._known)
 
     def _listen(self, stop: threading.Event) -> None:
         def woken() -> None:

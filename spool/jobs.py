@@ -94,15 +94,26 @@ def heartbeat(conn: db.Conn, executor: int) -> set[tuple[int, int]] | None:
     return set()
 
 
-def claim(conn: db.Conn, executor: int, queues: list[str], n: int) -> list[ClaimedJob]:
+def claim(
+    conn: db.Conn, executor: int, queues: list[str], n: int,
+    known: dict[int, dict[str, Any]] | None = None,
+) -> list[ClaimedJob]:  # fmt: skip
+    """Claim up to n jobs. `known` caches what each submission's folds need to know."""
     if n <= 0:
         return []
-    return db.fetch_as(
-        conn,
-        ClaimedJob,
-        "jobs_claim",
-        {"executor": executor, "priorities": priorities(queues), "n": n},
+    rows = db.fetch_all(
+        conn, "jobs_claim", {"executor": executor, "priorities": priorities(queues), "n": n}
     )
+    cache = {} if known is None else known
+    claimed = []
+    for row in sorted(rows, key=lambda r: r["id"]):
+        info = cache.get(row["submission_id"])
+        if info is None:
+            info = db.fetch_one(conn, "submission_info", {"submission_id": row["submission_id"]})
+            assert info is not None
+            cache[row["submission_id"]] = info
+        claimed.append(ClaimedJob(**{**info, **row}))
+    return claimed
 
 
 def complete(conn: db.Conn, job: ClaimedJob, executor: int, outcome: Outcome) -> bool:

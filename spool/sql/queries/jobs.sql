@@ -30,29 +30,29 @@ WHERE id = %(executor)s;
 -- name: jobs_claim
 -- One committed statement: lock the next queued jobs (high before low, then oldest)
 -- skipping rows other executors hold, mark them ours with the next attempt number.
+-- What the fold needs about its submission comes from `submission_info`, cached.
 WITH next AS (
     SELECT id FROM jobs
     WHERE state = 'queued' AND priority = ANY(%(priorities)s)
     ORDER BY priority, id
     LIMIT %(n)s
     FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE jobs j
-    SET state = 'running', attempts = j.attempts + 1, executor_id = %(executor)s,
-        claimed_at = now(), finished_at = NULL, error = NULL, error_detail = NULL,
-        exit_status = NULL
-    FROM next WHERE j.id = next.id
-    RETURNING j.id, j.submission_id, j.fold, j.attempts, j.queue
 )
-SELECT c.id, c.fold, c.attempts AS attempt, c.queue,
-       s.id AS submission_id, s.store_path AS submission_path,
+UPDATE jobs j
+SET state = 'running', attempts = j.attempts + 1, executor_id = %(executor)s,
+    claimed_at = now(), finished_at = NULL, error = NULL, error_detail = NULL,
+    exit_status = NULL
+FROM next WHERE j.id = next.id
+RETURNING j.id, j.submission_id, j.fold, j.attempts AS attempt, j.queue;
+
+-- name: submission_info
+-- Immutable once registered, so executors cache it.
+SELECT s.id AS submission_id, s.store_path AS submission_path,
        s.name AS submission, s.team, s.version,
        d.id AS dataset_id, d.name AS dataset, d.store_path AS dataset_path,
        d.workflow, d.task, d.kind, d.summary, d.manifest->>'target' AS target
-FROM claimed c
-JOIN submissions s ON s.id = c.submission_id
-JOIN datasets d ON d.id = s.dataset_id
-ORDER BY c.id;
+FROM submissions s JOIN datasets d ON d.id = s.dataset_id
+WHERE s.id = %(submission_id)s;
 
 -- name: job_predicted
 -- Fenced: only the executor holding this very attempt completes it.
