@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -322,6 +322,3 @@ class Executor:
                     log.warning("job %s attempt %s was running in the database but not here: "
                                 "handed back", job_id, attempt)  # fmt: skip
         self._orphans = orphans
-
-    def status(self) -> dict[str, Any]:
-        return {"id": self.id, "host": self.host, "config": asdict(self.config)}
