@@ -7,11 +7,13 @@ the traceback.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
 import threading
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,12 +28,13 @@ from datarun.errors import DatarunError
 from datarun.logs import setup_logging
 from datarun.settings import Settings, effective, load_settings, sources
 from executor.daemon import Executor, ExecutorConfig
-from spool import db, migrate
+from spool import db, jobs, migrate
 from spool.bundles import Limits
 from spool.layout import Spool
 from spool.urls import describe_host, mask_url
 from watcher.daemon import Watcher, WatcherConfig
 from watcher.intake import IntakeConfig
+from watcher.master import Master, MasterConfig
 
 app = typer.Typer(
     name="datarun",
@@ -191,17 +194,70 @@ def master(
         typer.Option("--poll", help="Scan on a timer only, for network mounts inotify cannot see."),
     ] = False,
 ) -> None:
-    """Run the master: watch the spool, register drops, create fold jobs. Stops on Ctrl-C
-    or SIGTERM.
+    """Run the master: watch the spool, register drops, create fold jobs, score
+    predictions, reap silent executors, write results. Stops on Ctrl-C or SIGTERM.
 
     Example: datarun master --poll   (on an NFS or sshfs spool)
     """
     s, url, spool, stop = _daemon_setup()
-    watcher = Watcher(spool, url, watcher_config(s, poll))
+    config = watcher_config(s, poll)
+    # the scheduler asks for rescans; the watcher's own timer only in --poll mode
+    watcher = Watcher(spool, url, replace(config, rescan_seconds=math.inf))
+    master_config = MasterConfig(
+        sweep_seconds=s.sweep_seconds, results_seconds=s.sweep_seconds,
+        reap_seconds=s.lease_seconds / 2, rescan_seconds=s.rescan_seconds,
+        lease_seconds=s.lease_seconds,
+    )  # fmt: skip
     mode = f"polling every {s.watch_poll_seconds:g} s" if poll else "inotify"
     out.print(f"master watching {spool.root} ({mode}); Ctrl-C stops it")
-    watcher.run(stop)
+    Master(spool, url, watcher, master_config).run(stop)
     out.print("master stopped")
+
+
+@app.command()
+def retry(
+    what: Annotated[
+        str | None, typer.Argument(help="A submission: its id, or dataset/label.")
+    ] = None,
+    job: Annotated[int | None, typer.Option(help="One failed job, by id.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Every failed job of this dataset.")] = None,
+) -> None:
+    """Queue failed fold jobs again, with fresh attempts.
+
+    Example: datarun retry iris/ada.logreg.v1    (or --job 42, or --dataset iris)
+    """
+    if sum(x is not None for x in (what, job, dataset)) != 1:
+        raise DatarunError("name exactly one of: a submission, --job ID, --dataset NAME")
+    with db.connect(database_url(settings())) as conn:
+        submission = _submission(conn, what) if what is not None else None
+        queued = jobs.retry(conn, job=job, submission=submission, dataset=dataset)
+    out.print(f"{len(queued)} failed job(s) queued again" if queued else "nothing to retry")
+
+
+@app.command()
+def cancel(
+    what: Annotated[str, typer.Argument(help="A submission: its id, or dataset/label.")],
+) -> None:
+    """Cancel a submission: its queued folds never run, running ones are stopped at
+    their executor's next heartbeat.
+
+    Example: datarun cancel iris/ada.logreg.v1
+    """
+    with db.connect(database_url(settings())) as conn:
+        counts = jobs.cancel(conn, _submission(conn, what))
+    if not counts:
+        out.print("nothing to cancel (already finished or cancelled)")
+    else:
+        out.print("cancelled: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+
+
+def _submission(conn: db.Conn, spec: str) -> int:
+    found = jobs.find_submission(conn, spec)
+    if found is None:
+        raise DatarunError(
+            f"no submission {spec!r}: give its id or dataset/label, e.g. iris/ada.logreg.v1"
+        )
+    return found
 
 
 def executor_config(s: Settings) -> ExecutorConfig:

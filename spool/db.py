@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -100,6 +100,14 @@ def execute(conn: Conn, name: str, params: Params = None) -> int:
     with translated(_url_of(conn), conn), conn.cursor() as cur:
         cur.execute(query(name), params)
         return cur.rowcount
+
+
+def execute_many(conn: Conn, name: str, params: Sequence[Mapping[str, Any]]) -> None:
+    """One statement for many parameter sets, pipelined: a round trip for all."""
+    if not params:
+        return
+    with translated(_url_of(conn), conn), conn.cursor() as cur:
+        cur.executemany(query(name), params)
 
 
 def execute_script(conn: Conn, text: str) -> None:

@@ -167,3 +167,39 @@ def reap(conn: db.Conn, lease_seconds: float) -> list[dict[str, Any]]:
         for queue in sorted({r["queue"] for r in rows if r["state"] == "queued"}):
             db.execute(conn, "jobs_notify", {"queue": queue})
     return rows
+
+
+def retry(
+    conn: db.Conn, *, job: int | None = None, submission: int | None = None,
+    dataset: str | None = None,
+) -> list[int]:  # fmt: skip
+    """Queue failed jobs again with fresh attempts; returns their ids."""
+    with conn.transaction():
+        if job is not None:
+            rows = db.fetch_all(conn, "retry_job", {"id": job})
+        elif submission is not None:
+            rows = db.fetch_all(conn, "retry_submission", {"id": submission})
+        else:
+            rows = db.fetch_all(conn, "retry_dataset", {"dataset": dataset})
+        for queue in sorted({r["queue"] for r in rows}):
+            db.execute(conn, "jobs_notify", {"queue": queue})
+    return [r["id"] for r in rows]
+
+
+def cancel(conn: db.Conn, submission: int) -> dict[str, int]:
+    """Cancel a submission: queued jobs never run, running ones stop at their executor's
+    next heartbeat (it no longer finds them among its jobs)."""
+    rows = db.fetch_all(conn, "cancel_submission", {"id": submission})
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    return counts
+
+
+def find_submission(conn: db.Conn, spec: str) -> int | None:
+    """A submission by id, or as dataset/label (e.g. iris/ada.logreg.v2)."""
+    if spec.isdigit():
+        return int(spec)
+    dataset, _, tag = spec.partition("/")
+    row = db.fetch_one(conn, "submission_by_label", {"dataset": dataset, "label": tag})
+    return None if row is None else int(row["id"])

@@ -240,7 +240,10 @@ def prepare(bundle: Path, out: Path) -> dict[str, Any]:
         "n_test": 0 if test is None else len(test),
         "n_folds": len(folds),
         "columns": [str(c) for c in train.columns if c != m.target],
-        "classes": sorted(map(str, y.unique())) if m.task == "classification" else None,
+        # in the order scikit-learn gives `classes_` (sorted values), as names
+        "classes": [str(c) for c in np.unique(y.to_numpy())]
+        if m.task == "classification"
+        else None,
     }
     (out / SUMMARY_FILE).write_text(json.dumps(summary), encoding="utf-8")
     return summary

@@ -83,6 +83,12 @@ class Watcher:
         self._events: queue.Queue[tuple[str, str]] = queue.Queue()
         self._datasets: set[str] = set()
         self._now: float | None = None  # the spool's clock (mtimes come from it, not ours)
+        self._rescan = threading.Event()
+
+    def request_rescan(self) -> None:
+        """Ask the running daemon for a full reconcile at its next turn (the master's
+        scheduler does, on its timer)."""
+        self._rescan.set()
 
     # ---- database and leadership ------------------------------------------------
 
@@ -214,7 +220,8 @@ class Watcher:
         try:
             while not stop.is_set():
                 try:
-                    if time.monotonic() >= next_scan:
+                    if time.monotonic() >= next_scan or self._rescan.is_set():
+                        self._rescan.clear()
                         self.run_once()
                         next_scan = time.monotonic() + interval
                     self._react(stop, timeout=max(0.0, min(next_scan - time.monotonic(), 0.5)))

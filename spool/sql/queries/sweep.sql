@@ -1,0 +1,115 @@
+-- The sweeper: score predicted jobs, refresh results, retry and cancel.
+
+-- name: sweeper_try_lock
+-- One active sweeper per database, even when two masters run by mistake.
+SELECT pg_try_advisory_lock(hashtext('datarun.sweeper')) AS locked;
+
+-- name: jobs_to_score
+SELECT j.id, j.fold, j.attempts AS attempt, j.prediction_path, j.submission_id,
+       d.id AS dataset_id, d.store_path AS dataset_path, d.metrics, d.task,
+       d.manifest->>'target' AS target
+FROM jobs j
+JOIN submissions s ON s.id = j.submission_id
+JOIN datasets d ON d.id = s.dataset_id
+WHERE j.state = 'predicted'
+ORDER BY j.id
+LIMIT %(n)s;
+
+-- name: score_insert
+INSERT INTO scores (job_id, split, metric, value)
+VALUES (%(job_id)s, %(split)s, %(metric)s, %(value)s)
+ON CONFLICT DO NOTHING;
+
+-- name: job_scored
+-- Fenced like every completion: only the attempt whose file was scored.
+UPDATE jobs SET state = 'scored', scored_at = now()
+WHERE id = %(id)s AND attempts = %(attempt)s AND state = 'predicted';
+
+-- name: job_unscorable
+UPDATE jobs SET state = 'failed', error = %(error)s, error_detail = %(detail)s
+WHERE id = %(id)s AND attempts = %(attempt)s AND state = 'predicted';
+
+-- name: submissions_changed
+-- Submissions whose jobs changed since their results files were last written.
+SELECT s.id, max(j.updated_at) AS changed_at
+FROM submissions s JOIN jobs j ON j.submission_id = s.id
+GROUP BY s.id, s.results_at
+HAVING s.results_at IS NULL OR max(j.updated_at) > s.results_at
+ORDER BY s.id
+LIMIT %(n)s;
+
+-- name: submission_for_results
+SELECT s.id, s.name, s.team, s.version, s.queue, s.created_at, s.cancelled_at,
+       s.store_path, d.id AS dataset_id, d.name AS dataset, d.store_path AS dataset_path,
+       d.metrics, d.task, d.n_folds, d.manifest->>'target' AS target
+FROM submissions s JOIN datasets d ON d.id = s.dataset_id
+WHERE s.id = %(id)s;
+
+-- name: submission_jobs
+SELECT id, fold, state, attempts, error, error_detail, exit_status, prediction_path,
+       log_path, queued_at, claimed_at, finished_at, scored_at, train_seconds,
+       valid_seconds, test_seconds, cpu_seconds, peak_rss_bytes
+FROM jobs WHERE submission_id = %(id)s ORDER BY fold;
+
+-- name: submission_fold_scores
+SELECT j.fold, sc.split, sc.metric, sc.value
+FROM scores sc JOIN jobs j ON j.id = sc.job_id
+WHERE j.submission_id = %(id)s AND j.state = 'scored'
+ORDER BY j.fold, sc.split, sc.metric;
+
+-- name: bagged_upsert
+INSERT INTO bagged_scores (submission_id, split, metric, value, n_folds)
+VALUES (%(submission_id)s, %(split)s, %(metric)s, %(value)s, %(n_folds)s)
+ON CONFLICT (submission_id, split, metric)
+DO UPDATE SET value = EXCLUDED.value, n_folds = EXCLUDED.n_folds;
+
+-- name: bagged_of
+SELECT split, metric, value, n_folds FROM bagged_scores WHERE submission_id = %(id)s;
+
+-- name: results_written
+UPDATE submissions SET results_at = %(changed_at)s WHERE id = %(id)s;
+
+-- name: leaderboard_of
+SELECT * FROM leaderboard WHERE dataset = %(dataset)s ORDER BY rank, label;
+
+-- name: retry_job
+-- A failed job is queued again with fresh attempts.
+UPDATE jobs SET state = 'queued', attempts = 0, executor_id = NULL, error = NULL,
+       error_detail = NULL, exit_status = NULL, claimed_at = NULL, finished_at = NULL,
+       queued_at = now()
+WHERE id = %(id)s AND state = 'failed'
+RETURNING id, queue;
+
+-- name: retry_submission
+UPDATE jobs SET state = 'queued', attempts = 0, executor_id = NULL, error = NULL,
+       error_detail = NULL, exit_status = NULL, claimed_at = NULL, finished_at = NULL,
+       queued_at = now()
+WHERE submission_id = %(id)s AND state = 'failed'
+RETURNING id, queue;
+
+-- name: retry_dataset
+UPDATE jobs j SET state = 'queued', attempts = 0, executor_id = NULL, error = NULL,
+       error_detail = NULL, exit_status = NULL, claimed_at = NULL, finished_at = NULL,
+       queued_at = now()
+FROM submissions s, datasets d
+WHERE j.submission_id = s.id AND s.dataset_id = d.id AND d.name = %(dataset)s
+  AND j.state = 'failed' AND s.cancelled_at IS NULL
+RETURNING j.id, j.queue;
+
+-- name: cancel_submission
+-- Queued jobs never run; running ones stop at their executor's next heartbeat.
+WITH marked AS (
+    UPDATE submissions SET cancelled_at = now()
+    WHERE id = %(id)s AND cancelled_at IS NULL RETURNING id
+), before AS (
+    SELECT id, state FROM jobs
+    WHERE submission_id = %(id)s AND state IN ('queued', 'running', 'predicted')
+    FOR UPDATE
+)
+UPDATE jobs j SET state = 'cancelled', finished_at = now()
+FROM before WHERE j.id = before.id
+RETURNING j.id, before.state;
+
+-- name: submission_by_label
+SELECT submission_id AS id FROM submission_labels
+WHERE dataset = %(dataset)s AND label = %(label)s;

@@ -1,0 +1,172 @@
+"""Results files, where users look: results/<dataset>/<label>/ and the leaderboard.
+
+Refreshed only for submissions whose jobs changed since their files were last written
+(`jobs.updated_at` against `submissions.results_at`). Every file is written under a
+temporary name and renamed, so a reader never sees half of one.
+
+    results/<dataset>/leaderboard.csv       ranked by the first metric's mean valid score
+    results/<dataset>/<label>/status.json   state of each fold, errors, mean +- std, bagged
+    results/<dataset>/<label>/scores.csv    fold x split x metric
+    results/<dataset>/<label>/fold_<k>.log  each fold's output
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import shutil
+import statistics
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from spool import db
+from spool.layout import Spool, label, write_atomic
+from watcher.scoring import bagged, check
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("queued", "running", "predicted")
+
+
+def _state(jobs: list[dict[str, Any]], cancelled: bool) -> str:
+    states = {j["state"] for j in jobs}
+    if cancelled:
+        return "cancelled"
+    if states & set(ACTIVE):
+        return "running" if states - {"queued"} else "queued"
+    return "failed" if "failed" in states else "scored"
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else value
+
+
+class Results:
+    def __init__(self, spool: Spool, database: db.Database, sweeper_truth: Any) -> None:
+        self.spool = spool
+        self.database = database
+        self.truth = sweeper_truth  # the sweeper's cache of what predictions are scored against
+
+    def refresh_once(self, limit: int = 200) -> int:
+        """Rewrite the files of every submission that changed; returns how many."""
+        with self.database.connection() as conn:
+            changed = db.fetch_all(conn, "submissions_changed", {"n": limit})
+        datasets = set()
+        for row in changed:
+            try:
+                datasets.add(self.write_submission(row["id"], row["changed_at"]))
+            except Exception:
+                log.exception("results of submission %s could not be written", row["id"])
+        for dataset in sorted(datasets):
+            self.write_leaderboard(dataset)
+        return len(changed)
+
+    def write_submission(self, ident: int, changed_at: datetime) -> str:
+        with self.database.connection() as conn:
+            sub = db.fetch_one(conn, "submission_for_results", {"id": ident})
+            assert sub is not None
+            jobs = db.fetch_all(conn, "submission_jobs", {"id": ident})
+            scores = db.fetch_all(conn, "submission_fold_scores", {"id": ident})
+        tag = label(sub["name"], sub["team"], sub["version"])
+        folder = self.spool.submission_results(sub["dataset"], tag)
+        state = _state(jobs, sub["cancelled_at"] is not None)
+        bag = self._bagged(sub, jobs) if state == "scored" else []
+        summary = _summary(scores)
+        status = {
+            "submission": tag, "dataset": sub["dataset"], "id": ident, "team": sub["team"],
+            "state": state, "queue": sub["queue"], "metrics": list(sub["metrics"]),
+            "registered_at": sub["created_at"].isoformat(),
+            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "folds": [_fold(job, scores) for job in jobs],
+            "mean": summary["mean"], "std": summary["std"],
+            "bagged": {split: {m: _number(v) for s, m, v in bag if s == split}
+                       for split in ("valid", "test")} if bag else None,
+        }  # fmt: skip
+        folder.mkdir(parents=True, exist_ok=True)
+        for job in jobs:
+            source = self.spool.absolute(job["log_path"]) if job["log_path"] else None
+            if source is not None and source.is_file():
+                tmp = folder / f".fold_{job['fold']}.log.tmp"
+                shutil.copyfile(source, tmp)
+                tmp.replace(folder / f"fold_{job['fold']}.log")
+        write_atomic(folder / "scores.csv", _scores_csv(scores))
+        write_atomic(folder / "status.json", json.dumps(status, indent=2, default=str) + "\n")
+        with self.database.transaction() as conn:
+            db.execute_many(conn, "bagged_upsert", [
+                {"submission_id": ident, "split": s, "metric": m, "value": v,
+                 "n_folds": len(jobs)} for s, m, v in bag if not math.isnan(v)
+            ])  # fmt: skip
+            db.execute(conn, "results_written", {"id": ident, "changed_at": changed_at})
+        return str(sub["dataset"])
+
+    def _bagged(
+        self, sub: dict[str, Any], jobs: list[dict[str, Any]]
+    ) -> list[tuple[str, str, float]]:
+        truth = self.truth({"dataset_id": sub["dataset_id"], "dataset_path": sub["dataset_path"],
+                            "target": sub["target"], "task": sub["task"]})  # fmt: skip
+        folds = {}
+        for job in jobs:
+            with np.load(self.spool.absolute(job["prediction_path"]), allow_pickle=False) as data:
+                folds[job["fold"]] = check(data, truth)
+        return bagged(truth, folds, list(sub["metrics"]))
+
+    def write_leaderboard(self, dataset: str) -> None:
+        with self.database.connection() as conn:
+            rows = db.fetch_all(conn, "leaderboard_of", {"dataset": dataset})
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["rank", "submission", "team", "state", "folds_scored", "folds",
+                         "metric", "valid_mean", "valid_std", "test_mean", "bagged_valid",
+                         "bagged_test"])  # fmt: skip
+        for r in rows:
+            writer.writerow([r["rank"], r["label"], r["team"], r["state"], r["scored"],
+                             r["folds"], r["metric"], _cell(r["valid_mean"]),
+                             _cell(r["valid_std"]), _cell(r["test_mean"]),
+                             _cell(r["bagged_valid"]), _cell(r["bagged_test"])])  # fmt: skip
+        write_atomic(self.spool.results / dataset / "leaderboard.csv", buffer.getvalue())
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else repr(float(value))
+
+
+def _fold(job: dict[str, Any], scores: list[dict[str, Any]]) -> dict[str, Any]:
+    mine = [s for s in scores if s["fold"] == job["fold"]]
+    return {
+        "fold": job["fold"], "state": job["state"], "attempts": job["attempts"],
+        "error": job["error"], "traceback": job["error_detail"],
+        "log": f"fold_{job['fold']}.log" if job["log_path"] else None,
+        "train_seconds": job["train_seconds"], "valid_seconds": job["valid_seconds"],
+        "test_seconds": job["test_seconds"], "cpu_seconds": job["cpu_seconds"],
+        "peak_rss_bytes": job["peak_rss_bytes"],
+        "scores": {split: {s["metric"]: _number(s["value"]) for s in mine if s["split"] == split}
+                   for split in ("train", "valid", "test")},
+    }  # fmt: skip
+
+
+def _summary(scores: list[dict[str, Any]]) -> dict[str, Any]:
+    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for s in scores:
+        if not math.isnan(s["value"]):
+            groups[(s["split"], s["metric"])].append(s["value"])
+    mean: dict[str, dict[str, float]] = defaultdict(dict)
+    std: dict[str, dict[str, float]] = defaultdict(dict)
+    for (split, metric), values in groups.items():
+        mean[split][metric] = statistics.fmean(values)
+        std[split][metric] = statistics.pstdev(values)
+    return {"mean": dict(mean), "std": dict(std)}
+
+
+def _scores_csv(scores: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["fold", "split", "metric", "value"])
+    for s in scores:
+        writer.writerow([s["fold"], s["split"], s["metric"], _cell(s["value"])])
+    return buffer.getvalue()

@@ -1,0 +1,188 @@
+"""Scores from prediction files, computed by scikit-learn's own scorers.
+
+A fold's prediction file holds predictions for every training row and every test row.
+The scorers are handed a frozen estimator that answers `predict_proba` / `predict`
+from those arrays for the rows asked (the rows are passed as X), so each score is what
+`cross_validate` would compute on the same folds, to the last bit. Bagged scores, as
+RAMP computes them: each validation row's predictions averaged over the folds that left
+it out, each test row's over all folds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.metrics import get_scorer
+
+SPLITS = ("train", "valid", "test")
+
+
+class Unscorable(Exception):
+    """The prediction file is wrong; the message says how, in one line."""
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What predictions are scored against, loaded once per dataset."""
+
+    task: str
+    y_train: np.ndarray
+    y_test: np.ndarray | None
+    folds: dict[str, np.ndarray]
+    classes: np.ndarray | None
+
+    def rows(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.folds[f"train_{fold}"], self.folds[f"valid_{fold}"]
+
+    def width(self) -> int | None:
+        return None if self.classes is None else len(self.classes)
+
+
+def load_truth(store: Path, target: str, task: str) -> Truth:
+    prepared = store / "prepared"
+    y_train = pd.read_parquet(prepared / "train.parquet", columns=[target])[target].to_numpy()
+    test = prepared / "test.parquet"
+    y_test = pd.read_parquet(test, columns=[target])[target].to_numpy() if test.is_file() else None
+    with np.load(prepared / "folds.npz", allow_pickle=False) as data:
+        folds = {name: data[name] for name in data.files}
+    classes = np.unique(y_train) if task == "classification" else None
+    return Truth(task, y_train, y_test, folds, classes)
+
+
+class _FrozenClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    def __init__(self, proba: np.ndarray | None = None, classes: np.ndarray | None = None):
+        self.proba = proba
+        self.classes = classes
+
+    def fit(self, X: Any, y: Any) -> _FrozenClassifier:
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    @property
+    def classes_(self) -> np.ndarray | None:
+        return self.classes
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        assert self.proba is not None
+        return np.asarray(self.proba[np.asarray(X).ravel()])
+
+    def predict(self, X: Any) -> np.ndarray:
+        assert self.classes is not None
+        return np.asarray(self.classes[np.argmax(self.predict_proba(X), axis=1)])
+
+
+class _FrozenRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
+    def __init__(self, values: np.ndarray | None = None):
+        self.values = values
+
+    def fit(self, X: Any, y: Any) -> _FrozenRegressor:
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def predict(self, X: Any) -> np.ndarray:
+        assert self.values is not None
+        return np.asarray(self.values[np.asarray(X).ravel()])
+
+
+@cache
+def _scorer(name: str) -> Any:
+    return get_scorer(name)
+
+
+def check(arrays: Any, truth: Truth) -> tuple[np.ndarray, np.ndarray | None]:
+    """The predictions of a fold's file, or Unscorable saying what is wrong."""
+    names = set(getattr(arrays, "files", []))
+    if "train" not in names:
+        raise Unscorable("the prediction file has no 'train' array")
+    expected_train: tuple[int, ...] = (len(truth.y_train),)
+    if truth.width() is not None:
+        expected_train += (truth.width(),)  # type: ignore[operator]
+    train = _checked(arrays["train"], expected_train, "train")
+    test = None
+    if truth.y_test is not None:
+        if "test" not in names:
+            raise Unscorable("the prediction file has no 'test' array")
+        test = _checked(arrays["test"], (len(truth.y_test), *expected_train[1:]), "test")
+    return train, test
+
+
+def _checked(array: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    if array.shape != shape:
+        raise Unscorable(f"'{name}' predictions have shape {array.shape}, expected {shape}")
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise Unscorable(f"'{name}' predictions are of type {array.dtype}, expected numbers")
+    values = array.astype(float, copy=False)
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise Unscorable(f"'{name}' predictions hold {bad} NaN or infinite values")
+    return values
+
+
+def _score(name: str, predictions: np.ndarray, truth: Truth, rows: np.ndarray,
+           y: np.ndarray) -> float:  # fmt: skip
+    if truth.task == "classification":
+        estimator: Any = _FrozenClassifier(predictions, truth.classes)
+    else:
+        estimator = _FrozenRegressor(predictions)
+    try:
+        return float(_scorer(name)(estimator, rows.reshape(-1, 1), y))
+    except ValueError:
+        return math.nan  # e.g. a ROC AUC on rows of one class: undefined, not an error
+
+
+def score_fold(
+    truth: Truth, fold: int, train: np.ndarray, test: np.ndarray | None, metrics: list[str]
+) -> list[tuple[str, str, float]]:
+    """(split, metric, value) for train, valid and test rows of one fold."""
+    fit_rows, valid_rows = truth.rows(fold)
+    out = []
+    for metric in metrics:
+        out.append(
+            ("train", metric, _score(metric, train, truth, fit_rows, truth.y_train[fit_rows]))
+        )
+        out.append(("valid", metric, _score(metric, train, truth, valid_rows,
+                                            truth.y_train[valid_rows])))  # fmt: skip
+        if test is not None and truth.y_test is not None:
+            rows = np.arange(len(truth.y_test))
+            out.append(("test", metric, _score(metric, test, truth, rows, truth.y_test)))
+    return out
+
+
+def bagged(
+    truth: Truth, folds: dict[int, tuple[np.ndarray, np.ndarray | None]], metrics: list[str]
+) -> list[tuple[str, str, float]]:
+    """(split, metric, value): validation rows averaged over the folds that held them out,
+    test rows over all folds."""
+    if not folds:
+        return []
+    first = next(iter(folds.values()))[0]
+    total = np.zeros_like(first)
+    seen = np.zeros(len(first))
+    test_sum: np.ndarray | None = None
+    for fold, (train, test) in sorted(folds.items()):
+        valid_rows = truth.rows(fold)[1]
+        total[valid_rows] += train[valid_rows]
+        seen[valid_rows] += 1
+        if test is not None:
+            test_sum = test.copy() if test_sum is None else test_sum + test
+    rows = np.flatnonzero(seen)
+    shape = (-1,) + (1,) * (total.ndim - 1)
+    averaged = total.copy()
+    averaged[rows] = total[rows] / seen[rows].reshape(shape)
+    out = [("valid", m, _score(m, averaged, truth, rows, truth.y_train[rows])) for m in metrics]
+    if test_sum is not None and truth.y_test is not None:
+        mean_test = test_sum / len(folds)
+        every = np.arange(len(truth.y_test))
+        out += [("test", m, _score(m, mean_test, truth, every, truth.y_test)) for m in metrics]
+    return out
