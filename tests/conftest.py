@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from datarun.embedded import EmbeddedServer
+from executor.daemon import Executor, ExecutorConfig
 from spool import db, migrate
 from spool.layout import Spool
 from watcher.daemon import Watcher, WatcherConfig
@@ -142,3 +143,20 @@ def make_watcher(spool: Spool, database_url: str) -> Iterator[Callable[..., Watc
     yield make
     for watcher in made:
         watcher.close()
+
+
+@pytest.fixture
+def make_executor(database_url: str, spool: Spool) -> Iterator[Callable[..., Executor]]:
+    made: list[Executor] = []
+
+    def make(**overrides) -> Executor:
+        config = ExecutorConfig(**{"workers": 2, "timeout_seconds": 60, "heartbeat_seconds": 0.5,
+                                   "lease_seconds": 2.0, "poll_seconds": 0.5,
+                                   "memory_mb": 300, **overrides})  # fmt: skip
+        executor = Executor(database_url, spool, config)
+        made.append(executor)
+        return executor
+
+    yield make
+    for executor in made:
+        executor.close()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from executor.daemon import Executor, ExecutorConfig
+from executor.daemon import Executor
 from spool import db
 from tests.conftest import drop
 from tests.helpers import bundles as B
@@ -55,9 +55,10 @@ class Classifier:
 
 
 def register(spool, make_watcher, tmp_path: Path, submissions: dict[str, str],
-             workflow: str = "classifier", task: str = "classification") -> None:  # fmt: skip
+             workflow: str = "classifier", task: str = "classification",
+             scores: str | None = None) -> None:  # fmt: skip
     watcher = make_watcher()
-    scores = '["accuracy"]' if task == "classification" else '["r2"]'
+    scores = scores or ('["accuracy"]' if task == "classification" else '["r2"]')
     drop(B.dataset(tmp_path / "d", workflow=workflow, task=task, scores=scores,
                    scheme="kfold" if task == "regression" else "stratified_kfold"),
          spool.incoming_datasets)  # fmt: skip
@@ -95,23 +96,6 @@ def drain(executor: Executor) -> int:
     while ran := executor.run_once():
         total += ran
     return total
-
-
-@pytest.fixture
-def make_executor(database_url, spool):
-    made: list[Executor] = []
-
-    def make(**overrides) -> Executor:
-        config = ExecutorConfig(**{"workers": 2, "timeout_seconds": 60, "heartbeat_seconds": 0.5,
-                                   "lease_seconds": 2.0, "poll_seconds": 0.5,
-                                   "memory_mb": 300, **overrides})  # fmt: skip
-        executor = Executor(database_url, spool, config)
-        made.append(executor)
-        return executor
-
-    yield make
-    for executor in made:
-        executor.close()
 
 
 def test_predictions_match_a_plain_scikit_learn_fit_on_the_same_fold(

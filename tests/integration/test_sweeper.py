@@ -1,0 +1,178 @@
+"""The sweeper and the results files, with real predictions from a real executor."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_validate
+from threadpoolctl import threadpool_limits
+
+from spool import db, jobs
+from tests.helpers import bundles as B
+from tests.integration.test_executor import drain, hostile, job_rows, register
+from watcher.results import Results
+from watcher.sweeper import Sweeper
+
+METRICS = ["accuracy", "neg_log_loss", "balanced_accuracy"]
+
+
+@pytest.fixture
+def back_half(spool, database_url):
+    database = db.Database(database_url, name="test sweeper").open()
+    sweeper = Sweeper(spool, database)
+    yield sweeper, Results(spool, database, sweeper.truth)
+    database.close()
+
+
+def registered(spool, make_watcher, tmp_path, **subs: str) -> None:
+    register(spool, make_watcher, tmp_path, subs, scores=json.dumps(METRICS))
+
+
+def query(url: str, sql: str, *params) -> list[dict]:
+    with db.connect(url) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def test_scores_equal_cross_validate_on_the_same_folds(
+    spool, make_watcher, make_executor, database_url, tmp_path, back_half
+):
+    sweeper, _ = back_half
+    registered(spool, make_watcher, tmp_path, logreg=B.CLASSIFIER)
+    drain(make_executor())
+    assert sweeper.sweep_once().scored == 3
+    prepared = next((spool.store / "datasets").iterdir()) / "prepared"
+    train = pd.read_parquet(prepared / "train.parquet")
+    folds = np.load(prepared / "folds.npz")
+    cv = [(folds[f"train_{k}"], folds[f"valid_{k}"]) for k in range(3)]
+    X, y = train.drop(columns=["target"]).to_numpy(), train["target"].to_numpy()
+    with threadpool_limits(1):  # as in the fold's child: same arithmetic, same bits
+        expected = cross_validate(LogisticRegression(max_iter=500), X, y, cv=cv,
+                                  scoring=METRICS, return_train_score=True)  # fmt: skip
+    got = query(database_url, "select j.fold, s.split, s.metric, s.value from scores s"
+                " join jobs j on j.id = s.job_id")  # fmt: skip
+    assert len(got) == 3 * 3 * 3
+    for row in got:
+        if row["split"] == "test":
+            continue
+        key = ("test_" if row["split"] == "valid" else "train_") + row["metric"]
+        assert row["value"] == expected[key][row["fold"]], row  # exactly, not approximately
+
+
+def test_sweeping_twice_changes_nothing(
+    spool, make_watcher, make_executor, database_url, tmp_path, back_half
+):
+    sweeper, _ = back_half
+    registered(spool, make_watcher, tmp_path, logreg=B.CLASSIFIER)
+    drain(make_executor())
+    assert sweeper.sweep_once().scored == 3
+    before = query(database_url, "select * from scores order by job_id, split, metric")
+    with db.connect(database_url) as conn:  # the same files offered again
+        conn.execute("update jobs set state = 'predicted'")
+    assert sweeper.sweep_once().scored == 3
+    assert query(database_url, "select * from scores order by job_id, split, metric") == before
+    assert {r["state"] for r in job_rows(database_url)} == {"scored"}
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("shape", "'train' predictions have shape (120, 2), expected (120, 3)"),
+        ("nan", "'train' predictions hold 1 NaN or infinite values"),
+        ("text", "'train' predictions are of type <U1, expected numbers"),
+        ("garbage", "cannot be read"),
+        ("attempt", "its metadata names another job or attempt"),
+    ],
+)
+def test_a_bad_prediction_file_fails_its_job_with_the_reason(
+    spool, make_watcher, make_executor, database_url, tmp_path, back_half, damage, reason
+):
+    sweeper, _ = back_half
+    registered(spool, make_watcher, tmp_path, logreg=B.CLASSIFIER)
+    drain(make_executor())
+    row = job_rows(database_url)[0]
+    path = spool.root / row["prediction_path"]
+    arrays = dict(np.load(path))
+    if damage == "shape":
+        arrays["train"] = arrays["train"][:, :2]
+    elif damage == "nan":
+        arrays["train"][0, 0] = np.nan
+    elif damage == "text":
+        arrays["train"] = np.full(arrays["train"].shape, "x")
+    if damage == "garbage":
+        path.write_bytes(b"not an npz")
+    elif damage == "attempt":
+        meta = json.loads(path.with_suffix(".json").read_text())
+        path.with_suffix(".json").write_text(json.dumps({**meta, "attempt": 7}))
+    else:
+        with open(path, "wb") as handle:
+            np.savez(handle, **arrays)
+    result = sweeper.sweep_once()
+    assert (result.scored, result.failed) == (2, 1)
+    failed = job_rows(database_url)[0]
+    assert failed["state"] == "failed" and reason in failed["error"], failed["error"]
+
+
+def test_results_files_and_views_agree(
+    spool, make_watcher, make_executor, database_url, tmp_path, back_half
+):
+    sweeper, results = back_half
+    registered(spool, make_watcher, tmp_path, good=B.CLASSIFIER,
+               other=B.CLASSIFIER + "\n# another\n",
+               broken=hostile("raise ValueError('no way')"))  # fmt: skip
+    drain(make_executor())
+    sweeper.sweep_once()
+    assert results.refresh_once() == 3
+    folder = spool.results / "iris"
+    status = json.loads((folder / "good.v1" / "status.json").read_text())
+    assert status["state"] == "scored" and len(status["folds"]) == 3
+    assert (folder / "good.v1" / "fold_0.log").is_file()
+    view = {(r["split"], r["metric"]): r for r in query(
+        database_url, "select * from submission_scores where label = 'good.v1'")}  # fmt: skip
+    for split in ("train", "valid", "test"):
+        for metric in METRICS:
+            assert status["mean"][split][metric] == pytest.approx(view[(split, metric)]["mean"],
+                                                                  rel=1e-12)  # fmt: skip
+    assert set(status["bagged"]["valid"]) == set(METRICS)
+    broken = json.loads((folder / "broken.v1" / "status.json").read_text())
+    assert broken["state"] == "failed"
+    assert broken["folds"][0]["error"] == "ValueError: no way"
+    assert "classifier.py" in broken["folds"][0]["traceback"]
+    with open(folder / "good.v1" / "scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 27 and {r["split"] for r in rows} == {"train", "valid", "test"}
+    with open(folder / "leaderboard.csv") as handle:
+        board = list(csv.DictReader(handle))
+    assert [r["submission"] for r in board][:2] in (["good.v1", "other.v1"],
+                                                     ["other.v1", "good.v1"])  # fmt: skip
+    assert board[-1]["submission"] == "broken.v1" and board[-1]["state"] == "failed"
+    view_board = query(database_url, "select * from leaderboard where dataset = 'iris'")
+    assert {r["label"]: r["rank"] for r in view_board} == {r["submission"]: int(r["rank"])
+                                                           for r in board}  # fmt: skip
+    assert results.refresh_once() == 0  # nothing changed since
+    failures = query(database_url, "select * from recent_failures")
+    assert {r["error"] for r in failures} == {"ValueError: no way"}
+    queue = query(database_url, "select * from queue")
+    assert sum(r["scored"] for r in queue) == 6 and sum(r["failed"] for r in queue) == 3
+
+
+def test_retry_and_cancel(spool, make_watcher, make_executor, database_url, tmp_path):
+    registered(spool, make_watcher, tmp_path, broken=hostile("raise ValueError('no')"),
+               waiting=B.CLASSIFIER)  # fmt: skip
+    with db.connect(database_url) as conn:
+        conn.execute("update jobs set state = 'failed', error = 'x' where id in (1, 2, 3)")
+        assert jobs.find_submission(conn, "iris/broken.v1") == 1
+        assert jobs.find_submission(conn, "iris/nope.v1") is None
+        assert jobs.retry(conn, job=1) == [1]
+        assert sorted(jobs.retry(conn, submission=1)) == [2, 3]
+        assert jobs.retry(conn, dataset="iris") == []
+        assert jobs.cancel(conn, 2) == {"queued": 3}
+        assert jobs.cancel(conn, 2) == {}
+    states = {(r["name"], r["state"]) for r in job_rows(database_url)}
+    assert states == {("broken", "queued"), ("waiting", "cancelled")}
+    shutil.rmtree(tmp_path / "subs", ignore_errors=True)
