@@ -163,7 +163,7 @@ def reap(conn: db.Conn, lease_seconds: float) -> list[dict[str, Any]]:
     """Declare silent executors lost and give their jobs back (or fail them)."""
     with conn.transaction():
         db.fetch_all(conn, "executors_mark_lost", {"lease_seconds": lease_seconds})
-        rows = db.fetch_all(conn, "jobs_reap")
+        rows = db.fetch_all(conn, "jobs_reap", {})  # {}: the %% in its format() apply
         for queue in sorted({r["queue"] for r in rows if r["state"] == "queued"}):
             db.execute(conn, "jobs_notify", {"queue": queue})
     return rows

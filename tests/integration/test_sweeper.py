@@ -176,3 +176,25 @@ def test_retry_and_cancel(spool, make_watcher, make_executor, database_url, tmp_
     states = {(r["name"], r["state"]) for r in job_rows(database_url)}
     assert states == {("broken", "queued"), ("waiting", "cancelled")}
     shutil.rmtree(tmp_path / "subs", ignore_errors=True)
+
+
+def test_the_reaper_gives_back_or_fails_the_jobs_of_a_silent_executor(
+    spool, make_watcher, database_url, tmp_path, back_half
+):
+    from watcher.sweeper import reap_once
+
+    registered(spool, make_watcher, tmp_path, logreg=B.CLASSIFIER)
+    with db.connect(database_url) as conn:
+        silent = jobs.register_executor(conn, host="h", pid=1, queues=["low"], workers=2,
+                                        version="x", limits={})  # fmt: skip
+        claimed = jobs.claim(conn, silent, ["low"], 2)
+        conn.execute("update jobs set max_attempts = 1 where id = %s", [claimed[1].id])
+        conn.execute("update executors set heartbeat_at = now() - interval '1 hour'")
+    sweeper, _ = back_half
+    assert reap_once(sweeper.database, lease_seconds=30) == 2
+    rows = {r["id"]: r for r in job_rows(database_url)}
+    assert (rows[claimed[0].id]["state"], rows[claimed[0].id]["attempts"]) == ("queued", 1)
+    assert rows[claimed[1].id]["state"] == "failed"
+    assert "stopped answering on attempt 1 of 1" in rows[claimed[1].id]["error"]
+    assert query(database_url, "select state from executors") == [{"state": "lost"}]
+    assert reap_once(sweeper.database, lease_seconds=30) == 0  # the row stays, holds nothing
