@@ -59,7 +59,7 @@ def drop_all(spool: Path, tmp_path: Path, subs: dict[str, str]) -> None:
     age(B.dataset(tmp_path / "d", scores='["accuracy", "neg_log_loss"]')).rename(
         spool / "incoming" / "datasets" / "iris"
     )
-    wait_for(lambda: (spool / "incoming" / "submissions" / "iris").is_dir(), 60, "iris")
+    wait_for((spool / "incoming" / "submissions" / "iris").is_dir, 60, "iris")
     for name, code in subs.items():
         root = B.submission(tmp_path / "subs", name=name)
         (root / "classifier.py").write_text(code)
