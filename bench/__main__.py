@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import executor, intake
+from bench import executor, intake, sweep
 
-BENCHMARKS = {"intake": intake.main, "executor": executor.main}
+BENCHMARKS = {"intake": intake.main, "executor": executor.main, "sweep": sweep.main}
 
 
 def main(argv: list[str]) -> int:

@@ -27,3 +27,12 @@ def test_the_executor_benchmark_runs():
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "folds " in result.stdout and "claims " in result.stdout
+
+
+def test_the_sweep_benchmark_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "sweep", "--files", "20", "--samples", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "sweep " in result.stdout and "latency " in result.stdout
