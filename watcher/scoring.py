@@ -21,6 +21,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import get_scorer
 
+from watcher.fastscore import TWINS, Guarded
+
 SPLITS = ("train", "valid", "test")
 
 
@@ -129,16 +131,24 @@ def _checked(array: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray
     return values
 
 
+@cache
+def _guarded(name: str) -> Guarded:
+    return Guarded(name, TWINS.get(name))
+
+
 def _score(name: str, predictions: np.ndarray, truth: Truth, rows: np.ndarray,
            y: np.ndarray) -> float:  # fmt: skip
-    if truth.task == "classification":
-        estimator: Any = _FrozenClassifier(predictions, truth.classes)
-    else:
-        estimator = _FrozenRegressor(predictions)
-    try:
-        return float(_scorer(name)(estimator, rows.reshape(-1, 1), y))
-    except ValueError:
-        return math.nan  # e.g. a ROC AUC on rows of one class: undefined, not an error
+    def reference() -> float:
+        if truth.task == "classification":
+            estimator: Any = _FrozenClassifier(predictions, truth.classes)
+        else:
+            estimator = _FrozenRegressor(predictions)
+        try:
+            return float(_scorer(name)(estimator, rows.reshape(-1, 1), y))
+        except ValueError:
+            return math.nan  # e.g. a ROC AUC on rows of one class: undefined, not an error
+
+    return _guarded(name)(y, predictions[rows], truth.classes, reference)
 
 
 def score_fold(

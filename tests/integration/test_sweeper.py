@@ -39,9 +39,14 @@ def query(url: str, sql: str, *params) -> list[dict]:
         return conn.execute(sql, params).fetchall()
 
 
+@pytest.mark.parametrize("twins", [False, True], ids=["scorers", "fast twins"])
 def test_scores_equal_cross_validate_on_the_same_folds(
-    spool, make_watcher, make_executor, database_url, tmp_path, back_half
+    spool, make_watcher, make_executor, database_url, tmp_path, back_half, monkeypatch, twins
 ):
+    from watcher import fastscore, scoring
+
+    monkeypatch.setattr(fastscore, "CHECKS", 0 if twins else 10**9)  # twins alone, or never
+    scoring._guarded.cache_clear()
     sweeper, _ = back_half
     registered(spool, make_watcher, tmp_path, logreg=B.CLASSIFIER)
     drain(make_executor())
