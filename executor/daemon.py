@@ -79,6 +79,7 @@ class Executor:
         self._handing_back: set[str] = set()
         self._orphans: set[tuple[int, int]] = set()
         self._known: dict[int, dict[str, Any]] = {}  # submission id -> what folds need
+        self._closed = False
         self._threads: list[threading.Thread] = []
 
     # ---- life cycle ---------------------------------------------------------------
@@ -112,6 +113,9 @@ class Executor:
         )
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self.zygote.close()
         if self.id is not None:
             try:
@@ -246,7 +250,7 @@ class Executor:
         for key in late:
             self._handing_back.add(key)
             self.zygote.kill(key)
-        for thread in workers:
+        for thread in workers + helpers:
             thread.join(timeout=30)
         self.close()
 

@@ -251,3 +251,34 @@ def test_a_job_running_in_the_database_but_not_here_is_handed_back(
     executor.beat_once()
     row = job_rows(database_url)[0]
     assert (row["state"], row["attempts"]) == ("queued", 0)
+
+
+def test_cancelling_a_running_submission_stops_its_folds(
+    spool, make_watcher, make_executor, database_url, tmp_path
+):
+    import threading
+    import time
+
+    from spool import jobs
+
+    slow = hostile("import time; time.sleep(30)")
+    register(spool, make_watcher, tmp_path, {"slow": slow})
+    executor = make_executor(workers=2)
+    stop = threading.Event()
+    thread = threading.Thread(target=executor.run, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while sum(r["state"] == "running" for r in job_rows(database_url)) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        with db.connect(database_url) as conn:
+            assert jobs.cancel(conn, 1) == {"running": 2, "queued": 1}
+        while executor.zygote.running():  # stopped at the next heartbeat, not after 30 s
+            assert time.monotonic() < deadline, "the cancelled folds were not stopped"
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert {r["state"] for r in job_rows(database_url)} == {"cancelled"}
+    assert list(spool.predictions.glob("*.npz")) == []
