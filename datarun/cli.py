@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from dataclasses import replace
 from pathlib import Path
@@ -20,9 +21,10 @@ from typing import Annotated, Any
 import click
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
-from datarun import __version__, pgbin
+from datarun import __version__, admin, pgbin
 from datarun.embedded import EmbeddedServer
 from datarun.errors import DatarunError
 from datarun.logs import setup_logging
@@ -249,6 +251,90 @@ def cancel(
         out.print("nothing to cancel (already finished or cancelled)")
     else:
         out.print("cancelled: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh every 2 s until Ctrl-C.")] = False,
+) -> None:
+    """Datasets, submissions' progress, the queue, executors and their heartbeat age.
+
+    Example: datarun status --watch
+    """
+    url = database_url(settings())
+    if as_json:
+        with db.connect(url) as conn:
+            _print_json(admin.status(conn))
+        return
+    if not watch:
+        with db.connect(url) as conn:
+            out.print(admin.render_status(admin.status(conn)))
+        return
+    with db.connect(url) as conn, Live(console=out, refresh_per_second=1) as live:
+        try:
+            while True:
+                live.update(admin.render_status(admin.status(conn)))
+                time.sleep(2)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def leaderboard(
+    dataset: Annotated[str, typer.Argument(help="The dataset's name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """A dataset's ranking: mean +- std over folds and bagged scores of its first metric.
+
+    Example: datarun leaderboard iris
+    """
+    with db.connect(database_url(settings())) as conn:
+        rows = admin.leaderboard(conn, dataset)
+    if as_json:
+        _print_json(rows)
+    else:
+        out.print(admin.render_leaderboard(dataset, rows))
+
+
+@app.command()
+def logs(
+    what: Annotated[
+        str | None, typer.Argument(help="A submission: its id, or dataset/label.")
+    ] = None,
+    job: Annotated[int | None, typer.Option(help="One job, by id.")] = None,
+) -> None:
+    """Print the fold logs of a submission (each fold under a header), or of one job.
+
+    Example: datarun logs iris/ada.logreg.v1    (or --job 42)
+    """
+    if (what is None) == (job is None):
+        raise DatarunError("name a submission or --job ID")
+    s = settings()
+    with db.connect(database_url(s)) as conn:
+        submission = _submission(conn, what) if what is not None else None
+        text = admin.logs(conn, Spool(s.spool_path), job=job, submission=submission)
+    sys.stdout.write(text)
+
+
+@app.command()
+def submit(
+    path: Annotated[Path, typer.Argument(help="A bundle: a folder, a .zip or a .tar.gz.")],
+    dataset: Annotated[
+        str | None, typer.Option(help="The dataset a submission is for (else its manifest's).")
+    ] = None,
+) -> None:
+    """Copy a bundle into the spool atomically (for those who cannot rename into it).
+
+    A folder holding dataset.toml goes to incoming/datasets/, anything else to
+    incoming/submissions/[DATASET/]. Example: datarun submit ./logreg --dataset iris
+    """
+    s = settings()
+    spool = Spool(s.spool_path)
+    spool.check()
+    target = admin.submit(spool, path.expanduser(), dataset)
+    out.print(f"dropped as {target}; the answer appears under {spool.results} or "
+              f"{spool.rejected}")  # fmt: skip
 
 
 def _submission(conn: db.Conn, spec: str) -> int:

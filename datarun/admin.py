@@ -1,0 +1,149 @@
+"""What the admin's read commands show (status, leaderboard, logs) and `submit`.
+
+Data first (plain dicts, which `--json` prints as they are), then its rendering with
+rich for people.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+
+from datarun.errors import DatarunError
+from spool import bundles, db
+from spool.layout import Spool
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def _plain(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as JSON can hold them: times as text, NaN as null, decimals as floats."""
+    return [{key: _plain_value(value) for key, value in row.items()} for row in rows]
+
+
+def status(conn: db.Conn) -> dict[str, Any]:
+    return {
+        name: _plain(db.fetch_all(conn, f"status_{name}"))
+        for name in ("datasets", "progress", "queue", "executors")
+    }
+
+
+def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column.replace("_", " "))
+    for row in rows:
+        table.add_row(*[_cell(row.get(c)) for c in columns])
+    if not rows:
+        table.add_row(*(["—"] + [""] * (len(columns) - 1)))
+    return table
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def render_status(data: dict[str, Any]) -> Group:
+    return Group(
+        _table("datasets", data["datasets"],
+               ["name", "task", "workflow", "n_folds", "submissions"]),
+        _table("submissions", data["progress"],
+               ["dataset", "label", "state", "queued", "running", "scored", "failed"]),
+        _table("queue", data["queue"],
+               ["dataset", "queue", "queued", "running", "predicted", "scored", "failed"]),
+        _table("executors", data["executors"],
+               ["id", "host", "pid", "state", "workers", "running", "heartbeat_age_s"]),
+    )  # fmt: skip
+
+
+def leaderboard(conn: db.Conn, dataset: str) -> list[dict[str, Any]]:
+    row = db.fetch_one(conn, "dataset_exists", {"name": dataset})
+    if not (row and row["present"]):
+        raise DatarunError(f"no dataset named {dataset!r} (see `datarun status`)")
+    return _plain(db.fetch_all(conn, "leaderboard", {"dataset": dataset}))
+
+
+def render_leaderboard(dataset: str, rows: list[dict[str, Any]]) -> Table:
+    metric = rows[0]["metric"] if rows else "score"
+    table = Table(title=f"{dataset} — ranked by mean validation {metric}", title_justify="left")
+    for column in ("rank", "submission", "state", "folds", f"valid {metric}",
+                   "bagged valid", "bagged test"):  # fmt: skip
+        table.add_column(column)
+    for r in rows:
+        valid = "" if r["valid_mean"] is None else f"{r['valid_mean']:.4f} ± {r['valid_std']:.4f}"
+        table.add_row(str(r["rank"]), r["label"], r["state"], f"{r['scored']}/{r['folds']}",
+                      valid, _cell(r["bagged_valid"]), _cell(r["bagged_test"]))  # fmt: skip
+    return table
+
+
+def logs(conn: db.Conn, spool: Spool, *, job: int | None, submission: int | None) -> str:
+    rows = db.fetch_all(conn, "job_logs", {"job": job, "submission": submission})
+    if not rows:
+        raise DatarunError("no such job or submission (see `datarun status`)")
+    parts = []
+    for r in rows:
+        reason = f": {r['error']}" if r["error"] else ""
+        header = (
+            f"== {r['dataset']}/{r['label']} fold {r['fold']} "
+            f"(job {r['id']}, attempt {r['attempts']}, {r['state']}{reason})"
+        )
+        path = spool.absolute(r["log_path"]) if r["log_path"] else None
+        if path is not None and path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+        else:
+            text = "(no log yet)\n"
+        parts.append(f"{header}\n{text}")
+    return "\n".join(parts)
+
+
+def submit(spool: Spool, source: Path, dataset: str | None) -> Path:
+    """Copy a bundle into the spool under a hidden name, then rename it in: the watcher
+    never sees half of it."""
+    if not source.exists():
+        raise DatarunError(f"{source} does not exist")
+    is_dataset = source.is_dir() and (source / "dataset.toml").is_file()
+    if is_dataset and dataset:
+        raise DatarunError("--dataset names the dataset of a submission; this is a dataset bundle")
+    if is_dataset:
+        folder = spool.incoming_datasets
+    else:
+        folder = spool.incoming_submissions / dataset if dataset else spool.incoming_submissions
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / source.name
+    if target.exists():
+        raise DatarunError(f"{target} is already waiting to be taken; rename your bundle")
+    hidden = folder / f".{source.name}.{os.getpid()}.partial"
+    try:
+        if source.is_dir():
+            shutil.copytree(source, hidden, symlinks=True)
+        elif bundles.archive_kind(source.name):
+            shutil.copyfile(source, hidden)
+        else:
+            raise DatarunError(f"{source} is not a folder, a .zip or a .tar.gz")
+        hidden.rename(target)
+    except OSError as exc:
+        bundles.remove(hidden)
+        raise DatarunError(f"cannot copy {source} into the spool: {exc}") from exc
+    return target

@@ -1,0 +1,31 @@
+-- What the admin commands read: status, leaderboards, logs.
+
+-- name: status_datasets
+SELECT d.name, d.task, d.workflow, d.metrics, d.n_folds,
+       count(s.id) AS submissions, d.created_at
+FROM datasets d LEFT JOIN submissions s ON s.dataset_id = d.id
+GROUP BY d.id ORDER BY d.name;
+
+-- name: status_progress
+SELECT * FROM submission_progress ORDER BY dataset, label;
+
+-- name: status_queue
+SELECT * FROM queue ORDER BY dataset, queue;
+
+-- name: status_executors
+SELECT * FROM executor_load
+WHERE state IN ('running', 'stopping') OR heartbeat_age_s < 3600
+ORDER BY id;
+
+-- name: dataset_exists
+SELECT EXISTS (SELECT 1 FROM datasets WHERE name = %(name)s) AS present;
+
+-- name: leaderboard
+SELECT * FROM leaderboard WHERE dataset = %(dataset)s ORDER BY rank, label;
+
+-- name: job_logs
+SELECT j.id, j.fold, j.attempts, j.state, j.error, j.log_path, l.dataset, l.label
+FROM jobs j JOIN submission_labels l ON l.submission_id = j.submission_id
+WHERE (%(job)s::bigint IS NULL OR j.id = %(job)s)
+  AND (%(submission)s::bigint IS NULL OR j.submission_id = %(submission)s)
+ORDER BY j.fold;
