@@ -5,6 +5,7 @@ Refreshed only for submissions whose jobs changed since their files were last wr
 temporary name and renamed, so a reader never sees half of one.
 
     results/<dataset>/leaderboard.csv       ranked by the first metric's mean valid score
+    results/<dataset>/leaderboard.html      the same, self-contained, with per-fold charts
     results/<dataset>/<label>/status.json   state of each fold, errors, mean +- std, bagged
     results/<dataset>/<label>/scores.csv    fold x split x metric
     results/<dataset>/<label>/fold_<k>.log  each fold's output
@@ -27,6 +28,7 @@ import numpy as np
 
 from spool import db
 from spool.layout import Spool, label, write_atomic
+from watcher import html
 from watcher.scoring import bagged, check
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,18 @@ class Results:
     def write_leaderboard(self, dataset: str) -> None:
         with self.database.connection() as conn:
             rows = db.fetch_all(conn, "leaderboard_of", {"dataset": dataset})
+            fold_rows = db.fetch_all(conn, "leaderboard_fold_scores", {"dataset": dataset})
+            error_rows = db.fetch_all(conn, "leaderboard_errors", {"dataset": dataset})
+            metric_row = db.fetch_one(conn, "dataset_by_name", {"name": dataset})
+        folds: dict[str, list[float]] = defaultdict(list)
+        for r in fold_rows:
+            folds[r["label"]].append(r["value"])
+        page = html.render(
+            dataset, metric_row["metrics"][0] if metric_row else "score", rows,
+            folds=dict(folds), errors={r["label"]: r["error"] for r in error_rows},
+            updated=datetime.now(UTC),
+        )  # fmt: skip
+        write_atomic(self.spool.results / dataset / "leaderboard.html", page)
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(["rank", "submission", "team", "state", "folds_scored", "folds",

@@ -113,3 +113,20 @@ RETURNING j.id, before.state;
 -- name: submission_by_label
 SELECT submission_id AS id FROM submission_labels
 WHERE dataset = %(dataset)s AND label = %(label)s;
+
+-- name: leaderboard_fold_scores
+-- Each submission's validation scores by fold, on the dataset's first metric.
+SELECT l.label, j.fold, sc.value
+FROM scores sc
+JOIN jobs j ON j.id = sc.job_id AND j.state = 'scored'
+JOIN submission_labels l ON l.submission_id = j.submission_id
+JOIN datasets d ON d.name = l.dataset
+WHERE l.dataset = %(dataset)s AND sc.split = 'valid' AND sc.metric = d.metrics[1]
+ORDER BY l.label, j.fold;
+
+-- name: leaderboard_errors
+-- The first error of each submission that has failed folds.
+SELECT DISTINCT ON (l.label) l.label, j.error
+FROM jobs j JOIN submission_labels l ON l.submission_id = j.submission_id
+WHERE l.dataset = %(dataset)s AND j.state = 'failed' AND j.error IS NOT NULL
+ORDER BY l.label, j.fold;
