@@ -88,8 +88,9 @@ def leaderboard(conn: db.Conn, dataset: str) -> list[dict[str, Any]]:
 def render_leaderboard(dataset: str, rows: list[dict[str, Any]]) -> Table:
     metric = rows[0]["metric"] if rows else "score"
     table = Table(title=f"{dataset} — ranked by mean validation {metric}", title_justify="left")
-    for column in ("rank", "submission", "state", "folds", f"valid {metric}",
-                   "bagged valid", "bagged test"):  # fmt: skip
+    table.add_column("rank")
+    table.add_column("submission", no_wrap=True)
+    for column in ("state", "folds", f"valid {metric}", "bagged valid", "bagged test"):
         table.add_column(column)
     for r in rows:
         valid = "" if r["valid_mean"] is None else f"{r['valid_mean']:.4f} ± {r['valid_std']:.4f}"

@@ -51,7 +51,8 @@ db_app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 
-out = Console()
+# piped output (logs, scripts, CI) gets room for whole tables, a terminal its own width
+out = Console(width=None if sys.stdout.isatty() else 160)
 _state: dict[str, Any] = {"verbose": 0, "overrides": {}}
 
 
@@ -168,6 +169,30 @@ def _daemon_setup() -> tuple[Settings, str, Spool, threading.Event]:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     return s, url, spool, stop
+
+
+@app.command()
+def demo(
+    home: Annotated[
+        Path | None, typer.Option("--home", help="Where (default: a new temporary folder).")
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the database, master and executors running.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Also print the leaderboards as JSON at the end.")
+    ] = False,
+) -> None:
+    """Run the whole system here: a database, a master and two executors, example datasets
+    and submissions (one broken on purpose), live progress, then the leaderboards.
+
+    Example: datarun demo
+    """
+    from datarun import demo as demo_module
+
+    summary = demo_module.run(home or _state["overrides"].get("home"), keep, out)
+    if as_json:
+        _print_json(summary)
 
 
 @app.command()

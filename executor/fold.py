@@ -100,6 +100,9 @@ def _their_traceback(exc: BaseException, code: Path) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     theirs = [i for i, f in enumerate(frames) if f.filename.startswith(str(code))]
     shown = frames[theirs[0] :] if theirs else frames
+    for frame in shown:  # their files by their own names, not our scratch folder's
+        if frame.filename.startswith(str(code)):
+            frame.filename = frame.filename[len(str(code)) + 1 :]
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(shown)]
     lines += traceback.format_exception_only(type(exc), exc)
     return "".join(lines)

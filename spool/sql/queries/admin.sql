@@ -29,3 +29,18 @@ FROM jobs j JOIN submission_labels l ON l.submission_id = j.submission_id
 WHERE (%(job)s::bigint IS NULL OR j.id = %(job)s)
   AND (%(submission)s::bigint IS NULL OR j.submission_id = %(submission)s)
 ORDER BY j.fold;
+
+-- name: demo_failures
+-- The first failed fold of each failed submission, with its traceback.
+SELECT DISTINCT ON (l.submission_id) l.dataset, l.label, j.error, j.error_detail
+FROM jobs j JOIN submission_labels l ON l.submission_id = j.submission_id
+WHERE j.state = 'failed'
+ORDER BY l.submission_id, j.fold;
+
+-- name: demo_results_pending
+-- Submissions whose results files are older than their last change.
+SELECT count(*) AS pending FROM (
+    SELECT s.id FROM submissions s JOIN jobs j ON j.submission_id = s.id
+    GROUP BY s.id, s.results_at
+    HAVING s.results_at IS NULL OR max(j.updated_at) > s.results_at
+) AS stale;

@@ -1,0 +1,49 @@
+"""`datarun demo`, end to end, as a newcomer runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from spool import db
+from tests.conftest import reachable_tmp
+from tests.helpers.cli import DATARUN, run
+
+
+def test_the_demo_runs_and_its_leaderboard_is_the_databases(env):
+    home = reachable_tmp("datarun-test-demo-") / "home"
+    try:
+        result = subprocess.run([*DATARUN, "demo", "--home", str(home), "--json"], env=env,
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        text = result.stdout
+        summary = json.loads(text[text.index("{\n") :])
+        assert summary["seconds"] < 120
+        printed = summary["leaderboards"]
+        assert {r["label"]: r["state"] for r in printed["iris"]} == {
+            "ada.logreg.v1": "scored", "grace.forest.v1": "scored", "linus.broken.v1": "failed"
+        }  # fmt: skip
+        assert [r["state"] for r in printed["diabetes"]] == ["scored", "scored"]
+        assert "AttributeError: 'LogisticRegression' object has no attribute 'fitt'" in text
+        assert 'File "classifier.py", line 10, in fit' in text  # their file, by its name
+        assert "leaderboard.html" in text and "All stopped" in text
+        for row in printed["iris"][:2]:
+            assert f"{row['valid_mean']:.4f} ± {row['valid_std']:.4f}" in text
+        env["DATARUN_HOME"] = str(home)  # the database, again: what was printed is in it
+        assert run(env, "db", "up").returncode == 0
+        with db.connect(run(env, "db", "url").stdout.strip()) as conn:
+            for dataset, rows in printed.items():
+                stored = conn.execute("select * from leaderboard where dataset = %s", [dataset])
+                by_label = {r["label"]: r for r in stored}
+                for row in rows:
+                    assert by_label[row["label"]]["rank"] == row["rank"]
+                    if row["valid_mean"] is not None:
+                        assert by_label[row["label"]]["valid_mean"] == pytest.approx(
+                            row["valid_mean"], rel=1e-12)  # fmt: skip
+        assert (home / "spool" / "results" / "iris" / "leaderboard.html").is_file()
+    finally:
+        run({**env, "DATARUN_HOME": str(home)}, "db", "down")
+        shutil.rmtree(home.parent, ignore_errors=True)
