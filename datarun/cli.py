@@ -16,9 +16,8 @@ import time
 import traceback
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.live import Live
@@ -29,14 +28,14 @@ from datarun.embedded import EmbeddedServer
 from datarun.errors import DatarunError
 from datarun.logs import setup_logging
 from datarun.settings import Settings, effective, load_settings, sources
-from executor.daemon import Executor, ExecutorConfig
 from spool import db, jobs, migrate
 from spool.bundles import Limits
 from spool.layout import Spool
 from spool.urls import describe_host, mask_url
-from watcher.daemon import Watcher, WatcherConfig
-from watcher.intake import IntakeConfig
-from watcher.master import Master, MasterConfig
+
+if TYPE_CHECKING:  # the daemons import scikit-learn: only the commands that run them do
+    from executor.daemon import ExecutorConfig
+    from watcher.daemon import WatcherConfig
 
 app = typer.Typer(
     name="datarun",
@@ -131,6 +130,9 @@ def config(
 
 
 def watcher_config(s: Settings, poll: bool) -> WatcherConfig:
+    from watcher.daemon import WatcherConfig
+    from watcher.intake import IntakeConfig
+
     mb = 2**20
     return WatcherConfig(
         settle_seconds=s.settle_seconds,
@@ -229,6 +231,9 @@ def master(
     s, url, spool, stop = _daemon_setup()
     config = watcher_config(s, poll)
     # the scheduler asks for rescans; the watcher's own timer only in --poll mode
+    from watcher.daemon import Watcher
+    from watcher.master import Master, MasterConfig
+
     watcher = Watcher(spool, url, replace(config, rescan_seconds=math.inf))
     master_config = MasterConfig(
         sweep_seconds=s.sweep_seconds, results_seconds=s.sweep_seconds,
@@ -372,6 +377,8 @@ def _submission(conn: db.Conn, spec: str) -> int:
 
 
 def executor_config(s: Settings) -> ExecutorConfig:
+    from executor.daemon import ExecutorConfig
+
     return ExecutorConfig(
         workers=s.workers,
         queues=tuple(s.queues.split(",")),
@@ -415,6 +422,8 @@ def executor(
         fold_cpu_seconds=cpu_seconds, fold_memory_mb=memory_mb,
     )  # fmt: skip
     s, url, spool, stop = _daemon_setup()
+    from executor.daemon import Executor
+
     runner = Executor(url, spool, executor_config(s))
     runner.start()
     out.print(f"executor {runner.id} serving {s.queues} with {s.workers} workers; "
@@ -576,14 +585,17 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `datarun` console script."""
     try:
         result = app(args=argv, prog_name="datarun", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
         sys.stderr.write("datarun: interrupted\n")
         return 130
+    except typer.TyperException as exc:  # bad arguments: typer's own click exceptions
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "datarun"
+        text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        sys.stderr.write(f"datarun: {text} (see `{where} --help`)\n".replace("\n ", " "))
+        return 1
     except DatarunError as exc:
         _report(f"datarun: {exc}")
         return 1
