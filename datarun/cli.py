@@ -426,6 +426,8 @@ def executor(
 
     runner = Executor(url, spool, executor_config(s))
     runner.start()
+    if runner.warning:
+        out.print(f"[yellow]warning:[/] {runner.warning}")
     out.print(f"executor {runner.id} serving {s.queues} with {s.workers} workers; "
               "Ctrl-C stops it")  # fmt: skip
     runner.run(stop)

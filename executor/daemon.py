@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datarun import __version__, sysuser
+from datarun import __version__, pgbin, sysuser
 from datarun.errors import DatabaseError, DatabaseUnavailable
 from executor import outputs
 from executor.client import ZygoteClient, ZygoteDied
@@ -56,6 +56,22 @@ class ExecutorConfig:
                 "log_bytes": int(self.log_mb * 2**20)}  # fmt: skip
 
 
+def sandbox_import_warning() -> str | None:
+    """Folds run as datarun-run: can that user read this Python's own files?"""
+    import sklearn
+
+    for path in (Path(os.__file__), Path(sklearn.__file__)):
+        blocked = pgbin.blocking_ancestor(path)
+        if blocked is not None:
+            return (
+                f"folds run as {SANDBOX_USER}, which cannot read {blocked} where this Python "
+                "lives: submissions can use only what the executor preloads (numpy, pandas and "
+                "scikit-learn's common modules), any other import fails. Install datarun "
+                "where other users can read it (e.g. python3 -m venv /opt/datarun) to lift this."
+            )
+    return None
+
+
 class Executor:
     def __init__(self, url: str, spool: Spool, config: ExecutorConfig) -> None:
         self.url = url
@@ -80,6 +96,7 @@ class Executor:
         self._orphans: set[tuple[int, int]] = set()
         self._known: dict[int, dict[str, Any]] = {}  # submission id -> what folds need
         self._closed = False
+        self.warning: str | None = None
         self._threads: list[threading.Thread] = []
 
     # ---- life cycle ---------------------------------------------------------------
@@ -93,6 +110,9 @@ class Executor:
         if os.geteuid() == 0:
             entry = sysuser.ensure(SANDBOX_USER, "run submission code")
             self._uid, self._gid = entry.pw_uid, entry.pw_gid
+            self.warning = sandbox_import_warning()
+            if self.warning:
+                log.warning("%s", self.warning)
         self.pool.open()
         self._register()
         self.zygote.start()
