@@ -53,16 +53,3 @@ def test_a_very_deep_tree_is_refused_and_removed_without_recursion(tmp_path):
         copy_folder(deep, tmp_path / "copy", Limits(max_bytes=10_000, max_files=100_000))
     remove(deep)
     assert not deep.exists()
-
-
-def test_the_executor_says_when_folds_cannot_import_beyond_what_it_preloads(monkeypatch):
-    from pathlib import Path
-
-    from datarun import pgbin
-    from executor import daemon
-
-    monkeypatch.setattr(pgbin, "blocking_ancestor", lambda path: Path("/root"))
-    warning = daemon.sandbox_import_warning()
-    assert warning is not None and "cannot read /root" in warning
-    monkeypatch.setattr(pgbin, "blocking_ancestor", lambda path: None)
-    assert daemon.sandbox_import_warning() is None
