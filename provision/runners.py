@@ -55,7 +55,9 @@ def parse(text: str, origin: str = "runners file") -> list[Runner]:
         seen.add(runner.name)
         runners.append(runner)
     if not runners:
-        raise RunnersFileError(f"{origin}: no runner listed (one `user@host workers queues` a line)")
+        raise RunnersFileError(
+            f"{origin}: no runner listed (one `user@host workers queues` a line)"
+        )
     return runners
 
 
@@ -71,14 +73,14 @@ def _line(line: str, where: str) -> Runner:
     port = int(match.group("port") or 22)
     if not 1 <= port <= 65535:
         raise RunnersFileError(f"{where}: port {port} is out of range")
-    workers = _number(fields, 1, where, "workers", int, 2)
+    workers = _number(fields, 1, where, "workers", int, default=2)
     if workers is None or not 1 <= workers <= 256:
         raise RunnersFileError(f"{where}: workers must be between 1 and 256")
     queues = fields[2] if len(fields) > 2 else "high,low"
     if not QUEUES.match(queues):
         raise RunnersFileError(f"{where}: queues {queues!r}: expected high, low or high,low")
-    hard = _number(fields, 3, where, "hard time limit", float, None)
-    soft = _number(fields, 4, where, "soft time limit", float, None)
+    hard = _number(fields, 3, where, "hard time limit", float)
+    soft = _number(fields, 4, where, "soft time limit", float)
     for value, what in ((hard, "hard"), (soft, "soft")):
         if value is not None and value <= 0:
             raise RunnersFileError(f"{where}: the {what} time limit must be positive")
@@ -88,7 +90,9 @@ def _line(line: str, where: str) -> Runner:
                   workers, queues, hard, soft)  # fmt: skip
 
 
-def _number(fields: list[str], i: int, where: str, what: str, kind: type, default: object) -> Any:
+def _number(
+    fields: list[str], i: int, where: str, what: str, kind: type, default: object = None
+) -> Any:
     if len(fields) <= i:
         return default
     try:
