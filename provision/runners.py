@@ -91,7 +91,7 @@ def _line(line: str, where: str) -> Runner:
 
 
 def _number(
-    fields: list[str], i: int, where: str, what: str, kind: type, default: object = None
+    fields: list[str], i: int, where: str, what: str, kind: type, *, default: object = None
 ) -> Any:
     if len(fields) <= i:
         return default
