@@ -49,6 +49,20 @@ db_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(db_app, name="db")
+provision_app = typer.Typer(
+    help="Configure runner machines over SSH: install, configure, start, stop, inspect.",
+    no_args_is_help=True,
+)
+app.add_typer(provision_app, name="provision")
+
+RunnersFile = Annotated[Path, typer.Argument(help="The runners file: `user@host workers queues "
+                                             "hard soft` a line.")]  # fmt: skip
+AcceptNew = Annotated[
+    bool, typer.Option("--accept-new-host-keys", help="Remember unknown host keys (first contact).")
+]
+Identity = Annotated[Path | None, typer.Option(help="The SSH private key to use.")]
+RemoteDir = Annotated[str, typer.Option(help="Folder under the runners' home.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print what would be done.")]
 
 # piped output (logs, scripts, CI) gets room for whole tables, a terminal its own width
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -367,6 +381,132 @@ def submit(
               f"{spool.rejected}")  # fmt: skip
 
 
+def _provision(
+    runners_file: Path, action: Any, *, accept_new: bool, identity: Path | None,
+    remote_dir: str, dry_run: bool, spool: str | None = None, sshfs: str | None = None,
+) -> None:  # fmt: skip
+    """Run one provisioning action on every runner; exit 1 unless all succeeded."""
+    from datarun import provisioning
+
+    s = settings()
+    runners = provisioning.load_runners(runners_file)
+    url = database_url(s)
+    options = provisioning.options(
+        s, server(s), url, spool=spool, accept_new=accept_new, identity=identity,
+        remote_dir=remote_dir, dry_run=dry_run, sshfs=sshfs,
+    )  # fmt: skip
+    started = time.monotonic()
+    from provision import actions
+
+    reports = actions.on_all(runners, lambda r: action(r, options))
+    secret = provisioning.secret_of(options.database_url)
+    if not provisioning.summary(reports, secret, out):
+        failed = sum(not r.ok for r in reports)
+        raise DatarunError(f"{failed} of {len(reports)} runners failed "
+                           f"({provisioning.elapsed(started)})")  # fmt: skip
+
+
+@provision_app.command("apply")
+def provision_apply(
+    runners_file: RunnersFile,
+    accept_new_host_keys: AcceptNew = False,
+    identity: Identity = None,
+    remote_dir: RemoteDir = "datarun",
+    dry_run: DryRun = False,
+    extra: Annotated[list[str] | None, typer.Option(help="More packages for runners.")] = None,
+    spool: Annotated[str | None, typer.Option(help="The spool's path on the runners.")] = None,
+    sshfs: Annotated[
+        str | None, typer.Option(help="Mount this (host:path) at the spool path if missing.")
+    ] = None,
+) -> None:
+    """Install the master's datarun on every runner, configure it, start its executors,
+    and wait until they heartbeat. Idempotent.
+
+    Example: datarun provision apply runners.txt --accept-new-host-keys
+    """
+    from datarun import provisioning
+    from provision import actions
+
+    wheels = provisioning.build_wheels(settings(), tuple(extra or ()))
+    _provision(runners_file, lambda r, o: actions.apply(r, o, wheels),
+               accept_new=accept_new_host_keys, identity=identity, remote_dir=remote_dir,
+               dry_run=dry_run, spool=spool, sshfs=sshfs)  # fmt: skip
+
+
+@provision_app.command("status")
+def provision_status(
+    runners_file: RunnersFile,
+    accept_new_host_keys: AcceptNew = False,
+    identity: Identity = None,
+    remote_dir: RemoteDir = "datarun",
+) -> None:
+    """Each runner's executors: running or not, heartbeat age, datarun version.
+
+    Example: datarun provision status runners.txt
+    """
+    from provision import actions
+
+    _provision(runners_file, actions.inspect, accept_new=accept_new_host_keys,
+               identity=identity, remote_dir=remote_dir, dry_run=False)  # fmt: skip
+
+
+@provision_app.command("stop")
+def provision_stop(
+    runners_file: RunnersFile,
+    accept_new_host_keys: AcceptNew = False,
+    identity: Identity = None,
+    remote_dir: RemoteDir = "datarun",
+    dry_run: DryRun = False,
+) -> None:
+    """Stop every runner's executors (running folds finish or are handed back).
+
+    Example: datarun provision stop runners.txt
+    """
+    from provision import actions
+
+    _provision(runners_file, actions.stop, accept_new=accept_new_host_keys, identity=identity,
+               remote_dir=remote_dir, dry_run=dry_run)  # fmt: skip
+
+
+@provision_app.command("restart")
+def provision_restart(
+    runners_file: RunnersFile,
+    accept_new_host_keys: AcceptNew = False,
+    identity: Identity = None,
+    remote_dir: RemoteDir = "datarun",
+    dry_run: DryRun = False,
+) -> None:
+    """Stop, then start every runner's executors, and wait for their heartbeat.
+
+    Example: datarun provision restart runners.txt
+    """
+    from provision import actions
+
+    _provision(runners_file, lambda r, o: actions.stop(r, o, restart=True),
+               accept_new=accept_new_host_keys, identity=identity, remote_dir=remote_dir,
+               dry_run=dry_run)  # fmt: skip
+
+
+@provision_app.command("exec")
+def provision_exec(
+    runners_file: RunnersFile,
+    command: Annotated[str, typer.Argument(help="A shell command, run in datarun's venv.")],
+    accept_new_host_keys: AcceptNew = False,
+    identity: Identity = None,
+    remote_dir: RemoteDir = "datarun",
+    dry_run: DryRun = False,
+) -> None:
+    """Run a command on every runner inside datarun's environment (then restart to use it).
+
+    Example: datarun provision exec runners.txt 'pip install xgboost'
+    """
+    from provision import actions
+
+    _provision(runners_file, lambda r, o: actions.execute(r, o, command),
+               accept_new=accept_new_host_keys, identity=identity, remote_dir=remote_dir,
+               dry_run=dry_run)  # fmt: skip
+
+
 def _submission(conn: db.Conn, spec: str) -> int:
     found = jobs.find_submission(conn, spec)
     if found is None:
@@ -393,6 +533,7 @@ def executor_config(s: Settings) -> ExecutorConfig:
         threads=s.fold_threads,
         stop_grace_seconds=s.stop_grace_seconds,
         scratch=s.scratch_dir,
+        name=s.runner_name,
     )
 
 

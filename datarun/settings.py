@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     stop_grace_seconds: float = Field(
         default=30.0, ge=0, description="on SIGTERM, time given to running folds to finish"
     )
+    runner_name: str | None = Field(
+        default=None, description="how executors here name themselves (default: host name)"
+    )
     scratch_dir: Path | None = Field(
         default=None, description="where folds get their scratch folders (default: /tmp)"
     )

@@ -49,6 +49,7 @@ class ExecutorConfig:
     threads: int = 1
     stop_grace_seconds: float = 30.0
     scratch: Path | None = None
+    name: str | None = None  # how this executor is listed (default: the host name)
 
     def limits(self) -> dict[str, Any]:
         return {"timeout": self.timeout_seconds, "cpu_seconds": self.cpu_seconds,
@@ -84,7 +85,7 @@ class Executor:
         )
         self.zygote = ZygoteClient(config.threads)
         self.id: int | None = None
-        self.host = socket.gethostname()
+        self.host = config.name or socket.gethostname()
         self._uid: int | None = None
         self._gid: int | None = None
         self._active: dict[str, tuple[ClaimedJob, Future[dict[str, Any]] | None]] = {}

@@ -44,3 +44,8 @@ SELECT count(*) AS pending FROM (
     GROUP BY s.id, s.results_at
     HAVING s.results_at IS NULL OR max(j.updated_at) > s.results_at
 ) AS stale;
+
+-- name: executors_named
+-- The executors a provisioned runner started (they carry its name as their host).
+SELECT id, state, pid, version, running, heartbeat_age_s, started_at
+FROM executor_load WHERE host = %(name)s ORDER BY id DESC;

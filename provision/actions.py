@@ -1,0 +1,299 @@
+"""What `datarun provision` does on each runner, all runners in parallel.
+
+On a runner, everything lives in `~/datarun/` (`--remote-dir`): `venv/`, `wheels/`
+(uploaded from the master's wheelhouse), `datarun.toml` (mode 0600: the database URL
+is a secret, so it never goes on a command line), `run.sh` (a supervisor that restarts
+the executor if it dies), `executor.pid`, `executor.log`, `home/`. Every step first
+looks whether it is needed, so applying twice changes nothing the second time and
+says so. One runner's failure is its own line in the summary; the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datarun.errors import DatarunError
+from provision.runners import Runner
+from provision.ssh import Remote, RemoteError, q
+from provision.wheels import Wheelhouse
+
+log = logging.getLogger(__name__)
+
+SUPERVISOR = """#!/bin/sh
+# Written by datarun provision: runs the executor, starts it again if it dies.
+cd "$(dirname "$0")" || exit 1
+export DATARUN_CONFIG="$PWD/datarun.toml"
+stop() {
+    trap - TERM INT
+    [ -n "$child" ] && kill -TERM "$child" 2>/dev/null && wait "$child"
+    exit 0
+}
+trap stop TERM INT
+while :; do
+    ./venv/bin/datarun executor &
+    child=$!
+    wait "$child"
+    sleep 2
+done
+"""
+
+
+@dataclass
+class Options:
+    """What every runner gets, the same: built on the master once."""
+
+    database_url: str
+    spool: str  # the spool's path on the runners
+    known_hosts: Path
+    accept_new: bool = False
+    identity: Path | None = None
+    remote_dir: str = "datarun"
+    sshfs: str | None = None  # mount this source at the spool path when it is missing
+    dry_run: bool = False
+    heartbeat_timeout: float = 120.0
+    heartbeat: Callable[[str, float], dict[str, Any] | None] | None = None  # name, since
+
+
+@dataclass
+class Report:
+    host: str
+    ok: bool = True
+    state: str = ""
+    executors: str = ""
+    heartbeat_age: str = ""
+    version: str = ""
+    changes: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+class Step:
+    """Does (or, in a dry run, only tells) what a runner needs."""
+
+    def __init__(self, remote: Remote, report: Report, dry_run: bool) -> None:
+        self.remote, self.report, self.dry_run = remote, report, dry_run
+
+    def __call__(self, what: str, action: Callable[[], object]) -> None:
+        self.report.changes.append(("would " if self.dry_run else "") + what)
+        if not self.dry_run:
+            action()
+
+
+def config_text(runner: Runner, options: Options) -> str:
+    lines = ["# Written by datarun provision; it holds a secret: keep it 0600.",
+             f"database_url = {json.dumps(options.database_url)}",
+             f"spool = {json.dumps(options.spool)}",
+             'home = "home"',
+             f"workers = {runner.workers}",
+             f"queues = {json.dumps(runner.queues)}",
+             f"runner_name = {json.dumps(runner.name)}"]  # fmt: skip
+    if runner.hard_seconds:
+        lines.append(f"fold_timeout_seconds = {runner.hard_seconds}")
+    if runner.soft_seconds:
+        lines.append(f"fold_cpu_seconds = {runner.soft_seconds}")
+    return "\n".join(lines) + "\n"
+
+
+def _python(remote: Remote) -> str:
+    for candidate in ("python3", "python3.13", "python3.12", "python3.11"):
+        code, out, _ = remote.run(
+            f"{candidate} -c 'import sys, venv; print(sys.version_info >= (3, 11))'", check=False
+        )
+        if code == 0 and out.strip() == "True":
+            return candidate
+    raise RemoteError(
+        "no python >= 3.11 with venv on this runner (install python3 and python3-venv)"
+    )
+
+
+def _running(remote: Remote, base: str) -> bool:
+    code, _, _ = remote.run(f"kill -0 \"$(cat {base}/executor.pid 2>/dev/null)\" 2>/dev/null",
+                            check=False)  # fmt: skip
+    return code == 0
+
+
+def _start(remote: Remote, base: str) -> None:
+    remote.run(f"cd {base} && (setsid nohup sh run.sh >> executor.log 2>&1 < /dev/null & "
+               "echo $! > executor.pid)")  # fmt: skip
+
+
+def _stop(remote: Remote, base: str) -> None:
+    remote.run(f"kill -TERM \"$(cat {base}/executor.pid)\" 2>/dev/null; "
+               f"for i in $(seq 120); do kill -0 \"$(cat {base}/executor.pid)\" 2>/dev/null "
+               "|| exit 0; sleep 0.5; done; exit 1", check=False)  # fmt: skip
+
+
+def _restart(remote: Remote, base: str) -> None:
+    _stop(remote, base)
+    _start(remote, base)
+
+
+def apply(runner: Runner, options: Options, wheels: Wheelhouse) -> Report:
+    report = Report(runner.name)
+    base = f"$HOME/{options.remote_dir}"
+    sftp_base = options.remote_dir
+    with Remote(runner, known_hosts=options.known_hosts, accept_new=options.accept_new,
+                identity=options.identity) as remote:  # fmt: skip
+        step = Step(remote, report, options.dry_run)
+        python = _python(remote)
+        remote.run(f"mkdir -p {base}/wheels {base}/home && chmod 700 {base}")
+        if remote.run(f"test -x {base}/venv/bin/python", check=False)[0] != 0:
+            step(f"create a virtual environment ({python})",
+                 lambda: remote.run(f"{python} -m venv {base}/venv"))  # fmt: skip
+        present = remote.listing(f"{sftp_base}/wheels")
+        missing = {n: s for n, s in wheels.files().items() if present.get(n) != s}
+        if missing:
+            size = sum(missing.values()) / 2**20
+
+            def upload() -> None:
+                for name in missing:
+                    remote.put_file(wheels.folder / name, f"{sftp_base}/wheels/{name}")
+
+            step(f"upload {len(missing)} wheels ({size:.0f} MB)", upload)
+        installed = (remote.read(f"{sftp_base}/installed.txt") or b"").decode().strip()
+        changed = False
+        if installed != wheels.digest:
+            changed = True
+            pip = (f"{base}/venv/bin/python -m pip install --quiet --no-index --find-links "
+                   f"{base}/wheels")  # fmt: skip
+            wheel = f"{base}/wheels/{wheels.datarun_wheel}"
+
+            def install() -> None:
+                remote.run(f"{pip} {wheel} " + " ".join(q(e) for e in wheels.extras))
+                remote.run(f"{pip} --force-reinstall --no-deps {wheel}")
+                remote.put(wheels.digest.encode(), f"{sftp_base}/installed.txt", 0o644)
+
+            step(f"install datarun {wheels.datarun_wheel.split('-')[1]}", install)
+        config = config_text(runner, options).encode()
+        if remote.read(f"{sftp_base}/datarun.toml") != config:
+            changed = True
+            step("write datarun.toml (mode 0600)",
+                 lambda: remote.put(config, f"{sftp_base}/datarun.toml", 0o600))  # fmt: skip
+        if remote.read(f"{sftp_base}/run.sh") != SUPERVISOR.encode():
+            step("write run.sh", lambda: remote.put(SUPERVISOR.encode(), f"{sftp_base}/run.sh",
+                                                    0o755))  # fmt: skip
+        _check_spool(remote, options, step)
+        if _running(remote, base):
+            if changed:
+                step("restart the executor", lambda: _restart(remote, base))
+        else:
+            step("start the executor", lambda: _start(remote, base))
+        if not options.dry_run:
+            _wait_heartbeat(runner, options, report, since=time.time() - 5 if report.changes
+                            else 0.0)  # fmt: skip
+        report.state = "running" if not options.dry_run else "dry run"
+        report.version = wheels.datarun_wheel.split("-")[1]
+    if not report.changes:
+        report.changes.append("nothing to do")
+    return report
+
+
+def _check_spool(remote: Remote, options: Options, step: Step) -> None:
+    spool = q(options.spool)
+    looks = f"test -d {spool}/incoming -a -d {spool}/store -a -d {spool}/predictions"
+    if remote.run(looks, check=False)[0] != 0:
+        if not options.sshfs:
+            raise RemoteError(f"the spool is not mounted at {options.spool} (no incoming/, "
+                              "store/, predictions/ there); mount it, or give --sshfs")  # fmt: skip
+        step(f"mount {options.sshfs} at {options.spool} with sshfs", lambda: remote.run(
+            f"mkdir -p {spool} && sshfs {q(options.sshfs)} {spool} -o reconnect,"
+            "ServerAliveInterval=15"))  # fmt: skip
+        if not options.dry_run:
+            remote.run(looks)
+    probe = f"{spool}/predictions/.datarun-probe-$$"
+    if remote.run(f": > {probe} && rm -f {probe}", check=False)[0] != 0:
+        raise RemoteError(f"the spool at {options.spool} is not writable here "
+                          "(predictions/ must be)")  # fmt: skip
+
+
+def _wait_heartbeat(runner: Runner, options: Options, report: Report, since: float) -> None:
+    if options.heartbeat is None:
+        return
+    deadline = time.monotonic() + options.heartbeat_timeout
+    while time.monotonic() < deadline:
+        row = options.heartbeat(runner.name, since)
+        if row is not None:
+            report.executors = f"{row['count']} ({row['workers']} workers)"
+            report.heartbeat_age = f"{row['age']:.1f} s"
+            return
+        time.sleep(1)
+    raise RemoteError(f"no heartbeat from the executor within {options.heartbeat_timeout:.0f} s "
+                      "(see ~/datarun/executor.log on the runner)")  # fmt: skip
+
+
+def inspect(runner: Runner, options: Options) -> Report:
+    report = Report(runner.name)
+    base = f"$HOME/{options.remote_dir}"
+    with Remote(runner, known_hosts=options.known_hosts, accept_new=options.accept_new,
+                identity=options.identity) as remote:  # fmt: skip
+        report.state = "running" if _running(remote, base) else "stopped"
+        code, out, _ = remote.run(f"{base}/venv/bin/python -c 'import datarun; "
+                                  "print(datarun.__version__)'", check=False)  # fmt: skip
+        report.version = out.strip() if code == 0 else "not installed"
+    if options.heartbeat is not None:
+        row = options.heartbeat(runner.name, 0.0)
+        if row is not None:
+            report.executors = f"{row['count']} ({row['workers']} workers)"
+            report.heartbeat_age = f"{row['age']:.1f} s"
+    return report
+
+
+def stop(runner: Runner, options: Options, restart: bool = False) -> Report:
+    report = Report(runner.name)
+    base = f"$HOME/{options.remote_dir}"
+    with Remote(runner, known_hosts=options.known_hosts, accept_new=options.accept_new,
+                identity=options.identity) as remote:  # fmt: skip
+        step = Step(remote, report, options.dry_run)
+        if _running(remote, base):
+            step("stop the executor", lambda: _stop(remote, base))
+        if restart:
+            step("start the executor", lambda: _start(remote, base))
+        report.state = "running" if restart else "stopped"
+    if restart and not options.dry_run:
+        _wait_heartbeat(runner, options, report, since=time.time() - 5)
+    if not report.changes:
+        report.changes.append("nothing to do")
+    return report
+
+
+def execute(runner: Runner, options: Options, command: str) -> Report:
+    """Run an admin's command on a runner, inside its environment (venv first on PATH)."""
+    report = Report(runner.name)
+    base = f"$HOME/{options.remote_dir}"
+    with Remote(runner, known_hosts=options.known_hosts, accept_new=options.accept_new,
+                identity=options.identity) as remote:  # fmt: skip
+        if options.dry_run:
+            report.changes.append(f"would run: {command}")
+            return report
+        code, out, err = remote.run(f"cd {base} && PATH={base}/venv/bin:$PATH "
+                                    f"VIRTUAL_ENV={base}/venv sh -c {q(command)}",
+                                    check=False)  # fmt: skip
+        tail = (out.strip() or err.strip()).splitlines()[-1:] or [""]
+        report.changes.append(f"exit {code}: {tail[0][:200]}")
+        if code != 0:
+            lines = (err.strip() or out.strip()).splitlines() or [f"exit {code}"]
+            report.ok, report.error = False, lines[-1][:300]
+    return report
+
+
+def on_all(runners: list[Runner], action: Callable[[Runner], Report]) -> list[Report]:
+    """Every runner at once; a failure is that runner's line, never the others' end."""
+
+    def guarded(runner: Runner) -> Report:
+        try:
+            return action(runner)
+        except (RemoteError, DatarunError) as exc:
+            return Report(runner.name, ok=False, state="failed", error=str(exc))
+        except Exception as exc:
+            log.exception("provisioning %s failed", runner.name)
+            return Report(runner.name, ok=False, state="failed",
+                          error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=min(16, len(runners))) as pool:
+        return list(pool.map(guarded, runners))
