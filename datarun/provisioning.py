@@ -37,7 +37,7 @@ def heartbeat_probe(url: str, lease: float) -> Any:
                 and r["started_at"].timestamp() >= since]  # fmt: skip
         if not live:
             return None
-        return {"count": len(live), "workers": sum(1 for _ in live),
+        return {"count": len(live), "workers": sum(int(r["workers"]) for r in live),
                 "age": min(float(r["heartbeat_age_s"]) for r in live)}  # fmt: skip
 
     return probe
@@ -49,6 +49,11 @@ def options(s: Settings, server: EmbeddedServer, url: str, **given: Any) -> acti
         spool=given.pop("spool") or str(s.spool_path),
         known_hosts=s.home / "known_hosts",
         heartbeat=heartbeat_probe(url, s.lease_seconds),
+        tuning={
+            "lease_seconds": s.lease_seconds,
+            "heartbeat_seconds": s.heartbeat_seconds,
+            "poll_seconds": s.poll_seconds,
+        },
         **given,
     )
 
@@ -72,6 +77,10 @@ def summary(reports: list[actions.Report], secret: str, console: Console) -> boo
         table.add_row(r.host, r.state if r.ok else f"[red]{r.state or 'failed'}[/red]",
                       r.executors, r.heartbeat_age, r.version, detail)  # fmt: skip
     console.print(table)
+    for r in reports:  # whole, unwrapped: the line an admin copies or greps
+        if not r.ok:
+            error = r.error.replace(secret, "****") if secret else r.error
+            console.print(f"{r.host}: {error}", soft_wrap=True, markup=False, highlight=False)
     return all(r.ok for r in reports)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +61,7 @@ class Options:
     dry_run: bool = False
     heartbeat_timeout: float = 120.0
     heartbeat: Callable[[str, float], dict[str, Any] | None] | None = None  # name, since
+    tuning: dict[str, float] = field(default_factory=dict)  # the master's lease, heartbeat...
 
 
 @dataclass
@@ -93,6 +96,7 @@ def config_text(runner: Runner, options: Options) -> str:
              f"workers = {runner.workers}",
              f"queues = {json.dumps(runner.queues)}",
              f"runner_name = {json.dumps(runner.name)}"]  # fmt: skip
+    lines += [f"{key} = {value!r}" for key, value in sorted(options.tuning.items())]
     if runner.hard_seconds:
         lines.append(f"fold_timeout_seconds = {runner.hard_seconds}")
     if runner.soft_seconds:
@@ -101,15 +105,23 @@ def config_text(runner: Runner, options: Options) -> str:
 
 
 def _python(remote: Remote) -> str:
-    for candidate in ("python3", "python3.13", "python3.12", "python3.11"):
+    """A python on the runner of the master's version: the wheels are built for it."""
+    want = f"{sys.version_info.major}.{sys.version_info.minor}"
+    seen: list[str] = []
+    for candidate in (f"python{want}", "python3"):
         code, out, _ = remote.run(
-            f"{candidate} -c 'import sys, venv; print(sys.version_info >= (3, 11))'", check=False
-        )
-        if code == 0 and out.strip() == "True":
+            f"{candidate} -c 'import sys, venv, platform; "
+            "print(\"%d.%d\" % sys.version_info[:2], platform.machine())'", check=False
+        )  # fmt: skip
+        if code != 0:
+            continue
+        version, machine = out.split()
+        if version == want and machine == platform.machine():
             return candidate
-    raise RemoteError(
-        "no python >= 3.11 with venv on this runner (install python3 and python3-venv)"
-    )
+        seen.append(f"{candidate} is {version} on {machine}")
+    found = "; ".join(seen) or "none found"
+    raise RemoteError(f"no python {want} with venv on {platform.machine()} here, as on the "
+                      f"master ({found}): install python{want} and python{want}-venv")  # fmt: skip
 
 
 def _running(remote: Remote, base: str) -> bool:
@@ -142,6 +154,7 @@ def apply(runner: Runner, options: Options, wheels: Wheelhouse) -> Report:
                 identity=options.identity) as remote:  # fmt: skip
         step = Step(remote, report, options.dry_run)
         python = _python(remote)
+        _check_spool(remote, options, step)  # before anything changes on the runner
         remote.run(f"mkdir -p {base}/wheels {base}/home && chmod 700 {base}")
         if remote.run(f"test -x {base}/venv/bin/python", check=False)[0] != 0:
             step(f"create a virtual environment ({python})",
@@ -157,8 +170,9 @@ def apply(runner: Runner, options: Options, wheels: Wheelhouse) -> Report:
 
             step(f"upload {len(missing)} wheels ({size:.0f} MB)", upload)
         installed = (remote.read(f"{sftp_base}/installed.txt") or b"").decode().strip()
+        wanted = " ".join([wheels.digest, *wheels.extras])  # datarun's wheel and the extras
         changed = False
-        if installed != wheels.digest:
+        if installed != wanted:
             changed = True
             pip = (f"{base}/venv/bin/python -m pip install --quiet --no-index --find-links "
                    f"{base}/wheels")  # fmt: skip
@@ -167,7 +181,7 @@ def apply(runner: Runner, options: Options, wheels: Wheelhouse) -> Report:
             def install() -> None:
                 remote.run(f"{pip} {wheel} " + " ".join(q(e) for e in wheels.extras))
                 remote.run(f"{pip} --force-reinstall --no-deps {wheel}")
-                remote.put(wheels.digest.encode(), f"{sftp_base}/installed.txt", 0o644)
+                remote.put(wanted.encode(), f"{sftp_base}/installed.txt", 0o644)
 
             step(f"install datarun {wheels.datarun_wheel.split('-')[1]}", install)
         config = config_text(runner, options).encode()
@@ -178,7 +192,6 @@ def apply(runner: Runner, options: Options, wheels: Wheelhouse) -> Report:
         if remote.read(f"{sftp_base}/run.sh") != SUPERVISOR.encode():
             step("write run.sh", lambda: remote.put(SUPERVISOR.encode(), f"{sftp_base}/run.sh",
                                                     0o755))  # fmt: skip
-        _check_spool(remote, options, step)
         if _running(remote, base):
             if changed:
                 step("restart the executor", lambda: _restart(remote, base))

@@ -51,6 +51,7 @@ def _pip_wheel(args: list[str], into: Path) -> None:
 
 def build(home: Path, extras: tuple[str, ...] = ()) -> Wheelhouse:
     folder = home / "wheelhouse" / datarun.__version__
+    home.mkdir(parents=True, exist_ok=True)
     marker = folder / "wheelhouse.json"
     known = json.loads(marker.read_text()) if marker.is_file() else {"extras": None}
     if known["extras"] is None or not set(extras) <= set(known["extras"]):

@@ -47,5 +47,5 @@ SELECT count(*) AS pending FROM (
 
 -- name: executors_named
 -- The executors a provisioned runner started (they carry its name as their host).
-SELECT id, state, pid, version, running, heartbeat_age_s, started_at
+SELECT id, state, pid, version, workers, running, heartbeat_age_s, started_at
 FROM executor_load WHERE host = %(name)s ORDER BY id DESC;
