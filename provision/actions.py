@@ -2,10 +2,11 @@
 
 On a runner, everything lives in `~/datarun/` (`--remote-dir`): `venv/`, `wheels/`
 (uploaded from the master's wheelhouse), `datarun.toml` (mode 0600: the database URL
-is a secret, so it never goes on a command line), `run.sh` (a supervisor that restarts
-the executor if it dies), `executor.pid`, `executor.log`, `home/`. Every step first
-looks whether it is needed, so applying twice changes nothing the second time and
-says so. One runner's failure is its own line in the summary; the others go on.
+is a secret, so it never goes on a command line), `home/`, and what keeps the executor
+running (`provision.services`: a systemd unit, or `run.sh` with `executor.pid` and
+`executor.log`). Every step first looks whether it is needed, so applying twice
+changes nothing the second time and says so. One runner's failure is its own line in
+the summary; the others go on.
 """
 
 from __future__ import annotations
@@ -18,33 +19,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from datarun.errors import DatarunError
+from provision import services
 from provision.runners import Runner
 from provision.ssh import Remote, RemoteError, q
 from provision.wheels import Wheelhouse
 
 log = logging.getLogger(__name__)
-
-SUPERVISOR = """#!/bin/sh
-# Written by datarun provision: runs the executor, starts it again if it dies.
-cd "$(dirname "$0")" || exit 1
-export DATARUN_CONFIG="$PWD/datarun.toml"
-stop() {
-    trap - TERM INT
-    [ -n "$child" ] && kill -TERM "$child" 2>/dev/null && wait "$child"
-    exit 0
-}
-trap stop TERM INT
-while :; do
-    ./venv/bin/datarun executor &
-    child=$!
-    wait "$child"
-    sleep 2
-done
-"""
 
 
 @dataclass
@@ -124,26 +109,9 @@ def _python(remote: Remote) -> str:
                       f"master ({found}): install python{want} and python{want}-venv")  # fmt: skip
 
 
-def _running(remote: Remote, base: str) -> bool:
-    code, _, _ = remote.run(f"kill -0 \"$(cat {base}/executor.pid 2>/dev/null)\" 2>/dev/null",
-                            check=False)  # fmt: skip
-    return code == 0
-
-
-def _start(remote: Remote, base: str) -> None:
-    remote.run(f"cd {base} && (setsid nohup sh run.sh >> executor.log 2>&1 < /dev/null & "
-               "echo $! > executor.pid)")  # fmt: skip
-
-
-def _stop(remote: Remote, base: str) -> None:
-    remote.run(f"kill -TERM \"$(cat {base}/executor.pid)\" 2>/dev/null; "
-               f"for i in $(seq 120); do kill -0 \"$(cat {base}/executor.pid)\" 2>/dev/null "
-               "|| exit 0; sleep 0.5; done; exit 1", check=False)  # fmt: skip
-
-
-def _restart(remote: Remote, base: str) -> None:
-    _stop(remote, base)
-    _start(remote, base)
+def _restart(service: services.Service) -> None:
+    service.stop()
+    service.start()
 
 
 def apply(runner: Runner, options: Options, wheels: Wheelhouse) -> Report:
@@ -189,14 +157,16 @@ def apply(runner: Runner, options: Options, wheels: Wheelhouse) -> Report:
             changed = True
             step("write datarun.toml (mode 0600)",
                  lambda: remote.put(config, f"{sftp_base}/datarun.toml", 0o600))  # fmt: skip
-        if remote.read(f"{sftp_base}/run.sh") != SUPERVISOR.encode():
-            step("write run.sh", lambda: remote.put(SUPERVISOR.encode(), f"{sftp_base}/run.sh",
-                                                    0o755))  # fmt: skip
-        if _running(remote, base):
+        service = services.choose(remote, base, sftp_base)
+        for path, (content, mode) in service.files().items():
+            if remote.read(path) != content:
+                changed = changed or service.kind == "systemd"
+                step(f"write {path.rsplit('/', 1)[-1]}", partial(remote.put, content, path, mode))
+        if service.running():
             if changed:
-                step("restart the executor", lambda: _restart(remote, base))
+                step("restart the executor", lambda: _restart(service))
         else:
-            step("start the executor", lambda: _start(remote, base))
+            step(f"start the executor ({service.kind})", service.start)
         if not options.dry_run:
             _wait_heartbeat(runner, options, report, since=time.time() - 5 if report.changes
                             else 0.0)  # fmt: skip
@@ -245,7 +215,8 @@ def inspect(runner: Runner, options: Options) -> Report:
     base = f"$HOME/{options.remote_dir}"
     with Remote(runner, known_hosts=options.known_hosts, accept_new=options.accept_new,
                 identity=options.identity) as remote:  # fmt: skip
-        report.state = "running" if _running(remote, base) else "stopped"
+        service = services.choose(remote, base, options.remote_dir)
+        report.state = ("running" if service.running() else "stopped") + f" ({service.kind})"
         code, out, _ = remote.run(f"{base}/venv/bin/python -c 'import datarun; "
                                   "print(datarun.__version__)'", check=False)  # fmt: skip
         report.version = out.strip() if code == 0 else "not installed"
@@ -263,10 +234,11 @@ def stop(runner: Runner, options: Options, restart: bool = False) -> Report:
     with Remote(runner, known_hosts=options.known_hosts, accept_new=options.accept_new,
                 identity=options.identity) as remote:  # fmt: skip
         step = Step(remote, report, options.dry_run)
-        if _running(remote, base):
-            step("stop the executor", lambda: _stop(remote, base))
+        service = services.choose(remote, base, options.remote_dir)
+        if service.running():
+            step("stop the executor", service.stop)
         if restart:
-            step("start the executor", lambda: _start(remote, base))
+            step(f"start the executor ({service.kind})", service.start)
         report.state = "running" if restart else "stopped"
     if restart and not options.dry_run:
         _wait_heartbeat(runner, options, report, since=time.time() - 5)

@@ -103,7 +103,7 @@ def _start_sshd(base: Path, host: Host) -> subprocess.Popen:
     pytest.skip(f"sshd cannot be started here: {reason[0]}")
 
 
-def _wait(check, timeout: float, what: str, lab: Lab | None = None) -> None:  # type: ignore[no-untyped-def]
+def _wait(check, timeout: float, what: str, lab: Lab | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}" + (
@@ -217,7 +217,7 @@ def test_apply_starts_heartbeating_executors_that_run_folds_and_is_idempotent(la
         assert config.stat().st_mode & 0o777 == 0o600
         assert pwd.getpwuid(config.stat().st_uid).pw_name == host.user
     assert first.stdout.count("install datarun") == 2
-    assert first.stdout.count("start the executor") == 2
+    assert first.stdout.count("start the executor (supervisor)") == 2
     live = [e for e in _executors(lab) if e["state"] == "running"]
     assert sorted(e["host"] for e in live) == sorted(h.name for h in lab.hosts)
 
