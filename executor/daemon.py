@@ -216,7 +216,7 @@ class Executor:
     def _spec(self, job: ClaimedJob, scratch: Path) -> dict[str, Any]:
         return {
             "dataset_path": str(self.spool.absolute(job.dataset_path)),
-            "workflow": job.workflow, "task": job.task, "target": job.target,
+            "kind": job.kind, "workflow": job.workflow, "task": job.task, "target": job.target,
             "fold": job.fold, "classes": job.summary.get("classes") or [],
             "code": str(scratch / "code"), "work": str(scratch / "work"),
             "log": str(scratch / "fold.log"),

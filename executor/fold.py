@@ -30,16 +30,18 @@ PREDICTIONS = "pred.npz"
 
 @dataclass
 class Dataset:
-    train: pd.DataFrame
+    train: pd.DataFrame | None  # None for a RAMP kit: its child reads the data itself
     test: pd.DataFrame | None
     folds: dict[str, np.ndarray]
 
 
-def load_dataset(store: Path) -> Dataset:
+def load_dataset(store: Path, kind: str = "native") -> Dataset:
     prepared = store / "prepared"
-    test = prepared / "test.parquet"
     with np.load(prepared / "folds.npz", allow_pickle=False) as folds:
         arrays = {name: folds[name] for name in folds.files}
+    if kind == "ramp":  # the kit's code reads its data, in the sandboxed child only
+        return Dataset(None, None, arrays)
+    test = prepared / "test.parquet"
     return Dataset(
         pd.read_parquet(prepared / "train.parquet"),
         pd.read_parquet(test) if test.is_file() else None,
@@ -56,6 +58,13 @@ def _vm_size() -> int:
 
 def sandbox(spec: dict[str, Any], output: int) -> None:
     """Everything that must hold before submission code runs."""
+    isolate(spec, output)
+    confine(spec)
+
+
+def isolate(spec: dict[str, Any], output: int) -> None:
+    """Own session, output to the zygote's pipe, nothing else inherited, a clean
+    environment: what a RAMP kit's own code (trusted) may run under, before `confine`."""
     os.setsid()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
@@ -67,6 +76,13 @@ def sandbox(spec: dict[str, Any], output: int) -> None:
     os.closerange(3, 65536)  # the zygote's protocol pipe and other folds' pipes and logs
     sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    os.environ.clear()
+    os.environ.update(spec["env"])
+    sys.dont_write_bytecode = True
+
+
+def confine(spec: dict[str, Any]) -> None:
+    """Limits, the sandbox user, the work folder: for submission code."""
     limits = spec["limits"]
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if limits.get("cpu_seconds"):
@@ -83,9 +99,6 @@ def sandbox(spec: dict[str, Any], output: int) -> None:
         os.setgid(int(spec["gid"]))
         os.setuid(int(spec["uid"]))
     os.chdir(spec["work"])
-    os.environ.clear()
-    os.environ.update(spec["env"])
-    sys.dont_write_bytecode = True
 
 
 def _versions() -> dict[str, str]:
@@ -116,20 +129,36 @@ def _one_line(exc: BaseException) -> str:
 def child_main(spec: dict[str, Any], data: Dataset, output: int) -> int:
     """Runs in the forked child; returns its exit code (0: predictions written)."""
     forked = time.time()
-    sandbox(spec, output)
+    isolate(spec, output)
+    code = Path(spec["code"])
+    result: dict[str, Any] = {"versions": _versions()}
+    kit = None
+    if spec.get("kind") == "ramp":  # the organizer's code reads the data, before confine
+        from executor import rampfold
+
+        try:
+            kit = rampfold.load(Path(spec["dataset_path"]) / "bundle")
+        except BaseException as exc:
+            confine(spec)  # into the work folder, where the result is written
+            return _report(result, f"the RAMP kit's data could not be read: {_one_line(exc)}",
+                           traceback.format_exc())  # fmt: skip
+    confine(spec)
     sandboxed = time.time()
     reserve = bytearray(256 << 10)  # freed to report a MemoryError
     from executor import workflows
 
-    code = Path(spec["code"])
-    result: dict[str, Any] = {"versions": _versions()}
     try:
         fold = int(spec["fold"])
-        predictions = workflows.run(
-            spec["workflow"], spec["task"], code, train=data.train, test=data.test,
-            target=spec["target"], train_rows=data.folds[f"train_{fold}"],
-            classes=spec["classes"], seed=fold,
-        )  # fmt: skip
+        if kit is not None:
+            rows = data.folds[f"train_{fold}"], data.folds[f"valid_{fold}"]
+            predictions = rampfold.run(kit, code, *rows)
+        else:
+            assert data.train is not None
+            predictions = workflows.run(
+                spec["workflow"], spec["task"], code, train=data.train, test=data.test,
+                target=spec["target"], train_rows=data.folds[f"train_{fold}"],
+                classes=spec["classes"], seed=fold,
+            )  # fmt: skip
         arrays = {"train": predictions.train}
         if predictions.test is not None:
             arrays["test"] = predictions.test
@@ -145,8 +174,17 @@ def child_main(spec: dict[str, Any], data: Dataset, output: int) -> int:
         result.update(ok=False, error=f"memory limit of {spec['limits'].get('memory_mb')} MB "
                       "exceeded", traceback="MemoryError")  # fmt: skip
     except BaseException as exc:
-        result.update(ok=False, error=_one_line(exc), traceback=_their_traceback(exc, code))
-        traceback.print_exc()
+        theirs = _their_traceback(exc, code)
+        result.update(ok=False, error=_one_line(exc), traceback=theirs)
+        sys.stderr.write(theirs)
+    return _report(result)
+
+
+def _report(result: dict[str, Any], error: str | None = None, detail: str = "") -> int:
+    """Write result.json in the work folder (the cwd once confined); the exit code."""
+    if error is not None:
+        result.update(ok=False, error=error, traceback=detail)
+        sys.stderr.write(detail)
     sys.stdout.flush()
     sys.stderr.flush()
     with open(RESULT, "w", encoding="utf-8") as handle:

@@ -111,13 +111,18 @@ def collect(
     if ok and predictions is None:
         ok, result = False, {"error": "the fold's predictions file is missing or not a file"}
     folder = spool.predictions
-    log_path = folder / f"{job.key}.log"
-    try:
-        shutil.copyfile(scratch / "fold.log", log_path)
-    except OSError:
-        log_path.write_text("")
-    npz = _publish(folder, f"{job.key}.npz", predictions) if predictions is not None else None
     error = None if ok else _reason(done, result, spec["limits"])
+    log_path = folder / f"{job.key}.log"
+    with open(log_path, "wb") as handle:  # a failure's reason first, then the output
+        if error:
+            theirs = (result or {}).get("traceback") or ""
+            handle.write(f"{error}\n{theirs.rstrip()}\n\n--- the fold's output ---\n".encode())
+        try:
+            with open(scratch / "fold.log", "rb") as source:
+                shutil.copyfileobj(source, handle)
+        except OSError:
+            pass
+    npz = _publish(folder, f"{job.key}.npz", predictions) if predictions is not None else None
     base = int(done.get("base_rss_kb") or 0) * 1024
     peak = int(done.get("peak_rss_kb") or 0) * 1024 or None
     meta = {

@@ -64,13 +64,13 @@ class Zygote:
 
     # ---- data ---------------------------------------------------------------------
 
-    def dataset(self, path: str) -> Any:
+    def dataset(self, path: str, kind: str) -> Any:
         from executor.fold import load_dataset
 
         if path in self.cache:
             self.cache.move_to_end(path)
             return self.cache[path]
-        data = load_dataset(Path(path))
+        data = load_dataset(Path(path), kind)
         self.cache[path] = data
         while len(self.cache) > CACHE_DATASETS:
             self.cache.popitem(last=False)
@@ -94,7 +94,7 @@ class Zygote:
         from executor.fold import child_main
 
         try:
-            data = self.dataset(spec["dataset_path"])
+            data = self.dataset(spec["dataset_path"], spec.get("kind", "native"))
             log = open(spec["log"], "wb")  # noqa: SIM115 (closed when the child is reaped)
         except Exception as exc:
             self.send({"op": "error", "key": key, "message": f"{type(exc).__name__}: {exc}"})
@@ -271,8 +271,14 @@ def prewarm() -> None:
     import sklearn.preprocessing  # noqa: F401
 
     import executor.fold
-    import executor.workflows  # noqa: F401
+    import executor.workflows
 
+    try:  # RAMP kits' folds import ramp-workflow: once here, not in every child
+        import rampwf  # noqa: F401
+
+        import executor.rampfold  # noqa: F401
+    except ImportError:
+        pass
     _warm_up()
 
 

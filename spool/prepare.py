@@ -30,13 +30,16 @@ ERROR_FILE = "error.txt"
 SCRUBBED = ("DATARUN_DATABASE_URL", "DATARUN_DB_PASSWORD", "PGPASSWORD", "PGPASSFILE")
 
 
-def prepare_in_child(bundle: Path, out: Path, timeout: float) -> dict[str, Any]:
-    """Run the preparation in a child with a timeout; the summary, or BundleError."""
+def prepare_in_child(
+    bundle: Path, out: Path, timeout: float, module: str = "spool.prepare"
+) -> dict[str, Any]:
+    """Run the preparation (`module`: this one, or `spool.rampkit` for a RAMP kit) in a
+    child with a timeout; the summary, or BundleError."""
     out.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "spool.prepare", str(bundle), str(out), str(os.getpid())],
+        [sys.executable, "-m", module, str(bundle), str(out), str(os.getpid())],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         env=env, start_new_session=True,
     )  # fmt: skip
@@ -45,8 +48,9 @@ def prepare_in_child(bundle: Path, out: Path, timeout: float) -> dict[str, Any]:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        what = DATASET_MANIFEST if module == "spool.prepare" else "problem.py"
         raise BundleError(
-            f"{DATASET_MANIFEST}: preparing the data took longer than {timeout:.0f} s; "
+            f"{what}: preparing the data took longer than {timeout:.0f} s; "
             "make the data smaller, or ask the admin to raise prepare_timeout_seconds"
         ) from None
     if (out / ERROR_FILE).is_file():

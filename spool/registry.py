@@ -30,6 +30,7 @@ class DatasetRow:
     content_hash: str
     store_path: str
     intake_token: str | None
+    summary: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ def register_dataset(
                     "summary": json.dumps(summary),
                     "drop_name": drop_name,
                     "intake_token": token,
+                    "lower_is_better": False,
                 },
             )
             message = f"dataset {manifest.name} registered from {drop_name}"
@@ -118,6 +120,40 @@ def register_dataset(
             raise BundleError(
                 f"dataset.toml: name: a dataset named {manifest.name!r} is already registered"
             ) from None
+        raise
+
+
+def register_kit(
+    conn: db.Conn,
+    *,
+    id: int,
+    store_path: str,
+    name: str,
+    summary: dict[str, Any],
+    content_hash: str,
+    drop_name: str,
+    token: str,
+) -> None:
+    """A RAMP kit: its score types are the metrics, the first one ranks."""
+    scores = summary["scores"]
+    try:
+        with conn.transaction():
+            db.execute(conn, "dataset_insert", {
+                "id": id, "name": name, "kind": "ramp", "task": None,
+                "workflow": f"ramp:{summary['workflow']}",
+                "metrics": [s["name"] for s in scores], "n_folds": summary["n_folds"],
+                "content_hash": content_hash, "store_path": store_path,
+                "manifest": json.dumps({"title": summary.get("title", "")}),
+                "summary": json.dumps(summary), "drop_name": drop_name,
+                "intake_token": token, "lower_is_better": scores[0]["lower_is_better"],
+            })  # fmt: skip
+            _event(conn, "dataset.registered", f"RAMP kit {name} registered from {drop_name}",
+                   dataset_id=id)  # fmt: skip
+    except Conflict as exc:
+        if exc.constraint == "datasets_content_hash_key":
+            raise BundleError("the same kit is already registered under another name") from None
+        if exc.constraint == "datasets_name_key":
+            raise BundleError(f"a dataset named {name!r} is already registered") from None
         raise
 
 

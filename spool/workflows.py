@@ -30,8 +30,19 @@ def _defined_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def check_submission(root: Path, workflow: str, dataset: str) -> None:
-    """Raise BundleError listing every problem of the submission for this workflow."""
+def check_submission(
+    root: Path, workflow: str, dataset: str, kit_files: list[str] | None = None
+) -> None:
+    """Raise BundleError listing every problem of the submission for this workflow.
+    A RAMP kit's workflow (`ramp:<class>`) names its own files; only those are checked
+    (ramp-workflow's workflows decide what each must define)."""
+    if workflow.startswith("ramp:"):
+        missing = [f for f in kit_files or [] if not (root / f).is_file()]
+        if missing:
+            raise BundleError("\n".join(
+                f"{f}: missing; the RAMP kit {dataset!r} ({workflow[5:]} workflow) needs "
+                f"{', '.join(kit_files or [])}" for f in missing))  # fmt: skip
+        return
     problems: list[str] = []
     for file, name in WORKFLOW_FILES[workflow].items():
         path = root / file

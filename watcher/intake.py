@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from datarun.errors import BundleError, BundleWaiting, DatabaseUnavailable, DatarunError
-from spool import bundles, registry
+from spool import bundles, rampkit, registry
 from spool.bundles import Limits, shown
 from spool.layout import Spool, label, stamp, write_atomic
 from spool.manifests import (
@@ -224,10 +225,13 @@ class Intake:
     def _dataset(self, token: Path, origin: dict[str, Any]) -> Outcome:
         root = self._unpack(token, origin, self.config.dataset_limits)
         manifest_file = root / DATASET_MANIFEST
+        if not manifest_file.is_file() and rampkit.is_kit(root):
+            return self._kit(token, origin, root)
         if not manifest_file.is_file():
-            hint = " (a RAMP kit? its problem.py is not supported yet)" \
-                if (root / "problem.py").is_file() else ""  # fmt: skip
-            raise BundleError(f"{DATASET_MANIFEST}: missing; a dataset bundle needs one{hint}")
+            raise BundleError(
+                f"{DATASET_MANIFEST}: missing; a dataset bundle needs one (or, for a RAMP "
+                "kit, a problem.py)"
+            )
         manifest = parse_dataset_manifest(_read_small(manifest_file, MAX_MANIFEST_BYTES))
         for rel in filter(None, (manifest.data.train, manifest.data.test, manifest.cv.folds_file)):
             if not (root / rel).is_file():
@@ -264,6 +268,67 @@ class Intake:
         self._forget(token)
         return Outcome("registered", origin["name"], "dataset", manifest.name, dataset_id=ident)
 
+    def _kit(self, token: Path, origin: dict[str, Any], root: Path) -> Outcome:
+        """A RAMP kit: registered under its folder's name, its submissions dropped in."""
+        name = bundles.stem(origin["name"])
+        if re.fullmatch(NAME_PATTERN, name) is None:
+            raise BundleError(
+                f"{shown(name)!r} cannot name a dataset: a RAMP kit is named after its folder; "
+                "use up to 64 letters, digits, '-' and '_', starting with a letter or digit"
+            )
+        digest = bundles.content_hash(root)
+        existing = registry.dataset_by_name(self.conn, name)
+        if existing and existing.content_hash != digest:
+            raise BundleError(
+                f"a dataset named {name!r} is already registered with other content; datasets "
+                "are immutable, so give this kit's folder a new name"
+            )
+        if existing and existing.intake_token != token.name:
+            return self._answer_duplicate(token, origin, f"dataset {existing.name!r}")
+        if existing is None:
+            summary = prepare_in_child(root, token / "work" / "prepared",
+                                       self.config.prepare_timeout, "spool.rampkit")  # fmt: skip
+            ident = registry.next_id(self.conn, "datasets")
+            store_path = self.spool.dataset_store(ident)
+            target = self._store(token / "work", store_path)
+            try:
+                registry.register_kit(
+                    self.conn, id=ident, store_path=store_path, name=name, summary=summary,
+                    content_hash=digest, drop_name=origin["name"], token=token.name,
+                )  # fmt: skip
+            except BaseException:
+                bundles.remove(target)
+                raise
+            log.info("registered RAMP kit %s (%d folds)", name, summary["n_folds"])
+        else:
+            ident, store_path = existing.id, existing.store_path
+        inbox = self.spool.incoming_submissions / name
+        inbox.mkdir(exist_ok=True)
+        (self.spool.results / name).mkdir(parents=True, exist_ok=True)
+        self._drop_kit_submissions(self.spool.absolute(store_path) / "bundle", inbox)
+        self._forget(token)
+        return Outcome("registered", origin["name"], "dataset", name, dataset_id=ident)
+
+    def _drop_kit_submissions(self, kit: Path, inbox: Path) -> None:
+        """Each folder of the kit's submissions/, dropped as users drop (copy, then rename).
+        Done again after a crash, a copy is answered as a duplicate, never run twice."""
+        folders = sorted(p for p in (kit / "submissions").glob("*") if p.is_dir()
+                         and not p.name.startswith((".", "_")))  # fmt: skip
+        for folder in folders:
+            target = inbox / folder.name
+            if target.exists():
+                log.warning("%s is already in %s; the kit's own is not dropped", folder.name,
+                            inbox)  # fmt: skip
+                continue
+            tmp = inbox / f".{folder.name}.from-kit"
+            bundles.remove(tmp)
+            shutil.copytree(folder, tmp, symlinks=True, ignore=shutil.ignore_patterns(
+                "training_output", "__pycache__"))  # fmt: skip
+            for path in [tmp, *tmp.rglob("*")]:  # the store is read-only; the copy is theirs
+                if not path.is_symlink():
+                    path.chmod(0o755 if path.is_dir() else 0o644)
+            tmp.rename(target)
+
     # ---- submissions ------------------------------------------------------------
 
     def _submission(self, token: Path, origin: dict[str, Any]) -> Outcome:
@@ -293,7 +358,7 @@ class Intake:
         dataset = registry.dataset_by_name(self.conn, dataset_name)
         if dataset is None:
             raise BundleWaiting(dataset_name)
-        check_submission(root, dataset.workflow, dataset.name)
+        check_submission(root, dataset.workflow, dataset.name, dataset.summary.get("files"))
         team = manifest.team if manifest else ""
         queue = manifest.priority if manifest else "low"
         digest = bundles.content_hash(root)

@@ -71,7 +71,7 @@ class Master:
         self.config = config
         self.database = db.Database(url, min_size=1, max_size=4, name="datarun sweeper")
         self.sweeper = Sweeper(spool, self.database)
-        self.results = Results(spool, self.database, self.sweeper.truth)
+        self.results = Results(spool, self.database, self.sweeper)
         self.leadership = Leadership(url, "sweeper_try_lock")
 
     def _job(self, name: str, action: Callable[[], object]) -> Callable[[], None]:

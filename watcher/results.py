@@ -22,14 +22,18 @@ import shutil
 import statistics
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from spool import db
 from spool.layout import Spool, label, write_atomic
 from watcher import html
-from watcher.scoring import bagged, check
+from watcher.rampscore import KitScoringFailed
+from watcher.scoring import Unscorable, bagged, check
+
+if TYPE_CHECKING:
+    from watcher.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +54,10 @@ def _number(value: float | None) -> float | None:
 
 
 class Results:
-    def __init__(self, spool: Spool, database: db.Database, sweeper_truth: Any) -> None:
+    def __init__(self, spool: Spool, database: db.Database, sweeper: Sweeper) -> None:
         self.spool = spool
         self.database = database
-        self.truth = sweeper_truth  # the sweeper's cache of what predictions are scored against
+        self.sweeper = sweeper  # its cache of what predictions are scored against, its kits
 
     def refresh_once(self, limit: int = 200) -> int:
         """Rewrite the files of every submission that changed; returns how many."""
@@ -110,8 +114,19 @@ class Results:
     def _bagged(
         self, sub: dict[str, Any], jobs: list[dict[str, Any]]
     ) -> list[tuple[str, str, float]]:
-        truth = self.truth({"dataset_id": sub["dataset_id"], "dataset_path": sub["dataset_path"],
-                            "target": sub["target"], "task": sub["task"]})  # fmt: skip
+        if sub["kind"] == "ramp":
+            preds = [(int(j["fold"]), str(self.spool.absolute(j["prediction_path"])))
+                     for j in jobs]  # fmt: skip
+            try:
+                values: list[tuple[str, str, float]] = self.sweeper.bag_kit(
+                    sub["dataset_path"], sub["id"], preds)  # fmt: skip
+            except (Unscorable, KitScoringFailed) as exc:
+                log.error("bagged scores of submission %s: %s", sub["id"], exc)
+                return []
+            return values
+        truth = self.sweeper.truth({"dataset_id": sub["dataset_id"],
+                                    "dataset_path": sub["dataset_path"],
+                                    "target": sub["target"], "task": sub["task"]})  # fmt: skip
         folds = {}
         for job in jobs:
             with np.load(self.spool.absolute(job["prediction_path"]), allow_pickle=False) as data:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,14 @@ import numpy as np
 
 from spool import db, jobs
 from spool.layout import Spool
+from watcher import rampscore
+from watcher.rampscore import KitScoringFailed
 from watcher.scoring import Truth, Unscorable, check, load_truth, score_fold
 
 log = logging.getLogger(__name__)
 
 CACHE_DATASETS = 8
+KIT_BACKOFF = 60  # seconds before a kit whose scoring failed is tried again
 
 
 @dataclass(frozen=True)
@@ -34,11 +38,15 @@ class SweepResult:
 
 
 class Sweeper:
-    def __init__(self, spool: Spool, database: db.Database, batch: int = 500) -> None:
+    def __init__(
+        self, spool: Spool, database: db.Database, batch: int = 500, kit_timeout: float = 300.0
+    ) -> None:
         self.spool = spool
         self.database = database
         self.batch = batch
+        self.kit_timeout = kit_timeout
         self._truths: OrderedDict[int, Truth] = OrderedDict()
+        self._kit_backoff: dict[int, float] = {}  # dataset id -> when to try its kit again
 
     def truth(self, row: dict[str, Any]) -> Truth:
         found = self._truths.get(row["dataset_id"])
@@ -57,9 +65,14 @@ class Sweeper:
         scores: list[dict[str, Any]] = []
         scored: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
+        kit_values = self._score_kits([r for r in rows if r["kind"] == "ramp"])
         for row in rows:
+            if row["kind"] == "ramp" and row["id"] not in kit_values:
+                continue  # its kit could not be scored now: it stays predicted
             try:
-                values = self._score(row)
+                values = kit_values[row["id"]] if row["kind"] == "ramp" else self._score(row)
+                if isinstance(values, Unscorable):
+                    raise values
             except Unscorable as exc:
                 failed.append({"id": row["id"], "attempt": row["attempt"],
                                "error": f"predictions refused: {exc}", "detail": None})  # fmt: skip
@@ -76,8 +89,8 @@ class Sweeper:
             log.info("job %s: %s", row["id"], row["error"])
         return SweepResult(len(scored), len(failed))
 
-    def _score(self, row: dict[str, Any]) -> list[tuple[str, str, float]]:
-        truth = self.truth(row)
+    def _checked(self, row: dict[str, Any]) -> Path:
+        """The job's prediction file, if it is this attempt's."""
         path = self.spool.absolute(row["prediction_path"] or "")
         expected = f"{row['id']}.{row['attempt']}.npz"
         if path.name != expected:
@@ -85,6 +98,55 @@ class Sweeper:
         meta = _metadata(path.with_suffix(".json"))
         if meta.get("job") != row["id"] or meta.get("attempt") != row["attempt"]:
             raise Unscorable("its metadata names another job or attempt")
+        return path
+
+    def _score_kits(self, rows: list[dict[str, Any]]) -> dict[int, Any]:
+        """job id -> values or Unscorable, for the rows of RAMP kits (one child per kit)."""
+        out: dict[int, Any] = {}
+        by_dataset: dict[int, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_dataset.setdefault(row["dataset_id"], []).append(row)
+        for dataset_id, group in by_dataset.items():
+            if self._kit_backoff.get(dataset_id, 0.0) > time.monotonic():
+                continue
+            todo = []
+            for row in group:
+                try:
+                    todo.append({"id": row["id"], "fold": row["fold"],
+                                 "pred": str(self._checked(row))})  # fmt: skip
+                except Unscorable as exc:
+                    out[row["id"]] = exc
+            store = self.spool.absolute(group[0]["dataset_path"])
+            try:
+                answer = rampscore.request(store / "bundle", self.kit_timeout, {
+                    "kit": str(store / "bundle"), "folds": str(store / "prepared" / "folds.npz"),
+                    "score": todo})  # fmt: skip
+            except KitScoringFailed as exc:
+                log.error("%s; its jobs stay predicted, tried again in %d s", exc, KIT_BACKOFF)
+                self._kit_backoff[dataset_id] = time.monotonic() + KIT_BACKOFF
+                continue
+            for job in todo:
+                got = answer["scores"].get(str(job["id"]))
+                if isinstance(got, list):
+                    out[job["id"]] = [(s, m, float(v)) for s, m, v in got]
+                else:
+                    out[job["id"]] = Unscorable((got or {}).get("error", "not scored"))
+        return out
+
+    def bag_kit(self, dataset_path: str, submission: int, preds: list[tuple[int, str]]) -> Any:
+        """Bagged scores of one submission of a RAMP kit (computed in the kit's child)."""
+        store = self.spool.absolute(dataset_path)
+        answer = rampscore.request(store / "bundle", self.kit_timeout, {
+            "kit": str(store / "bundle"), "folds": str(store / "prepared" / "folds.npz"),
+            "bag": [{"id": submission, "preds": preds}]})  # fmt: skip
+        got = answer["bagged"].get(str(submission))
+        if not isinstance(got, list):
+            raise Unscorable((got or {}).get("error", "not bagged"))
+        return [(s, m, float(v)) for s, m, v in got]
+
+    def _score(self, row: dict[str, Any]) -> list[tuple[str, str, float]]:
+        truth = self.truth(row)
+        path = self._checked(row)
         try:
             with np.load(path, allow_pickle=False) as arrays:
                 train, test = check(arrays, truth)

@@ -44,7 +44,7 @@ def test_a_person_sees_the_ranking_the_charts_and_the_errors(
     database = db.Database(database_url).open()
     sweeper = Sweeper(spool, database)
     sweeper.sweep_once()
-    Results(spool, database, sweeper.truth).refresh_once()
+    Results(spool, database, sweeper).refresh_once()
     database.close()
     page = spool.results / "iris" / "leaderboard.html"
     text = page.read_text()

@@ -26,7 +26,7 @@ METRICS = ["accuracy", "neg_log_loss", "balanced_accuracy"]
 def back_half(spool, database_url):
     database = db.Database(database_url, name="test sweeper").open()
     sweeper = Sweeper(spool, database)
-    yield sweeper, Results(spool, database, sweeper.truth)
+    yield sweeper, Results(spool, database, sweeper)
     database.close()
 
 

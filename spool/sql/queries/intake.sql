@@ -6,7 +6,7 @@ SELECT pg_try_advisory_lock(hashtext('datarun.watcher')) AS locked;
 
 -- name: dataset_by_name
 SELECT id, name, kind, task, workflow, metrics, n_folds, content_hash, store_path,
-       intake_token
+       intake_token, summary
 FROM datasets WHERE name = %(name)s;
 
 -- name: next_id
@@ -15,11 +15,11 @@ SELECT nextval(pg_get_serial_sequence(%(table)s, 'id')) AS id;
 
 -- name: dataset_insert
 INSERT INTO datasets (id, name, kind, task, workflow, metrics, n_folds, content_hash,
-                      store_path, manifest, summary, drop_name, intake_token)
+                      store_path, manifest, summary, drop_name, intake_token, lower_is_better)
 OVERRIDING SYSTEM VALUE
 VALUES (%(id)s, %(name)s, %(kind)s, %(task)s, %(workflow)s, %(metrics)s, %(n_folds)s,
         %(content_hash)s, %(store_path)s, %(manifest)s, %(summary)s, %(drop_name)s,
-        %(intake_token)s);
+        %(intake_token)s, %(lower_is_better)s);
 
 -- name: submission_by_content
 SELECT s.id, s.name, s.team, s.version, s.store_path, s.intake_token

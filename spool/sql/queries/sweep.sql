@@ -6,7 +6,7 @@ SELECT pg_try_advisory_lock(hashtext('datarun.sweeper')) AS locked;
 
 -- name: jobs_to_score
 SELECT j.id, j.fold, j.attempts AS attempt, j.prediction_path, j.submission_id,
-       d.id AS dataset_id, d.store_path AS dataset_path, d.metrics, d.task,
+       d.id AS dataset_id, d.store_path AS dataset_path, d.metrics, d.task, d.kind,
        d.manifest->>'target' AS target
 FROM jobs j
 JOIN submissions s ON s.id = j.submission_id
@@ -41,7 +41,7 @@ LIMIT %(n)s;
 -- name: submission_for_results
 SELECT s.id, s.name, s.team, s.version, s.queue, s.created_at, s.cancelled_at,
        s.store_path, d.id AS dataset_id, d.name AS dataset, d.store_path AS dataset_path,
-       d.metrics, d.task, d.n_folds, d.manifest->>'target' AS target
+       d.metrics, d.task, d.kind, d.n_folds, d.manifest->>'target' AS target
 FROM submissions s JOIN datasets d ON d.id = s.dataset_id
 WHERE s.id = %(id)s;
 

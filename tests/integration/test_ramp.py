@@ -1,0 +1,162 @@
+"""RAMP kits, dropped as datasets, give exactly ramp-test's fold and bagged scores.
+
+Each kit of tests/ramp_kits/ is made twice from the same data: once for ramp-workflow's
+own `ramp-test --save-output`, once dropped into the spool. datarun registers it,
+drops its submissions, runs every fold in the executor's sandboxed children, scores
+them in the kit's scoring child; every fold score and every bagged score must agree
+with ramp-test's to 1e-9.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spool import db
+from tests.conftest import drop
+from tests.helpers.ramp import KITS, RAMP_DATA, make_kit, ramp_test
+from tests.integration.test_executor import drain
+from watcher.results import Results
+from watcher.sweeper import Sweeper
+
+pytest.importorskip("rampwf", reason="RAMP kits need the ramp extra: pip install -e '.[ramp]'")
+
+TOLERANCE = {"rel": 1e-9, "abs": 1e-9}
+
+
+@pytest.fixture
+def back_half(spool, database_url):
+    database = db.Database(database_url, name="test ramp").open()
+    sweeper = Sweeper(spool, database)
+    yield sweeper, Results(spool, database, sweeper)
+    database.close()
+
+
+def submissions_of(kit: str) -> list[str]:
+    return sorted(p.name for p in (KITS / kit / "submissions").iterdir() if p.is_dir())
+
+
+def run_in_datarun(kit: Path, spool, make_watcher, make_executor, back_half) -> None:
+    """Drop the kit; register it and its submissions; run, score and bag every fold."""
+    watcher = make_watcher()
+    drop(kit, spool.incoming_datasets)
+    outcomes = watcher.run_once()
+    assert [(o.result, o.kind) for o in outcomes] == [("registered", "dataset")], outcomes
+    outcomes = watcher.run_once()  # the kit's submissions, dropped by the intake
+    assert {o.result for o in outcomes} == {"registered"}, [o.detail for o in outcomes]
+    drain(make_executor())
+    sweeper, results = back_half
+    while sweeper.sweep_once().scored:
+        pass
+    results.refresh_once()
+
+
+def datarun_scores(url: str, submission: str) -> tuple[dict, dict]:
+    with db.connect(url) as conn:
+        rows = conn.execute(
+            "select j.fold, sc.split, sc.metric, sc.value, j.state, j.error from jobs j"
+            " join submissions s on s.id = j.submission_id"
+            " left join scores sc on sc.job_id = j.id where s.name = %s",
+            (submission,),
+        ).fetchall()
+        bagged = conn.execute(
+            "select b.split, b.metric, b.value from bagged_scores b"
+            " join submissions s on s.id = b.submission_id where s.name = %s",
+            (submission,),
+        ).fetchall()
+    assert {r["state"] for r in rows} == {"scored"}, [r["error"] for r in rows]
+    folds: dict = {}
+    for r in rows:
+        folds.setdefault(r["fold"], {}).setdefault(r["split"], {})[r["metric"]] = r["value"]
+    bags: dict = {}
+    for r in bagged:
+        bags.setdefault(r["split"], {})[r["metric"]] = r["value"]
+    return folds, bags
+
+
+KIT_NAMES = ["iris", "wine", "breast_cancer", "diabetes", "diabetes_fe", "notest", "external"]
+
+
+@pytest.mark.parametrize("kit_name", KIT_NAMES)
+def test_fold_and_bagged_scores_equal_ramp_tests(
+    kit_name, spool, make_watcher, make_executor, back_half, database_url, tmp_path
+):
+    theirs_kit = make_kit(kit_name, tmp_path / "ramp")
+    expected = {s: ramp_test(theirs_kit, s) for s in submissions_of(kit_name)}
+    run_in_datarun(make_kit(kit_name, tmp_path / "drop"), spool, make_watcher, make_executor,
+                   back_half)  # fmt: skip
+    for submission, theirs in expected.items():
+        folds, bagged = datarun_scores(database_url, submission)
+        assert folds.keys() == theirs["folds"].keys()
+        for fold, steps in theirs["folds"].items():
+            assert folds[fold].keys() == steps.keys(), (submission, fold)
+            for step, values in steps.items():
+                assert folds[fold][step] == pytest.approx(values, **TOLERANCE), (fold, step)
+        assert bagged.keys() == theirs["bagged"].keys()
+        for step, values in theirs["bagged"].items():
+            assert bagged[step] == pytest.approx(values, **TOLERANCE), (submission, step)
+        status = json.loads(
+            (spool.results / kit_name / f"{submission}.v1" / "status.json").read_text()
+        )
+        assert status["state"] == "scored"
+        for metric in next(iter(theirs["folds"].values()))["valid"]:
+            valid = [theirs["folds"][f]["valid"][metric] for f in sorted(theirs["folds"])]
+            assert status["mean"]["valid"][metric] == pytest.approx(np.mean(valid), **TOLERANCE)
+            assert status["std"]["valid"][metric] == pytest.approx(np.std(valid), **TOLERANCE)
+
+
+@pytest.mark.parametrize("kit_name", ["titanic_real", "air_passengers_real"])
+def test_the_real_ramp_data_gives_ramp_tests_scores(
+    kit_name, spool, make_watcher, make_executor, back_half, database_url, tmp_path
+):
+    if not RAMP_DATA.is_dir():
+        pytest.skip(f"the real RAMP data is not at {RAMP_DATA} (../shared/ramp-data)")
+    test_fold_and_bagged_scores_equal_ramp_tests(
+        kit_name, spool, make_watcher, make_executor, back_half, database_url, tmp_path
+    )
+
+
+def test_a_kit_whose_problem_py_raises_is_rejected_with_its_traceback(
+    spool, make_watcher, tmp_path
+):
+    drop(make_kit("broken", tmp_path), spool.incoming_datasets)
+    [outcome] = make_watcher().run_once()
+    assert outcome.result == "rejected"
+    [note] = spool.rejected.glob("*/REJECTED.txt")
+    text = note.read_text()
+    assert "problem.py: failed while importing problem.py: ValueError:" in text
+    assert 'File "problem.py", line' in text  # the kit's own frame, by its own name
+    assert "spool/rampkit.py" not in text  # not ours
+
+
+def test_a_failing_ramp_submission_says_why_with_its_own_traceback(
+    spool, make_watcher, make_executor, back_half, database_url, tmp_path
+):
+    kit = make_kit("iris", tmp_path)
+    for extra in (kit / "submissions").iterdir():
+        if extra.name != "starting_kit":
+            import shutil
+
+            shutil.rmtree(extra)
+    code = kit / "submissions" / "starting_kit" / "classifier.py"
+    code.write_text(code.read_text().replace("def fit(self, X, y):",
+                                             "def fit(self, X, y):\n        1 / 0"))  # fmt: skip
+    watcher = make_watcher()
+    drop(kit, spool.incoming_datasets)
+    watcher.run_once()
+    watcher.run_once()
+    drain(make_executor())
+    sweeper, results = back_half
+    sweeper.sweep_once()
+    results.refresh_once()
+    status = json.loads((spool.results / "iris" / "starting_kit.v1" / "status.json").read_text())
+    assert status["state"] == "failed"
+    fold = status["folds"][0]
+    assert fold["error"] == "ZeroDivisionError: division by zero"
+    assert 'File "classifier.py", line' in fold["traceback"]
+    assert "rampwf" not in fold["traceback"] and "executor/" not in fold["traceback"]
+    log = (spool.results / "iris" / "starting_kit.v1" / "fold_0.log").read_text()
+    assert log.startswith("ZeroDivisionError: division by zero\nTraceback")
