@@ -24,7 +24,7 @@ from watcher.sweeper import Sweeper
 
 pytest.importorskip("rampwf", reason="RAMP kits need the ramp extra: pip install -e '.[ramp]'")
 
-TOLERANCE = {"rel": 1e-9, "abs": 1e-9}
+REL = ABS = 1e-9
 
 
 @pytest.fixture
@@ -94,18 +94,19 @@ def test_fold_and_bagged_scores_equal_ramp_tests(
         for fold, steps in theirs["folds"].items():
             assert folds[fold].keys() == steps.keys(), (submission, fold)
             for step, values in steps.items():
-                assert folds[fold][step] == pytest.approx(values, **TOLERANCE), (fold, step)
+                assert folds[fold][step] == pytest.approx(values, rel=REL, abs=ABS), (fold, step)
         assert bagged.keys() == theirs["bagged"].keys()
         for step, values in theirs["bagged"].items():
-            assert bagged[step] == pytest.approx(values, **TOLERANCE), (submission, step)
+            assert bagged[step] == pytest.approx(values, rel=REL, abs=ABS), (submission, step)
         status = json.loads(
             (spool.results / kit_name / f"{submission}.v1" / "status.json").read_text()
         )
         assert status["state"] == "scored"
         for metric in next(iter(theirs["folds"].values()))["valid"]:
             valid = [theirs["folds"][f]["valid"][metric] for f in sorted(theirs["folds"])]
-            assert status["mean"]["valid"][metric] == pytest.approx(np.mean(valid), **TOLERANCE)
-            assert status["std"]["valid"][metric] == pytest.approx(np.std(valid), **TOLERANCE)
+            mean, std = status["mean"]["valid"][metric], status["std"]["valid"][metric]
+            assert mean == pytest.approx(np.mean(valid), rel=REL, abs=ABS)
+            assert std == pytest.approx(np.std(valid), rel=REL, abs=ABS)
 
 
 @pytest.mark.parametrize("kit_name", ["titanic_real", "air_passengers_real"])
