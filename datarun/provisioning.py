@@ -63,6 +63,16 @@ def load_runners(path: Path) -> list[runners.Runner]:
 
 
 def build_wheels(s: Settings, extras: tuple[str, ...]) -> wheels.Wheelhouse:
+    """The runners' wheels; with the master's ramp-workflow when it has one (RAMP kits'
+    folds run it on the runners)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ramp = f"ramp-workflow=={version('ramp-workflow')}"
+    except PackageNotFoundError:
+        ramp = None
+    if ramp and not any(e.lower().startswith(("ramp-workflow", "ramp_workflow")) for e in extras):
+        extras = (*extras, ramp)
     return wheels.build(s.home, extras)
 
 

@@ -9,7 +9,9 @@ with ramp-test's to 1e-9.
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -139,8 +141,6 @@ def test_a_failing_ramp_submission_says_why_with_its_own_traceback(
     kit = make_kit("iris", tmp_path)
     for extra in (kit / "submissions").iterdir():
         if extra.name != "starting_kit":
-            import shutil
-
             shutil.rmtree(extra)
     code = kit / "submissions" / "starting_kit" / "classifier.py"
     code.write_text(code.read_text().replace("def fit(self, X, y):",
@@ -161,3 +161,44 @@ def test_a_failing_ramp_submission_says_why_with_its_own_traceback(
     assert "rampwf" not in fold["traceback"] and "executor/" not in fold["traceback"]
     log = (spool.results / "iris" / "starting_kit.v1" / "fold_0.log").read_text()
     assert log.startswith("ZeroDivisionError: division by zero\nTraceback")
+
+
+def test_submissions_dropped_alone_and_the_leaderboard_follows_the_first_score(
+    spool, make_watcher, make_executor, back_half, database_url, tmp_path
+):
+    kit = make_kit("diabetes", tmp_path / "kit")  # first score: RMSE, lower is better
+    drop(kit, spool.incoming_datasets)
+    watcher = make_watcher()
+    watcher.run_once()
+    watcher.run_once()
+    into = spool.incoming_submissions / "diabetes"
+    lacking = tmp_path / "alone" / "lacking"
+    lacking.mkdir(parents=True)
+    (lacking / "estimator.py").write_text("def get_estimator(): ...\n")
+    drop(lacking, into)
+    [rejected] = watcher.run_once()
+    assert rejected.result == "rejected"
+    assert rejected.detail.startswith("regressor.py: missing; the RAMP kit 'diabetes'")
+    mean = tmp_path / "alone" / "mean"
+    shutil.copytree(make_kit("diabetes", tmp_path / "copy") / "submissions" / "starting_kit", mean)
+    (mean / "regressor.py").write_text(
+        "import numpy as np\n\n\nclass Regressor:\n    def fit(self, X, y):\n"
+        "        self.mean = float(np.mean(y))\n\n    def predict(self, X):\n"
+        "        return np.full(len(X), self.mean)\n"
+    )
+    drop(mean, into)
+    assert [o.result for o in watcher.run_once()] == ["registered"]
+    drain(make_executor())
+    sweeper, results = back_half
+    while sweeper.sweep_once().scored:
+        pass
+    results.refresh_once()
+    with db.connect(database_url) as conn:
+        board = conn.execute(
+            "select rank, label, valid_mean from leaderboard where dataset = 'diabetes'"
+            " order by rank"
+        ).fetchall()
+    assert [r["label"] for r in board][-1] == "mean.v1"  # the largest RMSE ranks last
+    assert [r["valid_mean"] for r in board] == sorted(r["valid_mean"] for r in board)
+    with open(spool.results / "diabetes" / "leaderboard.csv") as handle:
+        assert [row["submission"] for row in csv.DictReader(handle)] == [r["label"] for r in board]
