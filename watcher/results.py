@@ -30,7 +30,7 @@ from spool import db
 from spool.layout import Spool, label, write_atomic
 from watcher import html
 from watcher.rampscore import KitScoringFailed
-from watcher.scoring import Unscorable, bagged, check
+from watcher.scoring import bagged, check
 
 if TYPE_CHECKING:
     from watcher.sweeper import Sweeper
@@ -58,11 +58,13 @@ class Results:
         self.spool = spool
         self.database = database
         self.sweeper = sweeper  # its cache of what predictions are scored against, its kits
+        self._kit_bags: dict[int, Any] = {}
 
     def refresh_once(self, limit: int = 200) -> int:
         """Rewrite the files of every submission that changed; returns how many."""
         with self.database.connection() as conn:
             changed = db.fetch_all(conn, "submissions_changed", {"n": limit})
+        self._kit_bags = self._bag_kits([row["id"] for row in changed])
         datasets = set()
         for row in changed:
             try:
@@ -117,12 +119,16 @@ class Results:
         if sub["kind"] == "ramp":
             preds = [(int(j["fold"]), str(self.spool.absolute(j["prediction_path"])))
                      for j in jobs]  # fmt: skip
-            try:
-                values: list[tuple[str, str, float]] = self.sweeper.bag_kit(
-                    sub["dataset_path"], sub["id"], preds)  # fmt: skip
-            except (Unscorable, KitScoringFailed) as exc:
-                log.error("bagged scores of submission %s: %s", sub["id"], exc)
+            got = self._kit_bags.pop(sub["id"], None)
+            if got is None:
+                try:
+                    got = self.sweeper.bag_kit(sub["dataset_path"], {sub["id"]: preds})[sub["id"]]
+                except KitScoringFailed as exc:
+                    got = exc
+            if isinstance(got, Exception):
+                log.error("bagged scores of submission %s: %s", sub["id"], got)
                 return []
+            values: list[tuple[str, str, float]] = got
             return values
         truth = self.sweeper.truth({"dataset_id": sub["dataset_id"],
                                     "dataset_path": sub["dataset_path"],
@@ -132,6 +138,23 @@ class Results:
             with np.load(self.spool.absolute(job["prediction_path"]), allow_pickle=False) as data:
                 folds[job["fold"]] = check(data, truth)
         return bagged(truth, folds, list(sub["metrics"]))
+
+    def _bag_kits(self, ids: list[int]) -> dict[int, Any]:
+        """Bagged scores of the RAMP kits' finished submissions among `ids`: one scoring
+        child per kit for all of them (a child costs a second or two to start)."""
+        with self.database.connection() as conn:
+            rows = db.fetch_all(conn, "kit_submissions_to_bag", {"ids": ids})
+        by_kit: dict[str, dict[int, list[tuple[int, str]]]] = defaultdict(dict)
+        for r in rows:
+            path = str(self.spool.absolute(r["prediction_path"]))
+            by_kit[r["dataset_path"]].setdefault(r["id"], []).append((int(r["fold"]), path))
+        out: dict[int, Any] = {}
+        for dataset_path, preds in by_kit.items():
+            try:
+                out.update(self.sweeper.bag_kit(dataset_path, preds))
+            except KitScoringFailed as exc:
+                out.update(dict.fromkeys(preds, exc))
+        return out
 
     def write_leaderboard(self, dataset: str) -> None:
         with self.database.connection() as conn:

@@ -133,16 +133,19 @@ class Sweeper:
                     out[job["id"]] = Unscorable((got or {}).get("error", "not scored"))
         return out
 
-    def bag_kit(self, dataset_path: str, submission: int, preds: list[tuple[int, str]]) -> Any:
-        """Bagged scores of one submission of a RAMP kit (computed in the kit's child)."""
+    def bag_kit(self, dataset_path: str, preds: dict[int, list[tuple[int, str]]]) -> dict[int, Any]:
+        """Bagged scores of submissions of one RAMP kit, in one child: submission id ->
+        values, or Unscorable. KitScoringFailed when the child fails as a whole."""
         store = self.spool.absolute(dataset_path)
         answer = rampscore.request(store / "bundle", self.kit_timeout, {
             "kit": str(store / "bundle"), "folds": str(store / "prepared" / "folds.npz"),
-            "bag": [{"id": submission, "preds": preds}]})  # fmt: skip
-        got = answer["bagged"].get(str(submission))
-        if not isinstance(got, list):
-            raise Unscorable((got or {}).get("error", "not bagged"))
-        return [(s, m, float(v)) for s, m, v in got]
+            "bag": [{"id": ident, "preds": p} for ident, p in preds.items()]})  # fmt: skip
+        out: dict[int, Any] = {}
+        for ident in preds:
+            got = answer["bagged"].get(str(ident))
+            out[ident] = ([(s, m, float(v)) for s, m, v in got] if isinstance(got, list)
+                          else Unscorable((got or {}).get("error", "not bagged")))  # fmt: skip
+        return out
 
     def _score(self, row: dict[str, Any]) -> list[tuple[str, str, float]]:
         truth = self.truth(row)

@@ -130,3 +130,13 @@ SELECT DISTINCT ON (l.label) l.label, j.error
 FROM jobs j JOIN submission_labels l ON l.submission_id = j.submission_id
 WHERE l.dataset = %(dataset)s AND j.state = 'failed' AND j.error IS NOT NULL
 ORDER BY l.label, j.fold;
+
+-- name: kit_submissions_to_bag
+-- Submissions of RAMP kits among these, every fold scored: their prediction files.
+SELECT s.id, d.store_path AS dataset_path, j.fold, j.prediction_path
+FROM submissions s
+JOIN datasets d ON d.id = s.dataset_id
+JOIN jobs j ON j.submission_id = s.id
+WHERE s.id = ANY(%(ids)s) AND d.kind = 'ramp' AND s.cancelled_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM jobs k WHERE k.submission_id = s.id AND k.state <> 'scored')
+ORDER BY s.id, j.fold;
