@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from bench import executor, intake, sweep
+from bench import executor, intake, ramp, sweep
 
-BENCHMARKS = {"intake": intake.main, "executor": executor.main, "sweep": sweep.main}
+BENCHMARKS = {"intake": intake.main, "executor": executor.main, "sweep": sweep.main,
+              "ramp": ramp.main}  # fmt: skip
 
 
 def main(argv: list[str]) -> int:

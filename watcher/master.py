@@ -114,5 +114,6 @@ class Master:
             self.watcher.run(stop)
         finally:
             scheduler.shutdown(wait=True)
+            self.sweeper.close()
             self.leadership.close()
             self.database.close()

@@ -1,21 +1,25 @@
 """Scores of RAMP kits' folds, computed with the kit's own score types in a child.
 
 A kit's score types and prediction type are its `problem.py`'s code: trusted, but never
-run inside the master's daemon. The sweeper hands a batch to `python -m
-watcher.rampscore` (a JSON request on stdin, the answer on stdout, a timeout) and the
-child computes exactly what ramp-test computes: per fold, each score type on the
-fold's training rows, its validation rows and the test set; per submission, the
-bagged scores of ramp-workflow's own `get_score_cv_bags` (valid rows combined over
-the folds that held them out, test predictions over all folds).
+run inside the master's daemon. The sweeper keeps one child per kit with work, `python
+-m watcher.rampscore KIT FOLDS` (JSON requests on stdin, one answer line each on
+stdout, each with a timeout). The child computes exactly what ramp-test computes: per
+fold, each score type on the fold's training rows, its validation rows and the test
+set; per submission, the bagged scores of ramp-workflow's own `get_score_cv_bags`
+(valid rows combined over the folds that held them out, test predictions over all).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,26 +33,84 @@ class KitScoringFailed(DatarunError):
     """The kit's scoring child failed as a whole (its problem.py, a timeout)."""
 
 
-def request(kit: Path, timeout: float, payload: dict[str, Any]) -> dict[str, Any]:
-    """Run one request in a child; its answer (per-item errors are in the answer)."""
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
-    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "watcher.rampscore"], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=kit,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        out, err = proc.communicate(json.dumps(payload).encode(), timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise KitScoringFailed(f"scoring with {kit}/problem.py took over {timeout:.0f} s") from None
-    if proc.returncode != 0:
-        last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["?"]
-        raise KitScoringFailed(f"scoring with {kit}/problem.py failed: {last[0]}")
-    answer: dict[str, Any] = json.loads(out)
-    return answer
+class Scorer:
+    """One kit's scoring child, kept while the kit has work: it imports ramp-workflow and
+    reads the kit's data once, then answers one JSON line per request. Thread-safe; a
+    request that times out or finds the child dead kills it, and the next starts anew."""
+
+    def __init__(self, kit: Path, folds: Path, timeout: float) -> None:
+        self.kit, self.folds, self.timeout = kit, folds, timeout
+        self.used = time.monotonic()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._buffer = b""
+
+    def ask(self, payload: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self.used = time.monotonic()
+            proc = self._proc or self._start()
+            deadline = time.monotonic() + self.timeout
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(json.dumps(payload).encode() + b"\n")
+                proc.stdin.flush()
+                answer = json.loads(self._line(proc, deadline))
+            except (OSError, ValueError, KitScoringFailed) as exc:
+                self._kill()
+                if isinstance(exc, KitScoringFailed):
+                    raise
+                raise KitScoringFailed(
+                    f"scoring with {self.kit}/problem.py failed: {exc}"
+                ) from None
+            if "fatal" in answer:
+                self._kill()
+                raise KitScoringFailed(f"scoring with {self.kit}/problem.py failed: "
+                                       f"{answer['fatal']}")  # fmt: skip
+            return answer  # type: ignore[no-any-return]
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+        env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "watcher.rampscore", str(self.kit), str(self.folds)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=env, cwd=self.kit, start_new_session=True,
+        )  # fmt: skip
+        self._buffer = b""
+        return self._proc
+
+    def _line(self, proc: subprocess.Popen[bytes], deadline: float) -> bytes:
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KitScoringFailed(
+                    f"scoring with {self.kit}/problem.py took over {self.timeout:.0f} s"
+                )
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    raise KitScoringFailed(f"scoring with {self.kit}/problem.py: the child "
+                                           f"died (exit {proc.wait()})")  # fmt: skip
+                self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+            for pipe in (self._proc.stdin, self._proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+            self._proc = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._kill()
 
 
 # ---- the child ------------------------------------------------------------------------
@@ -128,11 +190,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def main() -> int:
-    payload = json.loads(sys.stdin.read())
-    real_stdout = os.dup(1)
-    os.dup2(2, 1)  # the kit's prints must not corrupt the answer
-    kit = _Kit(Path(payload["kit"]), Path(payload["folds"]))
+def _handle(kit: _Kit, payload: dict[str, Any]) -> dict[str, Any]:
     answer: dict[str, Any] = {"scores": {}, "bagged": {}}
     for job in payload.get("score", []):
         try:
@@ -144,10 +202,23 @@ def main() -> int:
             answer["bagged"][str(sub["id"])] = kit.bagged([(int(f), p) for f, p in sub["preds"]])
         except Exception as exc:
             answer["bagged"][str(sub["id"])] = {"error": _one_line(exc)}
-    with os.fdopen(real_stdout, "w") as out:
-        json.dump(answer, out)
+    return answer
+
+
+def main(argv: list[str]) -> int:
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # the kit's prints must not corrupt the answers
+    try:
+        kit = _Kit(Path(argv[0]), Path(argv[1]))
+    except Exception as exc:
+        answers.write(json.dumps({"fatal": _one_line(exc)}) + "\n")
+        answers.flush()
+        return 1
+    for line in sys.stdin:
+        answers.write(json.dumps(_handle(kit, json.loads(line))) + "\n")
+        answers.flush()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

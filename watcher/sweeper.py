@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CACHE_DATASETS = 8
 KIT_BACKOFF = 60  # seconds before a kit whose scoring failed is tried again
+KIT_IDLE = 300  # seconds a kit's scoring child is kept without work
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,30 @@ class Sweeper:
         self.kit_timeout = kit_timeout
         self._truths: OrderedDict[int, Truth] = OrderedDict()
         self._kit_backoff: dict[int, float] = {}  # dataset id -> when to try its kit again
+        self._scorers: dict[str, rampscore.Scorer] = {}  # dataset store path -> its child
+        self._scorers_lock = threading.Lock()
+
+    def scorer(self, dataset_path: str) -> rampscore.Scorer:
+        """The kit's scoring child; children idle for KIT_IDLE seconds are stopped."""
+        with self._scorers_lock:
+            now = time.monotonic()
+            for path, idle in list(self._scorers.items()):
+                if path != dataset_path and now - idle.used > KIT_IDLE:
+                    idle.close()
+                    del self._scorers[path]
+            found = self._scorers.get(dataset_path)
+            if found is None:
+                store = self.spool.absolute(dataset_path)
+                found = rampscore.Scorer(store / "bundle", store / "prepared" / "folds.npz",
+                                         self.kit_timeout)  # fmt: skip
+                self._scorers[dataset_path] = found
+            return found
+
+    def close(self) -> None:
+        with self._scorers_lock:
+            for scorer in self._scorers.values():
+                scorer.close()
+            self._scorers.clear()
 
     def truth(self, row: dict[str, Any]) -> Truth:
         found = self._truths.get(row["dataset_id"])
@@ -116,11 +142,8 @@ class Sweeper:
                                  "pred": str(self._checked(row))})  # fmt: skip
                 except Unscorable as exc:
                     out[row["id"]] = exc
-            store = self.spool.absolute(group[0]["dataset_path"])
             try:
-                answer = rampscore.request(store / "bundle", self.kit_timeout, {
-                    "kit": str(store / "bundle"), "folds": str(store / "prepared" / "folds.npz"),
-                    "score": todo})  # fmt: skip
+                answer = self.scorer(group[0]["dataset_path"]).ask({"score": todo})
             except KitScoringFailed as exc:
                 log.error("%s; its jobs stay predicted, tried again in %d s", exc, KIT_BACKOFF)
                 self._kit_backoff[dataset_id] = time.monotonic() + KIT_BACKOFF
@@ -136,10 +159,9 @@ class Sweeper:
     def bag_kit(self, dataset_path: str, preds: dict[int, list[tuple[int, str]]]) -> dict[int, Any]:
         """Bagged scores of submissions of one RAMP kit, in one child: submission id ->
         values, or Unscorable. KitScoringFailed when the child fails as a whole."""
-        store = self.spool.absolute(dataset_path)
-        answer = rampscore.request(store / "bundle", self.kit_timeout, {
-            "kit": str(store / "bundle"), "folds": str(store / "prepared" / "folds.npz"),
-            "bag": [{"id": ident, "preds": p} for ident, p in preds.items()]})  # fmt: skip
+        answer = self.scorer(dataset_path).ask(
+            {"bag": [{"id": ident, "preds": p} for ident, p in preds.items()]}
+        )
         out: dict[int, Any] = {}
         for ident in preds:
             got = answer["bagged"].get(str(ident))

@@ -1,0 +1,167 @@
+"""RAMP kits (issue 8): datarun against `ramp-test` once per submission, one after the
+other, on the same machine and the same kit.
+
+The kit: binary classification on 2,000 generated rows, 20 features, 8 stratified
+folds, scored with accuracy, ROC AUC and negative log likelihood; `--submissions`
+random forests of slightly different sizes. ramp-test: `ramp-test --submission S`
+for each, in a loop. datarun: a master (intake, sweeper, results) and one executor
+with `--workers` workers, in this process; timed from the kit's drop to the last
+submission's bagged scores. Target: datarun >= 1.8x faster with 2 workers on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench.common import settle, testbed
+from executor.daemon import Executor, ExecutorConfig
+from spool import db
+from watcher.daemon import Watcher, WatcherConfig
+from watcher.master import Master, MasterConfig
+
+PROBLEM = """\
+import os
+
+import pandas as pd
+import rampwf as rw
+from sklearn.model_selection import StratifiedKFold
+
+problem_title = "datarun benchmark"
+Predictions = rw.prediction_types.make_multiclass(label_names=[0, 1])
+workflow = rw.workflows.Classifier()
+score_types = [
+    rw.score_types.Accuracy(name="acc"),
+    rw.score_types.ROCAUC(name="auc"),
+    rw.score_types.NegativeLogLikelihood(name="nll"),
+]
+
+
+def get_cv(X, y):
+    return StratifiedKFold(n_splits={folds}, shuffle=True, random_state=7).split(X, y)
+
+
+def _read(path, name):
+    data = pd.read_csv(os.path.join(path, "data", name))
+    return data.drop(columns=["target"]).to_numpy(), data["target"].to_numpy()
+
+
+def get_train_data(path="."):
+    return _read(path, "train.csv")
+
+
+def get_test_data(path="."):
+    return _read(path, "test.csv")
+"""
+
+CLASSIFIER = """\
+from sklearn.ensemble import RandomForestClassifier
+
+
+class Classifier:
+    def __init__(self):
+        self.model = RandomForestClassifier(n_estimators={trees}, random_state=0, n_jobs=1)
+
+    def fit(self, X, y):
+        self.model.fit(X, y)
+
+    def predict_proba(self, X):
+        return self.model.predict_proba(X)
+"""
+
+
+def write_kit(where: Path, folds: int, submissions: int) -> Path:
+    import pandas as pd
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=2500, n_features=20, n_informative=8, random_state=3)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(20)]).assign(target=y)
+    kit = where / "bench_kit"
+    (kit / "data").mkdir(parents=True)
+    frame.iloc[:2000].to_csv(kit / "data" / "train.csv", index=False)
+    frame.iloc[2000:].to_csv(kit / "data" / "test.csv", index=False)
+    (kit / "problem.py").write_text(PROBLEM.replace("{folds}", str(folds)))
+    for i in range(submissions):
+        sub = kit / "submissions" / f"forest_{i:02d}"
+        sub.mkdir(parents=True)
+        (sub / "classifier.py").write_text(CLASSIFIER.replace("{trees}", str(40 + i)))
+    return kit
+
+
+def run_ramp_test(kit: Path, names: list[str]) -> float:
+    script = Path(sys.executable).parent / "ramp-test"
+    start = time.perf_counter()
+    for name in names:
+        subprocess.run([str(script), "--submission", name], cwd=kit, check=True,
+                       capture_output=True)  # fmt: skip
+    return time.perf_counter() - start
+
+
+def run_datarun(kit: Path, submissions: int, folds: int, workers: int) -> tuple[float, float]:
+    """Wall time from the drop to the last bagged score; and to the last fold scored."""
+    with testbed() as bed:
+        watcher = Watcher(bed.spool, bed.url, WatcherConfig(rescan_seconds=3600))
+        master = Master(bed.spool, bed.url, watcher, MasterConfig())  # default intervals
+        executor = Executor(bed.url, bed.spool, ExecutorConfig(workers=workers))
+        stop = threading.Event()
+        threads = [threading.Thread(target=master.run, args=(stop,)),
+                   threading.Thread(target=executor.run, args=(stop,))]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        time.sleep(3)  # both up and idle: the zygote warm, the watcher watching
+        copy = shutil.copytree(kit, bed.spool.root.parent / "src" / kit.name)
+        start = time.perf_counter()
+        settle(copy).rename(bed.spool.incoming_datasets / kit.name)
+        scored_at = None
+        with db.connect(bed.url) as conn:
+            while True:
+                row = conn.execute(
+                    "select (select count(*) from jobs where state = 'scored') as scored,"
+                    " (select count(distinct submission_id) from bagged_scores) as bagged,"
+                    " (select count(*) from jobs where state = 'failed') as failed"
+                ).fetchone()
+                assert row is not None and row["failed"] == 0, "a fold failed"
+                if scored_at is None and row["scored"] == submissions * folds:
+                    scored_at = time.perf_counter() - start
+                if row["bagged"] == submissions:
+                    break
+                time.sleep(0.05)
+        wall = time.perf_counter() - start
+        stop.set()
+        for thread in threads:
+            thread.join()
+        executor.close()
+        watcher.close()
+    return wall, scored_at or wall
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(prog="python -m bench ramp", description=__doc__)
+    parser.add_argument("--folds", type=int, default=8)
+    parser.add_argument("--submissions", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    scratch = Path(tempfile.mkdtemp(prefix="datarun-bench-ramp-", dir="/tmp"))
+    try:
+        kit = write_kit(scratch / "kit", args.folds, args.submissions)
+        names = sorted(p.name for p in (kit / "submissions").iterdir())
+        theirs = run_ramp_test(shutil.copytree(kit, scratch / "theirs"), names)
+        ours, scored = run_datarun(kit, args.submissions, args.folds, args.workers)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    ratio = theirs / ours
+    print(f"ramp      {args.submissions} submissions x {args.folds} folds: ramp-test one after "
+          f"the other {theirs:.1f} s; datarun ({args.workers} workers) {ours:.1f} s to the last "
+          f"bagged score ({scored:.1f} s to the last fold scored); ratio {ratio:.2f}x "
+          f"(target >= 1.8x: {'met' if ratio >= 1.8 else 'MISSED'})")  # fmt: skip
+    return {"ramp_test_s": theirs, "datarun_s": ours, "ratio": ratio}
+
+
+if __name__ == "__main__":
+    main()
