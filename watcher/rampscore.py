@@ -48,6 +48,8 @@ class Scorer:
     def ask(self, payload: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             self.used = time.monotonic()
+            if self._proc is not None and self._proc.poll() is not None:
+                self._kill()  # it died since the last request: start another
             proc = self._proc or self._start()
             deadline = time.monotonic() + self.timeout
             try:
@@ -105,7 +107,8 @@ class Scorer:
             self._proc.wait()
             for pipe in (self._proc.stdin, self._proc.stdout):
                 if pipe is not None:
-                    pipe.close()
+                    with contextlib.suppress(OSError):  # unflushed bytes to a dead child
+                        pipe.close()
             self._proc = None
 
     def close(self) -> None:

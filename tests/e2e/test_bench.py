@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -36,3 +38,13 @@ def test_the_sweep_benchmark_runs():
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "sweep " in result.stdout and "latency " in result.stdout
+
+
+def test_the_ramp_benchmark_runs():
+    pytest.importorskip("rampwf", reason="needs the ramp extra")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "ramp", "--folds", "2", "--submissions", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "ramp-test one after the other" in result.stdout and "ratio" in result.stdout

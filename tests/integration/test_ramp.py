@@ -203,3 +203,37 @@ def test_submissions_dropped_alone_and_the_leaderboard_follows_the_first_score(
     assert [r["valid_mean"] for r in board] == sorted(r["valid_mean"] for r in board)
     with open(spool.results / "diabetes" / "leaderboard.csv") as handle:
         assert [row["submission"] for row in csv.DictReader(handle)] == [r["label"] for r in board]
+
+
+def test_a_dead_scoring_child_is_started_again_and_a_broken_kit_waits(
+    spool, make_watcher, make_executor, back_half, database_url, tmp_path
+):
+    kit = make_kit("notest", tmp_path)
+    watcher = make_watcher()
+    drop(kit, spool.incoming_datasets)
+    watcher.run_once()
+    watcher.run_once()
+    drain(make_executor())
+    sweeper, _ = back_half
+    store = next((spool.store / "datasets").iterdir())
+    scorer = sweeper.scorer(f"store/datasets/{store.name}")
+    with db.connect(database_url) as conn:
+        first = conn.execute("select id from jobs order by id limit 1").fetchone()["id"]
+        conn.execute("update jobs set state = 'predicted' where id <> %s", (first,))
+        conn.execute("update jobs set state = 'queued' where id = %s", (first,))
+    assert sweeper.sweep_once().scored == 2
+    assert scorer._proc is not None
+    scorer._proc.kill()  # the child dies between two sweeps
+    with db.connect(database_url) as conn:
+        conn.execute("update jobs set state = 'predicted' where id = %s", (first,))
+    assert sweeper.sweep_once().scored == 1  # a new child answered
+    problem = store / "bundle" / "problem.py"
+    problem.chmod(0o644)
+    problem.write_text(problem.read_text() + "\nraise RuntimeError('broken after the fact')\n")
+    scorer.close()
+    with db.connect(database_url) as conn:
+        conn.execute("update jobs set state = 'predicted'")
+    assert sweeper.sweep_once().scored == 0  # the kit cannot score now: the jobs wait
+    with db.connect(database_url) as conn:
+        states = {r["state"] for r in conn.execute("select state from jobs")}
+    assert states == {"predicted"}
