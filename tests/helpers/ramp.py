@@ -90,7 +90,7 @@ def _sklearn_data(kit: Path, name: str) -> None:
         _write(kit, *_split(_iris(), "species"))
     elif name == "notest":
         _write(kit, _split(_iris(), "species")[0], None)
-    elif name == "wine":
+    elif name in ("wine", "wine_pipeline"):
         _write(kit, *_split(_wine(), "cultivar"))
     elif name == "breast_cancer":
         _write(kit, *_split(_breast_cancer(), "benign"))

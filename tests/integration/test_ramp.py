@@ -80,7 +80,8 @@ def datarun_scores(url: str, submission: str) -> tuple[dict, dict]:
     return folds, bags
 
 
-KIT_NAMES = ["iris", "wine", "breast_cancer", "diabetes", "diabetes_fe", "notest", "external"]
+KIT_NAMES = ["iris", "wine", "wine_pipeline", "breast_cancer", "diabetes", "diabetes_fe",
+             "notest", "external"]  # fmt: skip
 
 
 @pytest.mark.parametrize("kit_name", KIT_NAMES)
