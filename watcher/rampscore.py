@@ -33,6 +33,10 @@ class KitScoringFailed(DatarunError):
     """The kit's scoring child failed as a whole (its problem.py, a timeout)."""
 
 
+class _Died(Exception):
+    """The child went away (or answered nonsense) during an exchange."""
+
+
 class Scorer:
     """One kit's scoring child, kept while the kit has work: it imports ramp-workflow and
     reads the kit's data once, then answers one JSON line per request. Thread-safe; a
@@ -48,27 +52,37 @@ class Scorer:
     def ask(self, payload: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             self.used = time.monotonic()
-            if self._proc is not None and self._proc.poll() is not None:
-                self._kill()  # it died since the last request: start another
-            proc = self._proc or self._start()
-            deadline = time.monotonic() + self.timeout
-            try:
-                assert proc.stdin is not None
-                proc.stdin.write(json.dumps(payload).encode() + b"\n")
-                proc.stdin.flush()
-                answer = json.loads(self._line(proc, deadline))
-            except (OSError, ValueError, KitScoringFailed) as exc:
-                self._kill()
-                if isinstance(exc, KitScoringFailed):
+            if self._proc is not None:
+                try:
+                    return self._exchange(self._proc, payload)
+                except _Died:  # it died since the last request: once more, with a new one
+                    self._kill()
+                except KitScoringFailed:
+                    self._kill()
                     raise
+            try:
+                return self._exchange(self._start(), payload)
+            except _Died as exc:
+                self._kill()
                 raise KitScoringFailed(
                     f"scoring with {self.kit}/problem.py failed: {exc}"
                 ) from None
-            if "fatal" in answer:
+            except KitScoringFailed:
                 self._kill()
-                raise KitScoringFailed(f"scoring with {self.kit}/problem.py failed: "
-                                       f"{answer['fatal']}")  # fmt: skip
-            return answer  # type: ignore[no-any-return]
+                raise
+
+    def _exchange(self, proc: subprocess.Popen[bytes], payload: dict[str, Any]) -> dict[str, Any]:
+        deadline = time.monotonic() + self.timeout
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(payload).encode() + b"\n")
+            proc.stdin.flush()
+            answer: dict[str, Any] = json.loads(self._line(proc, deadline))
+        except (OSError, ValueError) as exc:
+            raise _Died(str(exc)) from None
+        if "fatal" in answer:
+            raise KitScoringFailed(f"scoring with {self.kit}/problem.py failed: {answer['fatal']}")
+        return answer
 
     def _start(self) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
@@ -94,8 +108,7 @@ class Scorer:
             if ready:
                 chunk = os.read(fd, 1 << 20)
                 if not chunk:
-                    raise KitScoringFailed(f"scoring with {self.kit}/problem.py: the child "
-                                           f"died (exit {proc.wait()})")  # fmt: skip
+                    raise _Died(f"the child died (exit {proc.wait()})")
                 self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line

@@ -238,3 +238,31 @@ def test_a_dead_scoring_child_is_started_again_and_a_broken_kit_waits(
     with db.connect(database_url) as conn:
         states = {r["state"] for r in conn.execute("select state from jobs")}
     assert states == {"predicted"}
+
+
+def test_a_kit_that_scores_too_slowly_is_stopped_and_its_jobs_wait(
+    spool, make_watcher, make_executor, database_url, tmp_path, monkeypatch
+):
+    kit = make_kit("notest", tmp_path)
+    problem = kit / "problem.py"
+    problem.write_text(problem.read_text() + (
+        "\n\nif os.environ.get('DATARUN_TEST_SLOW_KIT'):\n"
+        "    import time\n\n    time.sleep(60)\n"
+    ))  # fmt: skip
+    watcher = make_watcher()
+    drop(kit, spool.incoming_datasets)
+    watcher.run_once()
+    watcher.run_once()
+    drain(make_executor())
+    monkeypatch.setenv("DATARUN_TEST_SLOW_KIT", "1")  # the scoring child's problem.py sleeps
+    database = db.Database(database_url, name="test ramp").open()
+    sweeper = Sweeper(spool, database, kit_timeout=2)
+    try:
+        assert sweeper.sweep_once().scored == 0
+        [scorer] = sweeper._scorers.values()
+        assert scorer._proc is None  # killed at the timeout
+    finally:
+        sweeper.close()
+        database.close()
+    with db.connect(database_url) as conn:
+        assert {r["state"] for r in conn.execute("select state from jobs")} == {"predicted"}
