@@ -10,6 +10,7 @@ exactly once (or answered exactly once), nothing is left in incoming/ or .stagin
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,13 @@ def kill_then_restart(at: int, monkeypatch, kill_at, make_watcher) -> bool:
 
 
 def restart(make_watcher) -> None:
-    """The next master: one pass, then it stops (and lets go of the lock)."""
+    """The next master: one pass, then it stops (and lets go of the lock). The dead
+    master's lock goes with its session, which the server may end a moment later."""
     watcher = make_watcher()
+    deadline = time.monotonic() + 10
+    while watcher._intake() is None:
+        assert time.monotonic() < deadline, "the dead master's lead was never released"
+        time.sleep(0.05)
     watcher.run_once()
     watcher.close()
 
