@@ -19,10 +19,11 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from tempfile import gettempdir
 from typing import Any
 
 from datarun import __version__, pgbin, sysuser
-from datarun.errors import DatabaseError, DatabaseUnavailable
+from datarun.errors import ConfigError, DatabaseError, DatabaseUnavailable
 from executor import outputs
 from executor.client import ZygoteClient, ZygoteDied
 from spool import db, jobs
@@ -111,9 +112,18 @@ class Executor:
         if os.geteuid() == 0:
             entry = sysuser.ensure(SANDBOX_USER, "run submission code")
             self._uid, self._gid = entry.pw_uid, entry.pw_gid
+            blocked = pgbin.blocking_ancestor((self.config.scratch or Path(gettempdir())) / "x")
+            if blocked is not None:
+                raise ConfigError(
+                    f"the sandbox user {SANDBOX_USER} cannot enter {blocked}, so folds cannot "
+                    "reach their scratch folders: set DATARUN_SCRATCH_DIR (scratch_dir) to a "
+                    "folder that others may traverse"
+                )
             self.warning = sandbox_import_warning()
             if self.warning:
                 log.warning("%s", self.warning)
+        for path in outputs.clean_stale(self.config.scratch):
+            log.info("removed %s, left by an executor that is gone", path)
         self.pool.open()
         self._register()
         self.zygote.start()

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from executor import SANDBOX_FAILED
 from spool.bundles import freeze, remove
 from spool.jobs import ClaimedJob, Outcome
 from spool.layout import Spool
@@ -27,8 +28,13 @@ MAX_PREDICTIONS = 4 * 2**30
 MAX_RESULT = 1 * 2**20
 
 
+SCRATCH_PREFIX = "datarun-fold-"
+
+
 def make_scratch(job: ClaimedJob, spool: Spool, parent: Path | None, uid: int | None) -> Path:
-    scratch = Path(tempfile.mkdtemp(prefix=f"datarun-fold-{job.key}-", dir=parent))
+    # The executor's pid in the name: a later executor removes what a killed one left.
+    prefix = f"{SCRATCH_PREFIX}{os.getpid()}-{job.key}-"
+    scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     scratch.chmod(0o755)
     shutil.copytree(spool.absolute(job.submission_path), scratch / "code", symlinks=True)
     freeze(scratch / "code")
@@ -60,7 +66,7 @@ def _read_untrusted(work: Path, name: str, cap: int) -> bytes | None:
 
 def _publish(folder: Path, name: str, data: bytes) -> Path:
     target = folder / name
-    tmp = folder / f".{name}.{os.getpid()}.tmp"
+    tmp = folder / f".{name}.tmp"  # one writer per (job, attempt): the name is its own
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
@@ -69,7 +75,9 @@ def _publish(folder: Path, name: str, data: bytes) -> Path:
     return target
 
 
-def _reason(done: dict[str, Any], result: dict[str, Any] | None, limits: dict[str, Any]) -> str:
+def _reason(
+    done: dict[str, Any], result: dict[str, Any] | None, limits: dict[str, Any], log_tail: str
+) -> str:
     """One line saying why a fold failed."""
     if done.get("op") == "error":
         return f"the fold could not start: {done.get('message')}"
@@ -88,6 +96,8 @@ def _reason(done: dict[str, Any], result: dict[str, Any] | None, limits: dict[st
         except ValueError:
             name = "unknown"
         return f"killed by signal {-code} ({name})"
+    if code == SANDBOX_FAILED and log_tail:
+        return f"the fold's sandbox could not be set up: {log_tail}"
     return f"exited with code {code} before writing its predictions"
 
 
@@ -111,7 +121,7 @@ def collect(
     if ok and predictions is None:
         ok, result = False, {"error": "the fold's predictions file is missing or not a file"}
     folder = spool.predictions
-    error = None if ok else _reason(done, result, spec["limits"])
+    error = None if ok else _reason(done, result, spec["limits"], _last_line(scratch / "fold.log"))
     log_path = folder / f"{job.key}.log"
     with open(log_path, "wb") as handle:  # a failure's reason first, then the output
         if error:
@@ -156,6 +166,16 @@ def collect(
     )
 
 
+def _last_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 1000))
+            lines = handle.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
 def _status(done: dict[str, Any]) -> str:
     if done.get("timed_out"):
         return "timeout"
@@ -173,3 +193,28 @@ def discard(job: ClaimedJob, spool: Spool) -> None:
 
 def clean(scratch: Path) -> None:
     remove(scratch)
+
+
+def clean_stale(parent: Path | None) -> list[Path]:
+    """Remove the scratch folders of executors that died without cleaning up."""
+    removed = []
+    for path in Path(parent or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        owner = path.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        if not owner.isdigit() or _alive(int(owner)):
+            continue
+        try:
+            remove(path)
+        except OSError:
+            continue  # another executor's clean-up got there first
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

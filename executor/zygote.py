@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from executor import SANDBOX_FAILED
+
 CHUNK = 1 << 16
 CACHE_DATASETS = 4
 
@@ -104,10 +106,12 @@ class Zygote:
         gc.freeze()  # the child's collector then leaves our objects (and their pages) alone
         pid = os.fork()
         if pid == 0:  # the fold's child: never returns
-            code = 70
+            code = SANDBOX_FAILED
             try:
                 os.close(read_end)
                 code = child_main(spec, data, write_end)
+            except BaseException as exc:  # the sandbox itself failed: its last log line
+                os.write(2, f"\n{type(exc).__name__}: {exc}\n".encode(errors="replace"))
             finally:
                 os._exit(code)
         os.close(write_end)

@@ -113,6 +113,8 @@ class Sweeper:
                 db.execute_many(conn, "job_unscorable", failed)
         for row in failed:
             log.info("job %s: %s", row["id"], row["error"])
+        for row in scored:
+            forget_older_attempts(self.spool.predictions, row["id"], row["attempt"])
         return SweepResult(len(scored), len(failed))
 
     def _checked(self, row: dict[str, Any]) -> Path:
@@ -180,6 +182,15 @@ class Sweeper:
         except Exception as exc:  # a truncated or foreign file
             raise Unscorable(f"cannot be read: {type(exc).__name__}: {exc}") from exc
         return score_fold(truth, row["fold"], train, test, list(row["metrics"]))
+
+
+def forget_older_attempts(folder: Path, job: int, attempt: int) -> None:
+    """Files of the job's earlier attempts (an executor killed before it could report):
+    once a later attempt is scored, nobody reads them."""
+    for earlier in range(1, attempt):
+        for ext in ("npz", "json", "log"):
+            (folder / f"{job}.{earlier}.{ext}").unlink(missing_ok=True)
+            (folder / f".{job}.{earlier}.{ext}.tmp").unlink(missing_ok=True)
 
 
 def _metadata(path: Path) -> dict[str, Any]:

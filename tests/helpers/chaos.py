@@ -1,0 +1,59 @@
+"""`datarun` with pause points, for chaos tests: `python -m tests.helpers.chaos ARGS`.
+
+A test asks for a pause at a named point by creating `<CHAOS_DIR>/want-<point>`.
+The first process to reach that point takes the request (renames it to
+`at-<point>-<pid>`) and waits there, to be SIGKILLed by the test. Points:
+
+- `claim`: a job is claimed and committed, its fold not started yet;
+- `publish`: a prediction file is written and fsynced, not yet renamed into place.
+
+Nothing of datarun's code is changed; its functions are wrapped here, in the test's
+process only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+POINTS = ("claim", "publish")
+
+
+def pause(point: str) -> None:
+    folder = Path(os.environ["CHAOS_DIR"])
+    try:
+        os.rename(folder / f"want-{point}", folder / f"at-{point}-{os.getpid()}")
+    except FileNotFoundError:
+        return
+    while True:  # until the test kills this process
+        time.sleep(60)
+
+
+def install() -> None:
+    from executor import outputs
+
+    make_scratch = outputs.make_scratch
+
+    def claimed(*args: Any, **kwargs: Any) -> Path:
+        pause("claim")
+        return make_scratch(*args, **kwargs)
+
+    outputs.make_scratch = claimed
+    replace = Path.replace
+
+    def publishing(self: Path, target: Any) -> Path:
+        if self.name.endswith(".tmp") and ".npz." in self.name:
+            pause("publish")
+        return replace(self, target)
+
+    Path.replace = publishing  # type: ignore[method-assign,assignment]
+
+
+if __name__ == "__main__":
+    install()
+    from datarun.cli import main
+
+    sys.exit(main())
