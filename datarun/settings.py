@@ -139,6 +139,11 @@ class Settings(BaseSettings):
         default=64, ge=1, description="processes a sandboxed fold may run (as datarun-run)"
     )
     fold_log_mb: float = Field(default=10.0, gt=0, description="cap on a fold's log")
+    fold_network: bool = Field(
+        default=False,
+        description="let folds use the network (by default a root executor gives each fold "
+        "an empty network namespace)",
+    )
     fold_threads: int = Field(default=1, ge=1, description="OMP/MKL/OpenBLAS threads per fold")
     stop_grace_seconds: float = Field(
         default=30.0, ge=0, description="on SIGTERM, time given to running folds to finish"

@@ -22,17 +22,16 @@ from pathlib import Path
 from tempfile import gettempdir
 from typing import Any
 
-from datarun import __version__, pgbin, sysuser
+from datarun import __version__, pgbin
 from datarun.errors import ConfigError, DatabaseError, DatabaseUnavailable
 from executor import outputs
 from executor.client import ZygoteClient, ZygoteDied
+from executor.sandbox import SANDBOX_USER, SandboxUsers, kill_user, network_check
 from spool import db, jobs
 from spool.jobs import ClaimedJob, Outcome
 from spool.layout import Spool
 
 log = logging.getLogger(__name__)
-
-SANDBOX_USER = "datarun-run"
 
 
 @dataclass(frozen=True)
@@ -50,12 +49,14 @@ class ExecutorConfig:
     threads: int = 1
     stop_grace_seconds: float = 30.0
     scratch: Path | None = None
+    network: bool = False  # folds keep the network (else, as root: a namespace of their own)
     name: str | None = None  # how this executor is listed (default: the host name)
 
     def limits(self) -> dict[str, Any]:
         return {"timeout": self.timeout_seconds, "cpu_seconds": self.cpu_seconds,
                 "memory_mb": self.memory_mb, "max_processes": self.max_processes,
-                "log_bytes": int(self.log_mb * 2**20)}  # fmt: skip
+                "log_bytes": int(self.log_mb * 2**20),
+                "network": "host" if self.network or os.geteuid() != 0 else "none"}  # fmt: skip
 
 
 def sandbox_import_warning() -> str | None:
@@ -87,8 +88,7 @@ class Executor:
         self.zygote = ZygoteClient(config.threads)
         self.id: int | None = None
         self.host = config.name or socket.gethostname()
-        self._uid: int | None = None
-        self._gid: int | None = None
+        self._users: SandboxUsers | None = None  # when root: a user per running fold
         self._active: dict[str, tuple[ClaimedJob, Future[dict[str, Any]] | None]] = {}
         self._active_lock = threading.Lock()
         self._wake = threading.Condition()
@@ -110,15 +110,17 @@ class Executor:
         # that much to each hand-over (a fold's end reaching its worker, say).
         sys.setswitchinterval(0.0005)
         if os.geteuid() == 0:
-            entry = sysuser.ensure(SANDBOX_USER, "run submission code")
-            self._uid, self._gid = entry.pw_uid, entry.pw_gid
             blocked = pgbin.blocking_ancestor((self.config.scratch or Path(gettempdir())) / "x")
             if blocked is not None:
                 raise ConfigError(
-                    f"the sandbox user {SANDBOX_USER} cannot enter {blocked}, so folds cannot "
-                    "reach their scratch folders: set DATARUN_SCRATCH_DIR (scratch_dir) to a "
-                    "folder that others may traverse"
+                    f"the sandbox users ({SANDBOX_USER}-N) cannot enter {blocked}, so folds "
+                    "cannot reach their scratch folders: set DATARUN_SCRATCH_DIR (scratch_dir) "
+                    "to a folder that others may traverse"
                 )
+            if not self.config.network:
+                network_check()
+            self._users = SandboxUsers(self.config.workers)
+            log.info("folds run as %s", ", ".join(self._users.lease()))
             self.warning = sandbox_import_warning()
             if self.warning:
                 log.warning("%s", self.warning)
@@ -148,6 +150,8 @@ class Executor:
             return
         self._closed = True
         self.zygote.close()
+        if self._users is not None:
+            self._users.close()
         if self.id is not None:
             try:
                 with self.pool.connection() as conn:
@@ -183,9 +187,12 @@ class Executor:
         spec: dict[str, Any] = {"limits": self.config.limits()}
         with self._active_lock:
             self._active[job.key] = (job, None)
+        ids = self._users.take() if self._users else None
+        done: dict[str, Any] = {}
         try:
-            scratch = outputs.make_scratch(job, self.spool, self.config.scratch, self._uid)
-            spec = self._spec(job, scratch)
+            uid = ids[0] if ids else None
+            scratch = outputs.make_scratch(job, self.spool, self.config.scratch, uid)
+            spec = self._spec(job, scratch, ids)
             future = self.zygote.run(job.key, spec)
             with self._active_lock:
                 self._active[job.key] = (job, future)
@@ -197,6 +204,10 @@ class Executor:
         finally:
             with self._active_lock:
                 self._active.pop(job.key, None)
+            if ids and self._users:
+                if done.get("op") != "done":  # the zygote did not see this fold's end
+                    kill_user(ids[0])
+                self._users.give(ids)
         try:
             if job.key in self._handing_back:
                 self._handing_back.discard(job.key)
@@ -223,14 +234,14 @@ class Executor:
             if scratch is not None:
                 outputs.clean(scratch)
 
-    def _spec(self, job: ClaimedJob, scratch: Path) -> dict[str, Any]:
+    def _spec(self, job: ClaimedJob, scratch: Path, ids: tuple[int, int] | None) -> dict[str, Any]:
         return {
             "dataset_path": str(self.spool.absolute(job.dataset_path)),
             "kind": job.kind, "workflow": job.workflow, "task": job.task, "target": job.target,
             "fold": job.fold, "classes": job.summary.get("classes") or [],
             "code": str(scratch / "code"), "work": str(scratch / "work"),
             "log": str(scratch / "fold.log"),
-            "uid": self._uid, "gid": self._gid,
+            "uid": ids[0] if ids else None, "gid": ids[1] if ids else None,
             "limits": self.config.limits(),
             "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch / "work"),
                     "TMPDIR": str(scratch / "work"), "LANG": "C.UTF-8",

@@ -2,8 +2,9 @@
 
 The child starts in the zygote's memory (libraries and dataset already loaded), then,
 before touching submission code: becomes its own session and process group, sends
-its output to the zygote's pipe, sets its rlimits, drops to the sandbox user when the
-executor is root, moves into its work folder and replaces its environment. It writes
+its output to the zygote's pipe, sets its rlimits, and, when the executor is root,
+leaves the network (an empty namespace of its own) and drops to the sandbox user; then
+it moves into its work folder and replaces its environment. It writes
 only into that folder: `pred.npz` and `result.json`; the executor copies them out.
 """
 
@@ -23,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from executor.sandbox import no_network
 
 RESULT = "result.json"
 PREDICTIONS = "pred.npz"
@@ -92,6 +95,8 @@ def confine(spec: dict[str, Any]) -> None:
         room = _vm_size() + int(limits["memory_mb"]) * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (room, room))
     if spec.get("uid") is not None:
+        if limits.get("network") == "none":
+            no_network()
         if limits.get("max_processes"):
             n = int(limits["max_processes"])
             resource.setrlimit(resource.RLIMIT_NPROC, (n, n))

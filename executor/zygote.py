@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from executor import SANDBOX_FAILED
+from executor.sandbox import kill_user
 
 CHUNK = 1 << 16
 CACHE_DATASETS = 4
@@ -44,6 +45,7 @@ class Running:
     deadline: float
     started: float
     base_rss_kb: int
+    uid: int | None  # the fold's own user, whose every process dies with the fold
     written: int = 0
     dropped: int = 0
     timed_out: bool = False
@@ -118,7 +120,8 @@ class Zygote:
         os.set_blocking(read_end, False)
         now = time.monotonic()
         job = Running(key, pid, read_end, log, int(spec["limits"]["log_bytes"]),
-                      now + float(spec["limits"]["timeout"]), now, base)  # fmt: skip
+                      now + float(spec["limits"]["timeout"]), now, base,
+                      spec.get("uid"))  # fmt: skip
         self.running[key] = job
         self.by_pipe[read_end] = job
         self.by_pid[pid] = job
@@ -168,6 +171,8 @@ class Zygote:
             if job is None:
                 continue
             _killpg(pid)  # whatever the fold left running dies with it
+            if job.uid is not None:  # even what left its session
+                kill_user(job.uid)
             job.exit = (status, usage)
             if job.pipe in self.by_pipe:
                 self.drain(job.pipe)

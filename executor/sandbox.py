@@ -1,0 +1,117 @@
+"""What a root executor gives each fold: a user of its own, and no network.
+
+Each fold that may run at once has its own system user (see SandboxUsers). The
+network goes with an empty network namespace of the fold's own.
+
+Python 3.11 has no `os.unshare`, hence libc. The namespace holds only a loopback that
+is down, so a fold reaches nothing: not the database, not the spool's server, not the
+internet. It needs root (CAP_SYS_ADMIN), which a container may withhold: the executor
+tries once at start and refuses to run folds with a network they were not meant to have.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import signal
+import threading
+from pathlib import Path
+
+from datarun import sysuser
+from datarun.errors import ConfigError
+
+CLONE_NEWNET = 0x40000000
+SANDBOX_USER = "datarun-run"  # the base name: folds run as datarun-run-1, -2, ...
+LEASES = Path("/run/datarun-sandbox")  # root's, and gone at reboot with the leases
+
+
+def no_network() -> None:
+    """Move this process into a new, empty network namespace."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"cannot take the network away: {os.strerror(errno)}")
+
+
+def network_check() -> None:
+    """Can a fold leave the network here? Tried in a child, which then exits."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            no_network()
+        except OSError:
+            os._exit(1)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise ConfigError(
+            "folds cannot be cut off from the network on this machine (a network namespace "
+            "needs CAP_SYS_ADMIN, which a container may withhold): grant it, or set "
+            "DATARUN_FOLD_NETWORK=true (fold_network) to let folds use the network"
+        )
+
+
+class SandboxUsers:
+    """The users folds run as when the executor is root: one per fold that may run at
+    once, so that a fold cannot touch another's files or processes, and so that all of
+    a fold's processes, even those that left its session, can be killed at its end.
+    Each user is leased machine-wide with a lock file, so two executors on one machine
+    never share one: `datarun-run-1`, `datarun-run-2`, ... created when first needed."""
+
+    def __init__(self, count: int, leases: Path = LEASES) -> None:
+        self.count = count
+        self.leases = leases
+        self._fds: list[int] = []
+        self._free: list[tuple[int, int]] = []
+        self._ready = threading.Condition()
+
+    def lease(self) -> list[str]:
+        self.leases.mkdir(mode=0o700, parents=True, exist_ok=True)
+        names = []
+        k = 0
+        while len(self._fds) < self.count:
+            k += 1
+            name = f"{SANDBOX_USER}-{k}"
+            fd = os.open(self.leases / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another executor's
+                os.close(fd)
+                continue
+            entry = sysuser.ensure(name, "run submission code")
+            kill_user(entry.pw_uid)  # whatever a dead executor's fold left behind
+            self._fds.append(fd)
+            self._free.append((entry.pw_uid, entry.pw_gid))
+            names.append(name)
+        return names
+
+    def take(self) -> tuple[int, int]:
+        with self._ready:
+            self._ready.wait_for(lambda: bool(self._free))
+            return self._free.pop()
+
+    def give(self, ids: tuple[int, int]) -> None:
+        with self._ready:
+            self._free.append(ids)
+            self._ready.notify()
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
+
+
+def kill_user(uid: int) -> None:
+    """SIGKILL every process of `uid`: from a child that becomes that user, since
+    kill(-1) reaches exactly the processes a user may signal (its own), atomically."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setuid(uid)
+            os.kill(-1, signal.SIGKILL)
+        except BaseException:
+            os._exit(1)
+        os._exit(0)
+    os.waitpid(pid, 0)
