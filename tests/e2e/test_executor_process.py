@@ -14,6 +14,8 @@ from spool import db
 from tests.helpers.cli import DATARUN
 from tests.integration.test_executor import hostile, job_rows, register
 
+pytestmark = pytest.mark.chaos
+
 SLOW = hostile("import time; time.sleep({seconds})").replace(
     "return None", "import numpy as np; return np.full((len(X), 3), 1 / 3)"
 )

@@ -179,6 +179,7 @@ def test_every_workflow_predicts_train_and_test(
             assert got["train"].min() >= 0.05 / 1.1  # the calibrator's clipping shows
 
 
+@pytest.mark.chaos
 def test_hostile_submissions_fail_with_their_reason_and_the_executor_carries_on(
     spool, make_watcher, make_executor, database_url, tmp_path, monkeypatch
 ):

@@ -21,6 +21,8 @@ from tests.conftest import drop, staged
 from tests.helpers import bundles as B
 from watcher import intake as intake_module
 
+pytestmark = pytest.mark.chaos
+
 
 class Killed(BaseException):
     pass

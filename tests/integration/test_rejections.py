@@ -30,6 +30,8 @@ from tests.helpers import bundles as B
 from watcher.daemon import Watcher, WatcherConfig
 from watcher.intake import IntakeConfig
 
+pytestmark = pytest.mark.chaos
+
 
 @dataclass(frozen=True)
 class Case:

@@ -23,7 +23,7 @@ from spool.manifests import (
     parse_submission_manifest,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore:Duplicate name")
+pytestmark = [pytest.mark.chaos, pytest.mark.filterwarnings("ignore:Duplicate name")]
 
 KEYS = ["name", "target", "task", "workflow", "scores", "title", "dataset", "team",
         "priority", "train", "test", "test_fraction", "scheme", "n_splits", "shuffle",
