@@ -136,7 +136,9 @@ class Settings(BaseSettings):
         default=4096, ge=64, description="a fold's memory beyond what it starts with"
     )
     fold_max_processes: int = Field(
-        default=64, ge=1, description="processes a sandboxed fold may run (as datarun-run)"
+        default=64,
+        ge=1,
+        description="processes a sandboxed fold may run (as its own datarun-run-N user)",
     )
     fold_log_mb: float = Field(default=10.0, gt=0, description="cap on a fold's log")
     fold_network: bool = Field(

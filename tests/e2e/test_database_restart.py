@@ -85,7 +85,7 @@ def test_a_fast_restart_of_the_database_loses_nothing(tmp_path: Path):
         for name in ("slow0", "slow1", "slow2", "late"):
             path = spool / "results" / "iris" / f"{name}.v1" / "status.json"
             wait_for(path.is_file, 30, f"{name}'s results")
-            wait_for(lambda p=path: json.loads(p.read_text())["state"] == "scored", 30, name)
+            wait_for(lambda: json.loads(path.read_text())["state"] == "scored", 30, name)  # noqa: B023
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
