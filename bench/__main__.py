@@ -1,24 +1,60 @@
-"""python -m bench NAME [options]  (python -m bench NAME --help for its options)."""
+"""python -m bench NAME [options]   one benchmark (python -m bench NAME --help)
+python -m bench all [--quick]      every benchmark, in the order of docs/benchmarks.md
+
+--quick runs each at a tiny size, to prove it still runs (CI does this); its figures
+mean nothing."""
 
 from __future__ import annotations
 
+import os
+import platform
 import sys
+import time
+from collections.abc import Callable
 
-from bench import executor, intake, ramp, sweep
+from bench import executor, firstfold, intake, memory, peers, ramp, scale, sweep
 
-BENCHMARKS = {"intake": intake.main, "executor": executor.main, "sweep": sweep.main,
-              "ramp": ramp.main}  # fmt: skip
+Main = Callable[[list[str]], dict[str, float]]
+
+# name: (its main, the arguments of a quick run)
+BENCHMARKS: dict[str, tuple[Main, list[str]]] = {
+    "intake": (intake.main, ["--drops", "3", "--poll-seconds", "0.2"]),
+    "firstfold": (firstfold.main, ["--drops", "2"]),
+    "peers": (peers.main, ["--jobs", "200"]),
+    "executor": (executor.main, ["--folds", "10", "--jobs", "200"]),
+    "load": (ramp.load_main, ["--folds", "2", "--submissions", "2", "--trees", "5"]),
+    "ramp": (ramp.main, ["--folds", "2", "--submissions", "2"]),
+    "sweep": (sweep.main, ["--files", "20", "--samples", "2"]),
+    "scale": (scale.main, ["--queued", "2000", "--claims", "100"]),
+    "memory": (memory.main, ["--submissions", "20"]),
+}
+
+
+def machine() -> str:
+    cores = len(os.sched_getaffinity(0))
+    return f"{platform.machine()}, {cores} cores, Python {platform.python_version()}"
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in {*BENCHMARKS, "all"}:
+    name = argv[0] if argv else ""
+    if name in ("-h", "--help") or name not in {*BENCHMARKS, "all"}:
         print(__doc__.strip())
         print("benchmarks: " + ", ".join(BENCHMARKS) + ", all")
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    names = list(BENCHMARKS) if argv[0] == "all" else [argv[0]]
-    for name in names:
+        return 0 if name in ("-h", "--help") else 2
+    if name != "all":
         print(f"== {name}")
-        BENCHMARKS[name](argv[1:] if argv[0] != "all" else [])
+        BENCHMARKS[name][0](argv[1:])
+        return 0
+    quick = "--quick" in argv[1:]
+    print(
+        f"# datarun benchmarks{' (quick: sizes too small to mean anything)' if quick else ''}"
+        f" on {machine()}"
+    )
+    for each, (run, tiny) in BENCHMARKS.items():
+        start = time.monotonic()
+        print(f"== {each}", flush=True)
+        run(tiny if quick else [])
+        print(f"   ({time.monotonic() - start:.0f} s)", flush=True)
     return 0
 
 

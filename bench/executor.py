@@ -97,34 +97,45 @@ def bench_folds(total: int, workers: int = 2) -> dict[str, float]:
     return {"datarun_s": datarun, "joblib_s": baseline, "overhead_ms": overhead * 1000}
 
 
+def claims_rate(bed: Bed, total: int, claimers: int = 8, batch: int = 1) -> float:
+    """Jobs per second: `claimers` threads claim and complete `total` no-op jobs."""
+    with db.connect(bed.url) as conn:
+        conn.execute("truncate jobs, submissions, datasets, executors restart identity cascade")
+        conn.execute(
+            "insert into datasets (name, kind, workflow, metrics, n_folds, content_hash,"
+            " store_path) values ('noop', 'native', 'classifier', '{accuracy}', 1, 'h', 'x');"
+            "insert into submissions (dataset_id, name, content_hash, store_path)"
+            " values (1, 'noop', 'h', 'x');"
+        )
+        conn.execute(
+            "insert into jobs (submission_id, fold, queue)"
+            " select 1, g, case when g %% 2 = 0 then 'high' else 'low' end"
+            " from generate_series(0, %s - 1) g", [total],
+        )  # fmt: skip
+        executor = jobs_sql.register_executor(
+            conn, host="bench", pid=0, queues=["high", "low"], workers=claimers,
+            version="bench", limits={},
+        )  # fmt: skip
+
+    def claimer(done: list[int]) -> None:
+        with db.connect(bed.url, durable=False) as conn:  # as executors connect
+            n, known = 0, {}  # type: ignore[var-annotated]
+            while claimed := jobs_sql.claim(conn, executor, ["high", "low"], batch, known):
+                for job in claimed:
+                    outcome = jobs_sql.Outcome(prediction_path="x")
+                    assert jobs_sql.complete(conn, job, executor, outcome)
+                    n += 1
+            done.append(n)
+
+    done: list[int] = []
+    seconds = _timed([threading.Thread(target=claimer, args=(done,)) for _ in range(claimers)])
+    assert sum(done) == total, done
+    return total / seconds
+
+
 def bench_claims(total: int, claimers: int = 8, batch: int = 1) -> dict[str, float]:
     with testbed() as bed:
-        with db.connect(bed.url) as conn:
-            conn.execute(
-                "insert into datasets (name, kind, workflow, metrics, n_folds, content_hash,"
-                " store_path) values ('noop', 'native', 'classifier', '{accuracy}', 1, 'h', 'x');"
-                "insert into submissions (dataset_id, name, content_hash, store_path)"
-                " values (1, 'noop', 'h', 'x');"
-            )
-            conn.execute(
-                "insert into jobs (submission_id, fold, queue)"
-                " select 1, g, case when g %% 2 = 0 then 'high' else 'low' end"
-                " from generate_series(0, %s - 1) g", [total],
-            )  # fmt: skip
-            executor = jobs_sql.register_executor(
-                conn, host="bench", pid=0, queues=["high", "low"], workers=claimers,
-                version="bench", limits={},
-            )  # fmt: skip
-
-        def claimer(done: list[int]) -> None:
-            with db.connect(bed.url, durable=False) as conn:  # as executors connect
-                n, known = 0, {}  # type: ignore[var-annotated]
-                while claimed := jobs_sql.claim(conn, executor, ["high", "low"], batch, known):
-                    for job in claimed:
-                        outcome = jobs_sql.Outcome(prediction_path="x")
-                        assert jobs_sql.complete(conn, job, executor, outcome)
-                        n += 1
-                done.append(n)
+        rate = claims_rate(bed, total, claimers, batch)
 
         def bare(count: int) -> None:
             with psycopg.connect(bed.url, autocommit=True) as conn:
@@ -132,12 +143,9 @@ def bench_claims(total: int, claimers: int = 8, batch: int = 1) -> dict[str, flo
                     conn.execute("select 1")
                     conn.execute("select 1")
 
-        done: list[int] = []
-        datarun = _timed([threading.Thread(target=claimer, args=(done,)) for _ in range(claimers)])
-        assert sum(done) == total, done
         baseline = _timed([threading.Thread(target=bare, args=(total // claimers,))
                            for _ in range(claimers)])  # fmt: skip
-    rate, floor = total / datarun, total / baseline
+    floor = total / baseline
     print(f"claims    {total} no-op jobs, {claimers} claimers, {batch} per claim: "
           f"{rate:,.0f} jobs/s; bare round "
           f"trips (2 per job): {floor:,.0f} jobs/s; ratio {rate / floor:.2f} "

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import settle, testbed
 from executor.daemon import Executor, ExecutorConfig
@@ -76,7 +77,7 @@ class Classifier:
 """
 
 
-def write_kit(where: Path, folds: int, submissions: int) -> Path:
+def write_kit(where: Path, folds: int, submissions: int, trees: int = 40) -> Path:
     import pandas as pd
     from sklearn.datasets import make_classification
 
@@ -90,7 +91,7 @@ def write_kit(where: Path, folds: int, submissions: int) -> Path:
     for i in range(submissions):
         sub = kit / "submissions" / f"forest_{i:02d}"
         sub.mkdir(parents=True)
-        (sub / "classifier.py").write_text(CLASSIFIER.replace("{trees}", str(40 + i)))
+        (sub / "classifier.py").write_text(CLASSIFIER.replace("{trees}", str(trees + i)))
     return kit
 
 
@@ -103,8 +104,11 @@ def run_ramp_test(kit: Path, names: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def run_datarun(kit: Path, submissions: int, folds: int, workers: int) -> tuple[float, float]:
-    """Wall time from the drop to the last bagged score; and to the last fold scored."""
+def run_datarun(
+    kit: Path, submissions: int, folds: int, workers: int
+) -> tuple[float, float, float]:
+    """Wall time from the drop to the last bagged score; to the last fold scored; and
+    from the first claim to the last fold's end (the executor's share)."""
     with testbed() as bed:
         watcher = Watcher(bed.spool, bed.url, WatcherConfig(rescan_seconds=3600))
         master = Master(bed.spool, bed.url, watcher, MasterConfig())  # default intervals
@@ -132,13 +136,74 @@ def run_datarun(kit: Path, submissions: int, folds: int, workers: int) -> tuple[
                 if row["bagged"] == submissions:
                     break
                 time.sleep(0.05)
+            span = conn.execute(
+                "select extract(epoch from max(finished_at) - min(claimed_at)) as s from jobs"
+            ).fetchone()
         wall = time.perf_counter() - start
         stop.set()
         for thread in threads:
             thread.join()
         executor.close()
         watcher.close()
-    return wall, scored_at or wall
+    return wall, scored_at or wall, float(span["s"]) if span else wall
+
+
+def run_joblib(kit: Path, names: list[str], workers: int) -> float:
+    """The same fits as datarun's folds (train on the fold's rows, predict the whole
+    training set and the test set), by joblib.Parallel(n_jobs=workers), one process."""
+    import rampwf as rw
+    from joblib import Parallel, delayed
+
+    problem = rw.utils.assert_read_problem(str(kit))
+    X, y = problem.get_train_data(str(kit))
+    X_test, _ = problem.get_test_data(str(kit))
+    folds = list(problem.get_cv(X, y))
+    first = str(kit / "submissions" / names[0])
+    parallel = Parallel(n_jobs=workers)
+    # Untimed, as datarun's warm zygote: joblib's workers started, scikit-learn imported.
+    parallel(delayed(_fit)(problem.workflow, first, (X, y, X_test), folds[0][0][:50])
+             for _ in range(workers))  # fmt: skip
+    start = time.perf_counter()
+    parallel(
+        delayed(_fit)(problem.workflow, str(kit / "submissions" / name), (X, y, X_test), rows)
+        for name in names for rows, _ in folds
+    )  # fmt: skip
+    return time.perf_counter() - start
+
+
+def _fit(workflow: Any, path: str, data: tuple[Any, Any, Any], rows: Any) -> None:
+    X, y, X_test = data
+    trained = workflow.train_submission(path, X, y, rows)
+    workflow.test_submission(trained, X)
+    workflow.test_submission(trained, X_test)
+
+
+def load_main(argv: list[str] | None = None) -> dict[str, float]:
+    """python -m bench load: random forests of 100 trees on a RAMP kit, 8 folds, 10
+    submissions: datarun's executor (first claim to last fold) against
+    joblib.Parallel(n_jobs=2) running the same 80 fits in one process. Target: ratio
+    <= 1.10."""
+    parser = argparse.ArgumentParser(prog="python -m bench load", description=load_main.__doc__)
+    parser.add_argument("--folds", type=int, default=8)
+    parser.add_argument("--submissions", type=int, default=10)
+    parser.add_argument("--trees", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    scratch = Path(tempfile.mkdtemp(prefix="datarun-bench-load-", dir="/tmp"))
+    try:
+        kit = write_kit(scratch / "kit", args.folds, args.submissions, args.trees)
+        names = sorted(p.name for p in (kit / "submissions").iterdir())
+        baseline = run_joblib(kit, names, args.workers)
+        _, scored, executing = run_datarun(kit, args.submissions, args.folds, args.workers)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    ratio = executing / baseline
+    n = args.submissions * args.folds
+    print(f"load      {n} folds of {args.trees}-tree forests, {args.workers} workers: "
+          f"joblib.Parallel {baseline:.1f} s; datarun's executor {executing:.1f} s (first claim "
+          f"to last fold), {scored:.1f} s from the drop to the last fold scored; ratio "
+          f"{ratio:.2f} (target <= 1.10: {'met' if ratio <= 1.10 else 'MISSED'})")  # fmt: skip
+    return {"joblib_s": baseline, "datarun_s": executing, "ratio": ratio}
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -152,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         kit = write_kit(scratch / "kit", args.folds, args.submissions)
         names = sorted(p.name for p in (kit / "submissions").iterdir())
         theirs = run_ramp_test(shutil.copytree(kit, scratch / "theirs"), names)
-        ours, scored = run_datarun(kit, args.submissions, args.folds, args.workers)
+        ours, scored, _ = run_datarun(kit, args.submissions, args.folds, args.workers)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     ratio = theirs / ours

@@ -10,6 +10,7 @@ fold runs: the claim commits at once, the completion is one fenced UPDATE.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import socket
@@ -61,9 +62,8 @@ class ExecutorConfig:
 
 def sandbox_import_warning() -> str | None:
     """Folds run as datarun-run: can that user read this Python's own files?"""
-    import sklearn
-
-    for path in (Path(os.__file__), Path(sklearn.__file__)):
+    spec = importlib.util.find_spec("sklearn")  # found, not imported: the parent stays small
+    for path in (Path(os.__file__), Path(spec.origin if spec and spec.origin else os.__file__)):
         blocked = pgbin.blocking_ancestor(path)
         if blocked is not None:
             return (

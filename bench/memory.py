@@ -1,0 +1,122 @@
+"""Memory (issue 10): peak RSS of `datarun master` with `--submissions` registered
+submissions, and RSS of an idle `datarun executor` parent, as real processes.
+
+The master starts on an empty spool (its idle peak is the baseline), then the
+submissions are dropped (one dataset of 3 folds: three jobs each) and registered by
+it, and it writes their results; its peak RSS (VmHWM) is read once every
+submission's status.json exists. The executor starts with 2 workers and is read after
+it has registered and idled for 3 s: its parent only, the zygote (which holds numpy,
+pandas and scikit-learn for the folds) is reported beside it. Targets: <= 200 MB each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import Bed, settle, testbed, write_dataset, write_submission
+from spool import db
+
+MB = 2**20
+
+
+def status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def start(bed: Bed, *args: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATARUN_")}
+    env.update(DATARUN_HOME=str(bed.spool.root.parent / "home"), DATARUN_SPOOL=str(bed.spool.root),
+               DATARUN_DATABASE_URL=bed.url, DATARUN_RESCAN_SECONDS="3600")  # fmt: skip
+    return subprocess.Popen([sys.executable, "-m", "datarun", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def count(bed: Bed, sql: str) -> int:
+    with db.connect(bed.url) as conn:
+        row = conn.execute(sql).fetchone()
+        return int(row["n"]) if row else 0
+
+
+def wait(check: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def master_peak(submissions: int) -> tuple[float, float]:
+    with testbed() as bed:
+        master = start(bed, "master")
+        try:
+            time.sleep(5)
+            idle = status_kb(master.pid, "VmHWM") / 1024
+            settle(write_dataset(bed.spool.root / "src", "iris", 3)).rename(
+                bed.spool.incoming_datasets / "iris"
+            )
+            wait(lambda: count(bed, "select count(*) as n from datasets") == 1, 120, "dataset")
+            src = bed.spool.root / "subs"
+            made = [settle(write_submission(src, f"s{i:05d}", i)) for i in range(submissions)]
+            into = bed.spool.incoming_submissions / "iris"
+            for path in made:
+                path.rename(into / path.name)
+            wait(lambda: count(bed, "select count(*) as n from submissions") == submissions,
+                 3600, "registrations")  # fmt: skip
+            results = bed.spool.results / "iris"
+            wait(lambda: sum(1 for _ in results.glob("*/status.json")) == submissions,
+                 3600, "results")  # fmt: skip
+            peak = status_kb(master.pid, "VmHWM") / 1024
+        finally:
+            master.terminate()
+            master.wait(timeout=60)
+    return idle, peak
+
+
+def executor_rss() -> tuple[float, float]:
+    with testbed() as bed:
+        executor = start(bed, "executor", "--workers", "2")
+        try:
+            wait(lambda: count(bed, "select count(*) as n from executors") == 1, 120, "executor")
+            time.sleep(3)
+            parent = status_kb(executor.pid, "VmRSS") / 1024
+            children = Path(f"/proc/{executor.pid}/task/{executor.pid}/children").read_text()
+            zygote = sum(status_kb(int(pid), "VmRSS") for pid in children.split()) / 1024
+        finally:
+            executor.terminate()
+            executor.wait(timeout=60)
+    return parent, zygote
+
+
+def bare_python() -> float:
+    out = subprocess.run([sys.executable, "-c", "import psycopg; print(open('/proc/self/status')"
+                          ".read().split('VmRSS:')[1].split()[0])"], capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    return int(out.stdout) / 1024
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(prog="python -m bench memory", description=__doc__)
+    parser.add_argument("--submissions", type=int, default=10_000)
+    args = parser.parse_args(argv)
+    idle, peak = master_peak(args.submissions)
+    parent, zygote = executor_rss()
+    bare = bare_python()
+    print(f"memory    master peak RSS with {args.submissions:,} submissions {peak:.0f} MB "
+          f"(idle {idle:.0f} MB, ratio {peak / idle:.2f}); idle executor parent {parent:.0f} MB "
+          f"(its zygote {zygote:.0f} MB); bare Python with psycopg {bare:.0f} MB (targets "
+          f"<= 200 MB: master {'met' if peak <= 200 else 'MISSED'}, executor "
+          f"{'met' if parent <= 200 else 'MISSED'})")  # fmt: skip
+    return {"master_peak_mb": peak, "master_idle_mb": idle, "executor_mb": parent,
+            "zygote_mb": zygote}  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

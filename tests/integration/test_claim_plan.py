@@ -1,0 +1,35 @@
+"""The claim query reads its partial index, however many jobs wait: with 100,000
+queued jobs (and as many finished) its plan must not scan the table."""
+
+from __future__ import annotations
+
+import json
+
+from spool import db, jobs
+from spool.queries import query
+
+SEED = """
+insert into datasets (name, kind, workflow, metrics, n_folds, content_hash, store_path)
+values ('big', 'native', 'classifier', '{accuracy}', 1, 'h', 'x');
+insert into submissions (dataset_id, name, content_hash, store_path)
+values (1, 'big', 'h', 'x');
+insert into jobs (submission_id, fold, queue, state)
+select 1, g, case when g % 2 = 0 then 'high' else 'low' end,
+       case when g < 100000 then 'queued' else 'cancelled' end
+from generate_series(0, 199999) g;
+analyze jobs;
+"""
+
+
+def plan(conn: db.Conn, queues: list[str]) -> str:
+    params = {"executor": 1, "priorities": jobs.priorities(queues), "n": 1}
+    rows = conn.execute("explain (format json) " + query("jobs_claim"), params).fetchall()
+    return json.dumps(rows[0])
+
+
+def test_the_claim_uses_its_index_with_100000_queued_jobs(conn):
+    conn.execute(SEED)
+    for queues in (["high", "low"], ["low"], ["high"]):
+        text = plan(conn, queues)
+        assert "jobs_claim_idx" in text, text
+        assert "Seq Scan" not in text, text
