@@ -55,7 +55,7 @@ def _joblib(prepared: Path, n_folds: int, total: int) -> float:
     test = pd.read_parquet(prepared / "test.parquet")
     folds = np.load(prepared / "folds.npz")
     X, y = train.drop(columns=["target"]).to_numpy(), train["target"].to_numpy()
-    X_test = test.drop(columns=["target"]).to_numpy()
+    X_test = test.drop(columns=["target"], errors="ignore").to_numpy()
 
     start = time.perf_counter()
     Parallel(n_jobs=2)(

@@ -149,6 +149,6 @@ def run(
     fitted = time.perf_counter()
     pred_train = model.predict(X)
     predicted = time.perf_counter()
-    pred_test = model.predict(test.drop(columns=[target])) if test is not None else None
+    pred_test = model.predict(test) if test is not None else None
     done = time.perf_counter()
     return Predictions(pred_train, pred_test, fitted - start, predicted - fitted, done - predicted)

@@ -68,13 +68,13 @@ class Zygote:
 
     # ---- data ---------------------------------------------------------------------
 
-    def dataset(self, path: str, kind: str) -> Any:
+    def dataset(self, path: str, kind: str, target: str | None) -> Any:
         from executor.fold import load_dataset
 
         if path in self.cache:
             self.cache.move_to_end(path)
             return self.cache[path]
-        data = load_dataset(Path(path), kind)
+        data = load_dataset(Path(path), kind, target)
         self.cache[path] = data
         while len(self.cache) > CACHE_DATASETS:
             self.cache.popitem(last=False)
@@ -98,7 +98,8 @@ class Zygote:
         from executor.fold import child_main
 
         try:
-            data = self.dataset(spec["dataset_path"], spec.get("kind", "native"))
+            kind = spec.get("kind", "native")
+            data = self.dataset(spec["dataset_path"], kind, spec.get("target"))
             log = open(spec["log"], "wb")  # noqa: SIM115 (closed when the child is reaped)
         except Exception as exc:
             self.send({"op": "error", "key": key, "message": f"{type(exc).__name__}: {exc}"})
@@ -342,7 +343,7 @@ def _warm_workflows(X: Any, y: Any) -> None:
     frame = X.assign(target=y)
     with tempfile.TemporaryDirectory() as code:
         Path(code, "classifier.py").write_text(WARM_CLASSIFIER, encoding="utf-8")
-        workflows.run("classifier", "classification", Path(code), train=frame, test=frame,
+        workflows.run("classifier", "classification", Path(code), train=frame, test=X,
                       target="target", train_rows=np.arange(40), classes=["0", "1", "2"],
                       seed=0)  # fmt: skip
     sys.modules.pop("submission_classifier", None)

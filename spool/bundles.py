@@ -336,6 +336,27 @@ def freeze(top: Path) -> None:
         os.chmod(folder, 0o555)
 
 
+def private(path: Path) -> None:
+    """Make a frozen file or tree readable by its owner only (the master): what folds,
+    which run as other users, must not read (a dataset's raw files, its test labels)."""
+    if path.is_symlink() or not path.exists():
+        return
+    if not path.is_dir():
+        os.chmod(path, 0o400)
+        return
+    stack, folders = [path], []
+    while stack:
+        folder = stack.pop()
+        folders.append(folder)
+        for entry in os.scandir(folder):
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                os.chmod(entry.path, 0o400)
+    for folder in reversed(folders):
+        os.chmod(folder, 0o500)
+
+
 def remove(path: Path) -> None:
     """Remove a file, link or folder tree, however deep or read-only (no recursion)."""
     if path.is_symlink() or not path.is_dir():

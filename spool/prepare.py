@@ -3,8 +3,10 @@ compute the CV folds once, and write them where executors read them.
 
 This runs in a child process (`python -m spool.prepare BUNDLE OUT`), with a timeout,
 never inside a daemon: data files are large and pandas' parsers are not ours to trust.
-The child writes OUT/train.parquet, OUT/test.parquet (when there is a test set),
-OUT/folds.npz and OUT/summary.json, or OUT/error.txt (one problem per line) and exits 2.
+The child writes OUT/train.parquet, OUT/test.parquet and OUT/test_labels.parquet (when
+there is a test set: its features, and its target apart, so that the intake can make the
+labels readable by the master only), OUT/folds.npz and OUT/summary.json, or
+OUT/error.txt (one problem per line) and exits 2.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FOLDS_FILE = "folds.npz"
+LABELS_FILE = "test_labels.parquet"
 SUMMARY_FILE = "summary.json"
 ERROR_FILE = "error.txt"
 SCRUBBED = ("DATARUN_DATABASE_URL", "DATARUN_DB_PASSWORD", "PGPASSWORD", "PGPASSFILE")
@@ -232,7 +235,8 @@ def prepare(bundle: Path, out: Path) -> dict[str, Any]:
     try:
         train.to_parquet(out / "train.parquet", index=False)
         if test is not None:
-            test.to_parquet(out / "test.parquet", index=False)
+            test.drop(columns=[m.target]).to_parquet(out / "test.parquet", index=False)
+            test[[m.target]].to_parquet(out / LABELS_FILE, index=False)
     except Exception as exc:
         raise BundleError(f"{m.data.train}: a column mixes types: {_one_line(exc)}") from None
     arrays = {f"train_{i}": t for i, (t, _) in enumerate(folds)}

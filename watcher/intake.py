@@ -42,7 +42,7 @@ from spool.manifests import (
     parse_dataset_manifest,
     parse_submission_manifest,
 )
-from spool.prepare import prepare_in_child
+from spool.prepare import LABELS_FILE, prepare_in_child
 from spool.workflows import check_submission
 
 log = logging.getLogger(__name__)
@@ -251,6 +251,10 @@ class Intake:
             ident = registry.next_id(self.conn, "datasets")
             store_path = self.spool.dataset_store(ident)
             target = self._store(token / "work", store_path)
+            # Folds read the prepared features, never these: the raw files hold the test
+            # rows' targets too.
+            bundles.private(target / "bundle")
+            bundles.private(target / "prepared" / LABELS_FILE)
             try:
                 registry.register_dataset(
                     self.conn, id=ident, store_path=store_path, manifest=manifest,

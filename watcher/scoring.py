@@ -21,6 +21,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import get_scorer
 
+from spool.prepare import LABELS_FILE
 from watcher.fastscore import TWINS, Guarded
 
 SPLITS = ("train", "valid", "test")
@@ -50,8 +51,12 @@ class Truth:
 def load_truth(store: Path, target: str, task: str) -> Truth:
     prepared = store / "prepared"
     y_train = pd.read_parquet(prepared / "train.parquet", columns=[target])[target].to_numpy()
-    test = prepared / "test.parquet"
-    y_test = pd.read_parquet(test, columns=[target])[target].to_numpy() if test.is_file() else None
+    labels = prepared / LABELS_FILE  # the test set's target, the master's only
+    if not labels.is_file() and (prepared / "test.parquet").is_file():
+        labels = prepared / "test.parquet"  # stored before the labels were kept apart
+    y_test = None
+    if labels.is_file():
+        y_test = pd.read_parquet(labels, columns=[target])[target].to_numpy()
     with np.load(prepared / "folds.npz", allow_pickle=False) as data:
         folds = {name: data[name] for name in data.files}
     classes = np.unique(y_train) if task == "classification" else None

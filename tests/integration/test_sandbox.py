@@ -1,6 +1,7 @@
 """What a submission cannot do from its fold, when the executor is root: fork without
-end, write anywhere but its work folder, reach the database or the network. Plus a
-gigabyte of output, capped. Each fold fails with its own reason; good folds run."""
+end, write anywhere but its work folder, reach the database or the network, read the
+test labels (from files or from memory). Plus a gigabyte of output, capped. Each fold
+fails with its own reason; good folds run."""
 
 from __future__ import annotations
 
@@ -56,6 +57,20 @@ CALLS = """import socket
                 pass
         raise RuntimeError(f'connections made: {{made}}')"""
 
+PEEKS = """import gc, pandas
+        seen = []
+        for path in {paths!r}:
+            try:
+                with open(path, 'rb') as handle:
+                    handle.read(1)
+                seen.append(path)
+            except OSError:
+                pass
+        for o in gc.get_objects():  # the zygote's data, inherited: the test rows' labels?
+            if isinstance(o, pandas.DataFrame) and 'target' in o.columns and len(o) == 30:
+                seen.append('memory')
+        raise RuntimeError(f'labels seen: {{seen}}')"""
+
 SHOUTS = """import sys
         for _ in range(1024):
             sys.stdout.write('x' * 2**20)
@@ -102,7 +117,11 @@ def test_a_fork_bomb_writes_and_connections_are_refused(
     paths = [str(p) for p in (*[stored / str(i) for i in range(1, 5)], stored,
                               spool.store / "datasets" / "1", spool.predictions,
                               spool.results, spool.incoming_submissions, spool.root)]  # fmt: skip
+    dataset = spool.store / "datasets" / "1"
+    secrets = [str(dataset / "bundle" / "train.csv"),
+               str(dataset / "prepared" / "test_labels.parquet")]  # fmt: skip
     subs = {"good": B.CLASSIFIER, "forks": hostile(FORKS),
+            "peeks": hostile(PEEKS.format(paths=secrets)),
             "scribbles": hostile(SCRIBBLES.format(paths=paths)),
             "calls": hostile(CALLS.format(targets=targets))}  # fmt: skip
     register(spool, make_watcher, tmp_path, subs)
@@ -115,7 +134,9 @@ def test_a_fork_bomb_writes_and_connections_are_refused(
         "forks": {"BlockingIOError: [Errno 11] Resource temporarily unavailable"},
         "scribbles": {"RuntimeError: writes that worked: []"},
         "calls": {"RuntimeError: connections made: []"},
+        "peeks": {"RuntimeError: labels seen: []"},
     }
+    assert all(Path(path).is_file() for path in secrets)  # there, for the master only
     assert not accepted
     assert not list(spool.root.rglob("planted.txt"))
     assert sandbox_processes() == []  # the bomb's sleepers went with their fold
