@@ -34,7 +34,7 @@ def status_kb(pid: int, field: str) -> int:
 def start(bed: Bed, *args: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATARUN_")}
     env.update(DATARUN_HOME=str(bed.spool.root.parent / "home"), DATARUN_SPOOL=str(bed.spool.root),
-               DATARUN_DATABASE_URL=bed.url, DATARUN_RESCAN_SECONDS="3600")  # fmt: skip
+               DATARUN_DATABASE_URL=bed.url)  # fmt: skip
     return subprocess.Popen([sys.executable, "-m", "datarun", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 

@@ -137,8 +137,17 @@ def run_datarun(
                     break
                 time.sleep(0.05)
             span = conn.execute(
-                "select extract(epoch from max(finished_at) - min(claimed_at)) as s from jobs"
+                "select extract(epoch from max(finished_at) - min(claimed_at)) as s,"
+                " avg(extract(epoch from finished_at - claimed_at)) as fold,"
+                " avg(train_seconds + valid_seconds + coalesce(test_seconds, 0)) as work,"
+                " avg(cpu_seconds) as cpu from jobs"
             ).fetchone()
+            if span:
+                print(
+                    f"          per fold: {span['fold'] * 1000:.0f} ms from claim to "
+                    f"completion, of which the workflow's fit and predictions "
+                    f"{span['work'] * 1000:.0f} ms; the child's CPU {span['cpu'] * 1000:.0f} ms"
+                )
         wall = time.perf_counter() - start
         stop.set()
         for thread in threads:

@@ -39,6 +39,22 @@ log = logging.getLogger(__name__)
 MOVE_PAIRING_SECONDS = 0.005
 
 
+class _Overflow(logging.Filter):
+    """The kernel's inotify queue overflowed (a burst of thousands of drops): events
+    were lost. watchdog only logs it, so we listen to that log line and rescan at
+    once, rather than leave the lost drops to the rescan timer. Should a watchdog
+    release word it otherwise, the timer still finds them."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        super().__init__()
+        self.watcher = watcher
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "overflow" in record.getMessage().lower():
+            self.watcher.request_rescan()
+        return True
+
+
 @dataclass(frozen=True)
 class WatcherConfig:
     settle_seconds: float = 2.0
@@ -209,7 +225,12 @@ class Watcher:
         """Until `stop` is set: react to inotify events, rescan on a timer, never die of
         bad input, and back off while the database is away."""
         observer = None
+        overflow = _Overflow(self)
+        inotify_log = logging.getLogger("watchdog.observers.inotify_c")
         if not self.config.poll:
+            inotify_log.addFilter(overflow)
+            if not inotify_log.isEnabledFor(logging.WARNING):
+                inotify_log.setLevel(logging.WARNING)  # else no record reaches the filter
             InotifyMoveEventGrouper.delay = MOVE_PAIRING_SECONDS
             observer = InotifyObserver(generate_full_events=True)
             observer.schedule(_Events(self._events), str(self.spool.root / "incoming"),
@@ -239,6 +260,7 @@ class Watcher:
                     log.exception("watcher pass failed; continuing")
                     stop.wait(1.0)
         finally:
+            inotify_log.removeFilter(overflow)
             if observer is not None:
                 observer.stop()
                 observer.join(timeout=5)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
 
 from spool import db
 from tests.conftest import age, drop, staged
@@ -120,3 +124,33 @@ def test_bad_drops_never_stop_the_daemon(spool, make_watcher, database_url, tmp_
         wait_for(lambda: count(database_url, "datasets") == 1)
         wait_for(lambda: len(list(spool.rejected.iterdir())) == 6)
     assert all((p / "REJECTED.txt").is_file() for p in spool.rejected.iterdir())
+
+
+@pytest.fixture
+def small_inotify_queue() -> Iterator[None]:
+    """A kernel queue of 32 events (new inotify instances only), as if thousands of
+    drops had arrived at once; restored afterwards."""
+    knob = Path("/proc/sys/fs/inotify/max_queued_events")
+    if os.geteuid() != 0 or not os.access(knob, os.W_OK):
+        pytest.skip("needs root to shrink the kernel's inotify queue")
+    before = knob.read_text()
+    knob.write_text("32")
+    try:
+        yield
+    finally:
+        knob.write_text(before)
+
+
+def test_an_overflowed_inotify_queue_is_rescanned_at_once(
+    spool, make_watcher, database_url, tmp_path, small_inotify_queue
+):
+    drop(B.dataset(tmp_path / "d"), spool.incoming_datasets)
+    sources = [age(B.submission(tmp_path / "burst", name=f"s{i:03d}", variant=i))
+               for i in range(200)]  # fmt: skip
+    into = spool.incoming_submissions / "iris"
+    with running(make_watcher(rescan_seconds=3600)):  # no timer to fall back on
+        wait_for(into.is_dir)
+        for source in sources:
+            source.rename(into / source.name)
+        wait_for(lambda: count(database_url, "submissions") == 200, timeout=60)
+    assert list(into.iterdir()) == []
