@@ -105,16 +105,18 @@ def run_ramp_test(kit: Path, names: list[str]) -> float:
 
 
 def run_datarun(
-    kit: Path, submissions: int, folds: int, workers: int
+    kit: Path, submissions: int, folds: int, workers: int, *, score: bool = True
 ) -> tuple[float, float, float]:
     """Wall time from the drop to the last bagged score; to the last fold scored; and
-    from the first claim to the last fold's end (the executor's share)."""
+    from the first claim to the last fold's end (the executor's share). Without
+    `score`, only the watcher runs beside the executor (no sweeper, no results), and
+    the run ends at the last fold predicted."""
     with testbed() as bed:
         watcher = Watcher(bed.spool, bed.url, WatcherConfig(rescan_seconds=3600))
         master = Master(bed.spool, bed.url, watcher, MasterConfig())  # default intervals
         executor = Executor(bed.url, bed.spool, ExecutorConfig(workers=workers))
         stop = threading.Event()
-        threads = [threading.Thread(target=master.run, args=(stop,)),
+        threads = [threading.Thread(target=master.run if score else watcher.run, args=(stop,)),
                    threading.Thread(target=executor.run, args=(stop,))]  # fmt: skip
         for thread in threads:
             thread.start()
@@ -126,14 +128,15 @@ def run_datarun(
         with db.connect(bed.url) as conn:
             while True:
                 row = conn.execute(
-                    "select (select count(*) from jobs where state = 'scored') as scored,"
+                    "select (select count(*) from jobs where state = %s) as scored,"
                     " (select count(distinct submission_id) from bagged_scores) as bagged,"
-                    " (select count(*) from jobs where state = 'failed') as failed"
+                    " (select count(*) from jobs where state = 'failed') as failed",
+                    ["scored" if score else "predicted"],
                 ).fetchone()
                 assert row is not None and row["failed"] == 0, "a fold failed"
                 if scored_at is None and row["scored"] == submissions * folds:
                     scored_at = time.perf_counter() - start
-                if row["bagged"] == submissions:
+                if row["bagged"] == submissions or (not score and scored_at is not None):
                     break
                 time.sleep(0.05)
             span = conn.execute(
@@ -142,7 +145,7 @@ def run_datarun(
                 " avg(train_seconds + valid_seconds + coalesce(test_seconds, 0)) as work,"
                 " avg(cpu_seconds) as cpu from jobs"
             ).fetchone()
-            if span:
+            if span and not score:
                 print(
                     f"          per fold: {span['fold'] * 1000:.0f} ms from claim to "
                     f"completion, of which the workflow's fit and predictions "
@@ -189,9 +192,10 @@ def _fit(workflow: Any, path: str, data: tuple[Any, Any, Any], rows: Any) -> Non
 
 def load_main(argv: list[str] | None = None) -> dict[str, float]:
     """python -m bench load: random forests of 100 trees on a RAMP kit, 8 folds, 10
-    submissions: datarun's executor (first claim to last fold) against
-    joblib.Parallel(n_jobs=2) running the same 80 fits in one process. Target: ratio
-    <= 1.10."""
+    submissions: datarun's executor (first claim to last fold, with only the watcher
+    beside it) against joblib.Parallel(n_jobs=2) running the same 80 fits in one
+    process (workers started beforehand, as datarun's zygote). Then the same with the
+    master scoring meanwhile, from the drop. Target: ratio <= 1.10."""
     parser = argparse.ArgumentParser(prog="python -m bench load", description=load_main.__doc__)
     parser.add_argument("--folds", type=int, default=8)
     parser.add_argument("--submissions", type=int, default=10)
@@ -203,14 +207,17 @@ def load_main(argv: list[str] | None = None) -> dict[str, float]:
         kit = write_kit(scratch / "kit", args.folds, args.submissions, args.trees)
         names = sorted(p.name for p in (kit / "submissions").iterdir())
         baseline = run_joblib(kit, names, args.workers)
-        _, scored, executing = run_datarun(kit, args.submissions, args.folds, args.workers)
+        _, _, executing = run_datarun(kit, args.submissions, args.folds, args.workers,
+                                      score=False)  # fmt: skip
+        _, scored, _ = run_datarun(kit, args.submissions, args.folds, args.workers)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     ratio = executing / baseline
     n = args.submissions * args.folds
     print(f"load      {n} folds of {args.trees}-tree forests, {args.workers} workers: "
           f"joblib.Parallel {baseline:.1f} s; datarun's executor {executing:.1f} s (first claim "
-          f"to last fold), {scored:.1f} s from the drop to the last fold scored; ratio "
+          f"to last fold, the master's sweeper off); with the sweeper scoring meanwhile "
+          f"{scored:.1f} s from the drop to the last fold scored; ratio "
           f"{ratio:.2f} (target <= 1.10: {'met' if ratio <= 1.10 else 'MISSED'})")  # fmt: skip
     return {"joblib_s": baseline, "datarun_s": executing, "ratio": ratio}
 
