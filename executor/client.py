@@ -39,6 +39,9 @@ class ZygoteClient:
         self._proc: subprocess.Popen[bytes] | None = None
         self._pending: dict[str, Future[dict[str, Any]]] = {}
         self._ready = threading.Event()
+        # The sandbox users' lease locks: the zygote holds them too, so a user is not
+        # leased again while an old zygote (its executor killed) may still fork as it.
+        self.pass_fds: tuple[int, ...] = ()
 
     def start(self) -> None:
         with self._lock:
@@ -49,6 +52,7 @@ class ZygoteClient:
                 [sys.executable, "-m", "executor.zygote"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 env=scrubbed_environment(self.threads), cwd="/", start_new_session=True,
+                pass_fds=self.pass_fds,
             )  # fmt: skip
             assert self._proc.stdout is not None
             threading.Thread(target=self._read, args=(self._proc.stdout,), daemon=True,

@@ -27,7 +27,13 @@ from datarun import __version__, pgbin
 from datarun.errors import ConfigError, DatabaseError, DatabaseUnavailable
 from executor import outputs
 from executor.client import ZygoteClient, ZygoteDied
-from executor.sandbox import SANDBOX_USER, SandboxUsers, kill_user, network_check
+from executor.sandbox import (
+    SANDBOX_USER,
+    SandboxUsers,
+    kill_user,
+    network_check,
+    remove_files_of,
+)
 from spool import db, jobs
 from spool.jobs import ClaimedJob, Outcome
 from spool.layout import Spool
@@ -119,8 +125,10 @@ class Executor:
                 )
             if not self.config.network:
                 network_check()
-            self._users = SandboxUsers(self.config.workers)
-            log.info("folds run as %s", ", ".join(self._users.lease()))
+            if self._users is None:
+                self._users = SandboxUsers(self.config.workers)
+                log.info("folds run as %s", ", ".join(self._users.lease()))
+                self.zygote.pass_fds = self._users.fds
             self.warning = sandbox_import_warning()
             if self.warning:
                 log.warning("%s", self.warning)
@@ -190,8 +198,7 @@ class Executor:
         ids = self._users.take() if self._users else None
         done: dict[str, Any] = {}
         try:
-            uid = ids[0] if ids else None
-            scratch = outputs.make_scratch(job, self.spool, self.config.scratch, uid)
+            scratch = outputs.make_scratch(job, self.spool, self.config.scratch, ids)
             spec = self._spec(job, scratch, ids)
             future = self.zygote.run(job.key, spec)
             with self._active_lock:
@@ -204,10 +211,8 @@ class Executor:
         finally:
             with self._active_lock:
                 self._active.pop(job.key, None)
-            if ids and self._users:
-                if done.get("op") != "done":  # the zygote did not see this fold's end
-                    kill_user(ids[0])
-                self._users.give(ids)
+            if ids and done.get("op") != "done":  # the zygote did not see this fold's end
+                kill_user(ids[0])
         try:
             if job.key in self._handing_back:
                 self._handing_back.discard(job.key)
@@ -231,8 +236,15 @@ class Executor:
             elif outcome.error:
                 log.info("job %s failed: %s", job.key, outcome.error)
         finally:
-            if scratch is not None:
-                outputs.clean(scratch)
+            try:
+                if scratch is not None:
+                    outputs.clean(scratch)
+            finally:
+                # Only now, its files read and removed and its processes dead, may the
+                # user run another fold: never while this fold's work folder exists.
+                if ids and self._users:
+                    remove_files_of(ids[0])
+                    self._users.give(ids)
 
     def _spec(self, job: ClaimedJob, scratch: Path, ids: tuple[int, int] | None) -> dict[str, Any]:
         return {

@@ -10,6 +10,7 @@ only into that folder: `pred.npz` and `result.json`; the executor copies them ou
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ import pandas as pd
 
 from executor.sandbox import no_network
 
+PR_SET_NO_NEW_PRIVS = 38
 RESULT = "result.json"
 PREDICTIONS = "pred.npz"
 
@@ -94,6 +96,10 @@ def confine(spec: dict[str, Any]) -> None:
         room = _vm_size() + int(limits["memory_mb"]) * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (room, room))
     if spec.get("uid") is not None:
+        # No privilege from setuid or setgid programs (crontab, at): nothing outlives it.
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "cannot set no_new_privs")
         if limits.get("network") == "none":
             no_network()
         if limits.get("max_processes"):

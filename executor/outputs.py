@@ -31,17 +31,26 @@ MAX_RESULT = 1 * 2**20
 SCRATCH_PREFIX = "datarun-fold-"
 
 
-def make_scratch(job: ClaimedJob, spool: Spool, parent: Path | None, uid: int | None) -> Path:
+def make_scratch(
+    job: ClaimedJob, spool: Spool, parent: Path | None, ids: tuple[int, int] | None
+) -> Path:
+    """The fold's folder: its user may enter it (not list it), read `code/` (through
+    its group: other folds may not) and write in `work/` alone."""
     # The executor's pid in the name: a later executor removes what a killed one left.
     prefix = f"{SCRATCH_PREFIX}{os.getpid()}-{job.key}-"
     scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    scratch.chmod(0o755)
-    shutil.copytree(spool.absolute(job.submission_path), scratch / "code", symlinks=True)
-    freeze(scratch / "code")
+    scratch.chmod(0o711 if ids else 0o700)
+    code = scratch / "code"
+    shutil.copytree(spool.absolute(job.submission_path), code, symlinks=True)
+    freeze(code)
     work = scratch / "work"
     work.mkdir(mode=0o700)
-    if uid is not None:
-        os.chown(work, uid, -1)
+    if ids is not None:
+        os.chown(work, ids[0], -1)
+        for path in [code, *code.rglob("*")]:
+            if not path.is_symlink():
+                os.chown(path, -1, ids[1])
+                path.chmod(path.stat().st_mode & ~0o007)
     return scratch
 
 
@@ -170,7 +179,8 @@ def _last_line(path: Path) -> str:
     try:
         with open(path, "rb") as handle:
             handle.seek(max(0, os.fstat(handle.fileno()).st_size - 1000))
-            lines = handle.read().decode(errors="replace").strip().splitlines()
+            text = handle.read().decode(errors="replace")
+            lines = [x for x in text.strip().splitlines() if not x.startswith("[datarun:")]
     except OSError:
         return ""
     return lines[-1][:300] if lines else ""
@@ -202,6 +212,8 @@ def clean_stale(parent: Path | None) -> list[Path]:
         owner = path.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
         if not owner.isdigit() or _alive(int(owner)):
             continue
+        if path.lstat().st_uid != os.geteuid() or path.is_symlink():
+            continue  # not an executor's: a fold may make such names in /tmp
         try:
             remove(path)
         except OSError:

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import logging
 import os
+import pwd
+import shutil
 import signal
 import threading
 from pathlib import Path
 
 from datarun import sysuser
 from datarun.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000
 SANDBOX_USER = "datarun-run"  # the base name: folds run as datarun-run-1, -2, ...
@@ -62,34 +67,50 @@ class SandboxUsers:
     def __init__(self, count: int, leases: Path = LEASES) -> None:
         self.count = count
         self.leases = leases
-        self._fds: list[int] = []
+        self._held: dict[str, int] = {}  # user name -> its lock's fd
         self._free: list[tuple[int, int]] = []
         self._ready = threading.Condition()
 
+    @property
+    def fds(self) -> tuple[int, ...]:
+        return tuple(self._held.values())
+
     def lease(self) -> list[str]:
-        self.leases.mkdir(mode=0o700, parents=True, exist_ok=True)
-        names = []
-        k = 0
-        while len(self._fds) < self.count:
-            k += 1
-            name = f"{SANDBOX_USER}-{k}"
-            fd = os.open(self.leases / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # another executor's
-                os.close(fd)
-                continue
-            entry = sysuser.ensure(name, "run submission code")
-            kill_user(entry.pw_uid)  # whatever a dead executor's fold left behind
-            self._fds.append(fd)
-            self._free.append((entry.pw_uid, entry.pw_gid))
-            names.append(name)
-        return names
+        """Lock `count` users. Every free lease on the way (a dead executor's, however
+        many workers it had) has its user's leftover processes killed first."""
+        if self._held:
+            return list(self._held)
+        try:
+            self.leases.mkdir(mode=0o700, parents=True, exist_ok=True)
+            known = {p.name for p in self.leases.glob(f"{SANDBOX_USER}-*")}
+            k = 0
+            while len(self._held) < self.count or f"{SANDBOX_USER}-{k + 1}" in known:
+                k += 1
+                name = f"{SANDBOX_USER}-{k}"
+                fd = os.open(self.leases / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # another executor's
+                    os.close(fd)
+                    continue
+                entry = sysuser.ensure(name, "run submission code")
+                kill_user(entry.pw_uid)  # whatever a dead executor's fold left behind
+                if len(self._held) < self.count:
+                    self._held[name] = fd
+                    self._free.append((entry.pw_uid, entry.pw_gid))
+                else:
+                    os.close(fd)  # cleaned, not needed
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot lease the sandbox users' locks in {self.leases}: {exc}; the "
+                "executor runs as root and needs that folder writable"
+            ) from exc
+        return list(self._held)
 
     def take(self) -> tuple[int, int]:
         with self._ready:
             self._ready.wait_for(lambda: bool(self._free))
-            return self._free.pop()
+            return self._free.pop(0)  # the longest idle first
 
     def give(self, ids: tuple[int, int]) -> None:
         with self._ready:
@@ -97,21 +118,57 @@ class SandboxUsers:
             self._ready.notify()
 
     def close(self) -> None:
-        for fd in self._fds:
+        """Kill what the users still run, then let the leases go."""
+        for name, fd in self._held.items():
+            kill_user(pwd.getpwnam(name).pw_uid)
             os.close(fd)
-        self._fds.clear()
+        self._held.clear()
 
 
-def kill_user(uid: int) -> None:
+def kill_user(uid: int) -> bool:
     """SIGKILL every process of `uid`: from a child that becomes that user, since
-    kill(-1) reaches exactly the processes a user may signal (its own), atomically."""
-    pid = os.fork()
-    if pid == 0:
+    kill(-1) reaches exactly the processes a user may signal (its own), atomically.
+    False (and logged) when that could not be done; never raises."""
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setgroups([])
+                os.setuid(uid)
+                os.kill(-1, signal.SIGKILL)
+            except ProcessLookupError:
+                os._exit(0)  # it had no process left
+            except BaseException:
+                os._exit(1)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+    except OSError as exc:
+        log.error("could not kill the processes of uid %d: %s", uid, exc)
+        return False
+    if os.waitstatus_to_exitcode(status) != 0:
+        log.error("could not kill the processes of uid %d", uid)
+        return False
+    return True
+
+
+SHARED = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
+
+
+def remove_files_of(uid: int) -> None:
+    """What a fold's user left in the machine's shared folders (its processes are dead
+    by now): the next fold that runs as this user must not find it."""
+    for folder in SHARED:
         try:
-            os.setgroups([])
-            os.setuid(uid)
-            os.kill(-1, signal.SIGKILL)
-        except BaseException:
-            os._exit(1)
-        os._exit(0)
-    os.waitpid(pid, 0)
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)  # fd-based: safe against swapped links
+                else:
+                    os.unlink(entry.path)
+            except OSError as exc:
+                log.warning("could not remove %s: %s", entry.path, exc)

@@ -100,7 +100,7 @@ class Zygote:
         try:
             kind = spec.get("kind", "native")
             data = self.dataset(spec["dataset_path"], kind, spec.get("target"))
-            log = open(spec["log"], "wb")  # noqa: SIM115 (closed when the child is reaped)
+            log = open(spec["log"], "wb", opener=_private)  # noqa: SIM115 (closed at reap)
         except Exception as exc:
             self.send({"op": "error", "key": key, "message": f"{type(exc).__name__}: {exc}"})
             return
@@ -244,6 +244,10 @@ class Zygote:
         while self.by_pid and time.monotonic() < deadline:
             self.reap()
             time.sleep(0.01)
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)  # the fold's log: not for other folds' eyes
 
 
 def _killpg(pid: int) -> None:

@@ -68,6 +68,9 @@ class Spool:
                 except OSError as exc:
                     raise DatarunError(f"cannot create the spool folder {folder}: {exc}") from exc
                 made.append(folder)
+        # Drops are checked and prepared in here (a dataset's test labels included):
+        # the master's alone.
+        self.staging.chmod(0o700)
         return made
 
     def check(self) -> None:

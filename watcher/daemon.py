@@ -224,6 +224,10 @@ class Watcher:
     def run(self, stop: threading.Event) -> None:
         """Until `stop` is set: react to inotify events, rescan on a timer, never die of
         bad input, and back off while the database is away."""
+        try:  # a spool made before staging was kept private
+            self.spool.staging.chmod(0o700)
+        except OSError as exc:
+            log.warning("cannot make %s private: %s", self.spool.staging, exc)
         observer = None
         overflow = _Overflow(self)
         inotify_log = logging.getLogger("watchdog.observers.inotify_c")

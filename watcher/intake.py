@@ -250,11 +250,10 @@ class Intake:
                                        self.config.prepare_timeout)  # fmt: skip
             ident = registry.next_id(self.conn, "datasets")
             store_path = self.spool.dataset_store(ident)
-            target = self._store(token / "work", store_path)
             # Folds read the prepared features, never these: the raw files hold the test
             # rows' targets too.
-            bundles.private(target / "bundle")
-            bundles.private(target / "prepared" / LABELS_FILE)
+            target = self._store(token / "work", store_path,
+                                 private=("bundle", f"prepared/{LABELS_FILE}"))  # fmt: skip
             try:
                 registry.register_dataset(
                     self.conn, id=ident, store_path=store_path, manifest=manifest,
@@ -404,12 +403,17 @@ class Intake:
 
     # ---- shared steps -----------------------------------------------------------
 
-    def _store(self, source: Path, store_path: str) -> Path:
-        """Move our checked copy to its place in store/ and make it read-only."""
+    def _store(self, source: Path, store_path: str, private: tuple[str, ...] = ()) -> Path:
+        """Make our checked copy read-only (the `private` parts for the master only),
+        then move it to its place in store/: it arrives there as it must stay."""
         target = self.spool.absolute(store_path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        bundles.freeze(source)
+        for part in private:
+            bundles.private(source / part)
+        source.chmod(0o700)  # a folder moved to another parent must be writable (non-root)
         source.rename(target)
-        bundles.freeze(target)
+        target.chmod(0o555)
         return target
 
     def _forget(self, token: Path) -> None:

@@ -5,6 +5,7 @@ fails with its own reason; good folds run."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -71,6 +72,13 @@ PEEKS = """import gc, pandas
                 seen.append('memory')
         raise RuntimeError(f'labels seen: {{seen}}')"""
 
+LITTERS = """import os
+        for folder in ('/tmp', '/var/tmp', '/dev/shm'):
+            with open(os.path.join(folder, 'datarun-litter-' + str(os.getpid())), 'w') as f:
+                f.write('for the next fold of this user')
+        flag = [l for l in open('/proc/self/status') if l.startswith('NoNewPrivs')]
+        raise RuntimeError(f'littered; {flag[0].split()[1]}')"""
+
 SHOUTS = """import sys
         for _ in range(1024):
             sys.stdout.write('x' * 2**20)
@@ -110,7 +118,12 @@ def test_a_fork_bomb_writes_and_connections_are_refused(
     listener = socket.create_server(("127.0.0.1", 0))  # a database port on this machine
     port = listener.getsockname()[1]
     accepted: list[object] = []
-    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # closed at the end
+            accepted.append(listener.accept())
+
+    threading.Thread(target=accept, daemon=True).start()
     stored = spool.root / "store" / "submissions"
     db_socket = str(pg_server.socket_dir / ".s.PGSQL.55432")
     targets = [(int(socket.AF_INET), ("127.0.0.1", port)), (int(socket.AF_UNIX), db_socket)]
@@ -121,7 +134,7 @@ def test_a_fork_bomb_writes_and_connections_are_refused(
     secrets = [str(dataset / "bundle" / "train.csv"),
                str(dataset / "prepared" / "test_labels.parquet")]  # fmt: skip
     subs = {"good": B.CLASSIFIER, "forks": hostile(FORKS),
-            "peeks": hostile(PEEKS.format(paths=secrets)),
+            "peeks": hostile(PEEKS.format(paths=secrets)), "litters": hostile(LITTERS),
             "scribbles": hostile(SCRIBBLES.format(paths=paths)),
             "calls": hostile(CALLS.format(targets=targets))}  # fmt: skip
     register(spool, make_watcher, tmp_path, subs)
@@ -135,7 +148,10 @@ def test_a_fork_bomb_writes_and_connections_are_refused(
         "scribbles": {"RuntimeError: writes that worked: []"},
         "calls": {"RuntimeError: connections made: []"},
         "peeks": {"RuntimeError: labels seen: []"},
+        "litters": {"RuntimeError: littered; 1"},  # and no_new_privs is set
     }
+    for folder in ("/tmp", "/var/tmp", "/dev/shm"):  # removed before the user's next fold
+        assert not list(Path(folder).glob("datarun-litter-*")), folder
     assert all(Path(path).is_file() for path in secrets)  # there, for the master only
     assert not accepted
     assert not list(spool.root.rglob("planted.txt"))
