@@ -61,10 +61,16 @@ class Zygote:
         self.by_pid: dict[int, Running] = {}
         self.cache: OrderedDict[str, Any] = OrderedDict()
         self.inbuf = b""
+        self.gone = False  # the executor went away (killed): stop, quietly
 
     def send(self, message: dict[str, Any]) -> None:
-        self.out.write(json.dumps(message).encode() + b"\n")
-        self.out.flush()
+        if self.gone:
+            return
+        try:
+            self.out.write(json.dumps(message).encode() + b"\n")
+            self.out.flush()
+        except BrokenPipeError:
+            self.gone = True
 
     # ---- data ---------------------------------------------------------------------
 
@@ -225,6 +231,8 @@ class Zygote:
                     self.drain(fd)
             self.reap()
             self.enforce_deadlines()
+            if self.gone:
+                return
 
     def read_requests(self, stdin: int) -> bool:
         chunk = os.read(stdin, CHUNK)
@@ -368,6 +376,8 @@ def main() -> int:
         zygote.loop(sys.stdin.fileno(), read_wake)
     finally:
         zygote.shutdown()
+        if zygote.gone:  # nobody reads our stdout: no flush error at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     return 0
 
 

@@ -20,7 +20,7 @@ import stat
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -322,18 +322,7 @@ def content_hash(root: Path) -> str:
 
 def freeze(top: Path) -> None:
     """Make a stored bundle read-only for everyone (executable files stay executable)."""
-    stack, folders = [top], []
-    while stack:
-        folder = stack.pop()
-        folders.append(folder)
-        for entry in os.scandir(folder):
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(Path(entry.path))
-            elif entry.is_file(follow_symlinks=False):
-                mode = entry.stat(follow_symlinks=False).st_mode
-                os.chmod(entry.path, 0o555 if mode & stat.S_IXUSR else 0o444)
-    for folder in reversed(folders):
-        os.chmod(folder, 0o555)
+    _chmod_tree(top, lambda mode: 0o555 if mode & stat.S_IXUSR else 0o444, 0o555)
 
 
 def private(path: Path) -> None:
@@ -344,7 +333,13 @@ def private(path: Path) -> None:
     if not path.is_dir():
         os.chmod(path, 0o400)
         return
-    stack, folders = [path], []
+    _chmod_tree(path, lambda mode: 0o400, 0o500)
+
+
+def _chmod_tree(top: Path, file_mode: Callable[[int], int], folder_mode: int) -> None:
+    """Files first, then folders deepest first (so the walk can still enter them);
+    links are left alone."""
+    stack, folders = [top], []
     while stack:
         folder = stack.pop()
         folders.append(folder)
@@ -352,9 +347,9 @@ def private(path: Path) -> None:
             if entry.is_dir(follow_symlinks=False):
                 stack.append(Path(entry.path))
             elif entry.is_file(follow_symlinks=False):
-                os.chmod(entry.path, 0o400)
+                os.chmod(entry.path, file_mode(entry.stat(follow_symlinks=False).st_mode))
     for folder in reversed(folders):
-        os.chmod(folder, 0o500)
+        os.chmod(folder, folder_mode)
 
 
 def remove(path: Path) -> None:
