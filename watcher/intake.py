@@ -51,6 +51,7 @@ Kind = Literal["dataset", "submission"]
 Result = Literal["registered", "duplicate", "rejected", "waiting", "gone", "retry", "skipped"]
 TRANSIENT = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ENOMEM}
 MAX_STARTS = 5  # a drop that killed the master this often is set aside
+STORING = "storing"  # in a token: the store folder it is being stored into
 
 
 class NotLeader(DatarunError):
@@ -249,7 +250,7 @@ class Intake:
             summary = prepare_in_child(root, token / "work" / "prepared",
                                        self.config.prepare_timeout)  # fmt: skip
             ident = registry.next_id(self.conn, "datasets")
-            store_path = self.spool.dataset_store(ident)
+            store_path = self._storing(token, self.spool.dataset_store(ident))
             # Folds read the prepared features, never these: the raw files hold the test
             # rows' targets too.
             target = self._store(token / "work", store_path,
@@ -292,7 +293,7 @@ class Intake:
             summary = prepare_in_child(root, token / "work" / "prepared",
                                        self.config.prepare_timeout, "spool.rampkit")  # fmt: skip
             ident = registry.next_id(self.conn, "datasets")
-            store_path = self.spool.dataset_store(ident)
+            store_path = self._storing(token, self.spool.dataset_store(ident))
             target = self._store(token / "work", store_path)
             try:
                 registry.register_kit(
@@ -374,7 +375,7 @@ class Intake:
             )  # fmt: skip
         if found is None:
             ident = registry.next_id(self.conn, "submissions")
-            store_path = self.spool.submission_store(ident)
+            store_path = self._storing(token, self.spool.submission_store(ident))
             target = self._store(root, store_path)
             try:
                 version = registry.register_submission(
@@ -402,6 +403,19 @@ class Intake:
                        submission_id=ident, dataset_id=dataset.id)  # fmt: skip
 
     # ---- shared steps -----------------------------------------------------------
+
+    def _storing(self, token: Path, store_path: str) -> str:
+        """Note in the token where its drop is about to be stored. Its row not being
+        committed (we are here again), a folder noted by an earlier attempt that a
+        crash interrupted belongs to nobody: remove it first (ids are never reused)."""
+        marker = token / STORING
+        if marker.is_file():
+            earlier = marker.read_text(encoding="utf-8").strip()
+            if earlier and earlier != store_path:
+                bundles.remove(self.spool.absolute(earlier))
+                log.info("removed %s, stored by an attempt that did not commit", earlier)
+        write_atomic(marker, store_path)
+        return store_path
 
     def _store(self, source: Path, store_path: str, private: tuple[str, ...] = ()) -> Path:
         """Make our checked copy read-only (the `private` parts for the master only),

@@ -5,6 +5,7 @@ none duplicated, none rejected, nothing left in staging."""
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -69,5 +70,28 @@ def test_a_master_killed_during_a_burst_registers_every_drop_once(lab: Lab):
     assert not [name for name in left if not name.startswith(".") or ".new-" in name], left
     ids = {str(r["id"]) for r in lab.query("select id from submissions")}
     assert {p.name for p in (spool / "store" / "submissions").iterdir()} == ids  # no orphan
+    master.send_signal(signal.SIGTERM)
+    assert master.wait(timeout=30) == 0
+
+
+def test_a_master_killed_between_storing_and_committing_leaves_no_orphan(lab: Lab):
+    spool = lab.spool
+    chaotic = [sys.executable, "-m", "tests.helpers.chaos"]
+    lab.env.update(CHAOS_DIR=str(lab.tmp), PYTHONPATH=str(Path(__file__).parents[2]))
+    master = lab.start("master", log="master-0", command=chaotic)
+    age(B.dataset(lab.tmp / "d")).rename(spool / "incoming" / "datasets" / "iris")
+    target = spool / "incoming" / "submissions" / "iris"
+    wait_for(target.is_dir, 60, "the dataset")
+    (lab.tmp / "want-register").touch()
+    age(B.submission(lab.tmp / "subs", name="victim")).rename(target / "victim")
+    wait_for(lambda: any(lab.tmp.glob("at-register-*")), 60, "the pause before the commit")
+    assert any((spool / "store" / "submissions").iterdir())  # stored, not registered
+    master.send_signal(signal.SIGKILL)
+    master.wait()
+    master = lab.start("master", log="master-1")
+    wait_for(lambda: registered(lab) == 1, 60, "the registration")
+    ids = {str(r["id"]) for r in lab.query("select id from submissions")}
+    wait_for(lambda: {p.name for p in (spool / "store" / "submissions").iterdir()} == ids, 30,
+             "the first attempt's store folder removed")  # fmt: skip
     master.send_signal(signal.SIGTERM)
     assert master.wait(timeout=30) == 0

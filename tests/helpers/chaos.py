@@ -5,7 +5,8 @@ The first process to reach that point takes the request (renames it to
 `at-<point>-<pid>`) and waits there, to be SIGKILLed by the test. Points:
 
 - `claim`: a job is claimed and committed, its fold not started yet;
-- `publish`: a prediction file is written and fsynced, not yet renamed into place.
+- `publish`: a prediction file is written and fsynced, not yet renamed into place;
+- `register`: a submission is stored in store/, its row not yet committed (master).
 
 Nothing of datarun's code is changed; its functions are wrapped here, in the test's
 process only.
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-POINTS = ("claim", "publish")
+POINTS = ("claim", "publish", "register")
 
 
 def pause(point: str) -> None:
@@ -50,6 +51,15 @@ def install() -> None:
         return replace(self, target)
 
     Path.replace = publishing  # type: ignore[method-assign,assignment]
+    from spool import registry
+
+    register_submission = registry.register_submission
+
+    def registering(*args: Any, **kwargs: Any) -> Any:
+        pause("register")
+        return register_submission(*args, **kwargs)
+
+    registry.register_submission = registering
 
 
 if __name__ == "__main__":

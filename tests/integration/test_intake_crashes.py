@@ -137,6 +137,8 @@ def test_a_submission_survives_a_kill_at_every_step(
         assert (spool.results / "iris" / f"{name}.v1" / "status.json").is_file(), at
         assert list(into.iterdir()) == [] and staged(spool) == [], at
         assert answers(spool) == [], at
+        stored = {p.name for p in (spool.store / "submissions").iterdir()}
+        assert stored == {str(r["id"]) for r in rows(database_url, "submissions")}, at
         if not killed:
             break
         at += 1
@@ -185,6 +187,8 @@ def test_a_dataset_survives_a_kill_at_every_step(
         assert (spool.incoming_submissions / name).is_dir(), at
         assert list(spool.incoming_datasets.iterdir()) == [] and staged(spool) == [], at
         assert answers(spool) == [], at
+        ids = {str(r["id"]) for r in rows(database_url, "datasets")}
+        assert {p.name for p in (spool.store / "datasets").iterdir()} == ids, at  # no orphan
         if not killed:
             break
         at += 1
