@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from spool import db
 from tests.conftest import age, reachable_tmp
 from tests.helpers import bundles as B
 from tests.helpers.cli import DATARUN, run
+from tests.helpers.waiting import wait_for
 from tests.integration.test_executor import hostile
 
 pytestmark = pytest.mark.chaos
@@ -95,13 +96,6 @@ def lab(env, tmp_path) -> Iterator[Lab]:
             proc.kill()
             proc.wait()
     shutil.rmtree(scratch, ignore_errors=True)
-
-
-def wait_for(check: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def descendants(pid: int) -> list[int]:

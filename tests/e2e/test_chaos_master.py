@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import age
-from tests.e2e.test_chaos_executors import Lab, wait_for
+from tests.e2e.test_chaos_executors import Lab
 from tests.helpers import bundles as B
 from tests.helpers.cli import run
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.chaos
 

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from spool import db
 from tests.conftest import age, reachable_tmp
 from tests.helpers import bundles as B
 from tests.helpers.cli import DATARUN, run
+from tests.helpers.waiting import wait_for
 from tests.integration.test_executor import hostile
 
 pytestmark = pytest.mark.chaos
@@ -35,13 +35,6 @@ def states(url: str) -> list[str]:
             return [r["state"] for r in conn.execute("select state from jobs order by id")]
     except Exception:
         return []
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_a_fast_restart_of_the_database_loses_nothing(tmp_path: Path):

@@ -6,7 +6,6 @@ import csv
 import json
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from spool import db
 from tests.conftest import age
 from tests.helpers import bundles as B
 from tests.helpers.cli import DATARUN, run
+from tests.helpers.waiting import wait_for
 from tests.integration.test_executor import hostile
 
 SLOW = hostile("import time; time.sleep(4)").replace(
@@ -46,13 +46,6 @@ def cluster(env, tmp_path) -> Iterator[Callable[..., subprocess.Popen]]:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def drop_all(spool: Path, tmp_path: Path, subs: dict[str, str]) -> None:
