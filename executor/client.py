@@ -6,116 +6,150 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
 from concurrent.futures import Future
-from typing import IO, Any
+from typing import Any
 
 from datarun.errors import DatarunError
+from spool.environment import child_environment
 
 log = logging.getLogger(__name__)
 
-# Never inherited by the zygote, hence by fold code.
-SECRET_PREFIXES = ("DATARUN_", "PG")
-
 
 class ZygoteDied(DatarunError):
-    """The pre-warmed parent exited; the folds it ran are lost."""
+    """The pre-warmed parent exited; the folds it ran are lost (the machine's fault)."""
 
 
-def scrubbed_environment(threads: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(SECRET_PREFIXES)}
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                 "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):  # fmt: skip
-        env[name] = str(threads)
-    return env
+class _Session:
+    """One zygote process and the folds sent to it: when it dies, exactly these fail."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.pending: dict[str, Future[dict[str, Any]]] = {}
+        self.groups: dict[str, int] = {}  # each running fold's process group
+        self.ready = threading.Event()
+        self.ended: str | None = None  # why it is gone, once its output ended
 
 
 class ZygoteClient:
     def __init__(self, threads: int) -> None:
         self.threads = threads
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._pending: dict[str, Future[dict[str, Any]]] = {}
-        self._ready = threading.Event()
+        self._lock = threading.Lock()  # guards the session and its pending folds
+        self._session: _Session | None = None
         # The sandbox users' lease locks: the zygote holds them too, so a user is not
         # leased again while an old zygote (its executor killed) may still fork as it.
         self.pass_fds: tuple[int, ...] = ()
 
     def start(self) -> None:
         with self._lock:
-            if self._proc is not None and self._proc.poll() is None:
-                return
-            self._ready.clear()
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "executor.zygote"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                env=scrubbed_environment(self.threads), cwd="/", start_new_session=True,
-                pass_fds=self.pass_fds,
-            )  # fmt: skip
-            assert self._proc.stdout is not None
-            threading.Thread(target=self._read, args=(self._proc.stdout,), daemon=True,
-                             name="zygote-reader").start()  # fmt: skip
-        if not self._ready.wait(timeout=120):
+            session = self._session
+            if session is None or session.ended is not None or session.proc.poll() is not None:
+                if session is not None and session.proc.poll() is None:
+                    session.proc.kill()  # its output ended but it lingers: a new one
+                session = self._spawn()
+        if not session.ready.wait(timeout=120):
             raise ZygoteDied("the fold runner did not start within 120 s")
+
+    def _spawn(self) -> _Session:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "executor.zygote"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env=child_environment(self.threads), cwd="/", start_new_session=True,
+            pass_fds=self.pass_fds,
+        )  # fmt: skip
+        session = self._session = _Session(proc)
+        assert proc.stdout is not None
+        threading.Thread(target=self._read, args=(session,), daemon=True,
+                         name="zygote-reader").start()  # fmt: skip
+        return session
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        return self._session.proc.pid if self._session else None
 
-    def _send(self, message: dict[str, Any]) -> None:
-        with self._lock:
-            if self._proc is None or self._proc.stdin is None or self._proc.poll() is not None:
-                raise ZygoteDied("the fold runner is not running")
-            try:
-                self._proc.stdin.write(json.dumps(message).encode() + b"\n")
-                self._proc.stdin.flush()
-            except (BrokenPipeError, OSError) as exc:
-                raise ZygoteDied(f"the fold runner is gone: {exc}") from exc
+    def _send_locked(self, session: _Session | None, message: dict[str, Any]) -> None:
+        if session is None or session.ended is not None or session.proc.stdin is None:
+            raise ZygoteDied(
+                f"the fold runner is not running{f' ({session.ended})' if session else ''}"
+            )
+        try:
+            session.proc.stdin.write(json.dumps(message).encode() + b"\n")
+            session.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise ZygoteDied(f"the fold runner is gone: {exc}") from exc
 
     def run(self, key: str, spec: dict[str, Any]) -> Future[dict[str, Any]]:
-        """Start a fold; the future resolves with the zygote's `done` message."""
+        """Start a fold; the future resolves with the zygote's `done` message, or fails
+        with ZygoteDied if the zygote dies first (never stays pending)."""
         self.start()
         future: Future[dict[str, Any]] = Future()
-        self._pending[key] = future
-        try:
-            self._send({"op": "run", "key": key, "spec": spec})
-        except ZygoteDied:
-            self._pending.pop(key, None)
-            raise
+        with self._lock:  # the reader fails what is pending under the same lock
+            session = self._session
+            self._send_locked(session, {"op": "run", "key": key, "spec": spec})
+            assert session is not None
+            session.pending[key] = future
         return future
 
     def kill(self, key: str) -> None:
-        with contextlib.suppress(ZygoteDied):
-            self._send({"op": "kill", "key": key})
+        with self._lock, contextlib.suppress(ZygoteDied):
+            self._send_locked(self._session, {"op": "kill", "key": key})
 
     def running(self) -> list[str]:
-        return list(self._pending)
+        session = self._session
+        return list(session.pending) if session else []
 
-    def _read(self, stream: IO[bytes]) -> None:
-        for raw in stream:
+    def alive(self) -> bool:
+        session = self._session
+        return session is not None and session.ended is None and session.proc.poll() is None
+
+    def _read(self, session: _Session) -> None:
+        assert session.proc.stdout is not None
+        for raw in session.proc.stdout:
             try:
                 message = json.loads(raw)
             except ValueError:
                 log.warning("unreadable message from the fold runner: %r", raw[:200])
                 continue
             op = message.get("op")
+            key = str(message.get("key", ""))
             if op == "ready":
-                self._ready.set()
+                session.ready.set()
+            elif op == "started" and isinstance(message.get("pid"), int):
+                session.groups[key] = message["pid"]
             elif op in ("done", "error"):
-                future = self._pending.pop(message.get("key", ""), None)
+                with self._lock:
+                    session.groups.pop(key, None)
+                    future = session.pending.pop(key, None)
                 if future is not None:
                     future.set_result(message)
-        for key, future in list(self._pending.items()):  # EOF: the zygote died
-            self._pending.pop(key, None)
-            future.set_exception(ZygoteDied("the fold runner exited during the fold"))
+        try:  # its output ended: it is dying or dead; say how, for the folds' reasons
+            code = session.proc.wait(timeout=5)
+            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        except subprocess.TimeoutExpired:
+            how = "its output closed"
+        with self._lock:
+            session.ended = how
+            lost = list(session.pending.items())
+            session.pending.clear()
+        session.ready.set()  # a start() waiting on it gives up at once
+        for group in session.groups.values():  # its folds, orphaned: they die with it
+            with contextlib.suppress(OSError):
+                os.killpg(group, signal.SIGKILL)
+        if lost:
+            log.error("the fold runner (pid %d) died (%s) while running %d folds",
+                      session.proc.pid, how, len(lost))  # fmt: skip
+        for _, future in lost:
+            future.set_exception(ZygoteDied(f"the fold runner died during the fold ({how})"))
 
     def close(self) -> None:
         with self._lock:
-            proc, self._proc = self._proc, None
-        if proc is None:
+            session, self._session = self._session, None
+        if session is None:
             return
+        proc = session.proc
         try:
             if proc.stdin:
                 proc.stdin.write(b'{"op": "quit"}\n')

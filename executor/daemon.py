@@ -10,11 +10,14 @@ fold runs: the claim commits at once, the completion is one fenced UPDATE.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib.util
 import logging
 import os
 import socket
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import Future
@@ -106,6 +109,8 @@ class Executor:
         self._closed = False
         self.warning: str | None = None
         self._threads: list[threading.Thread] = []
+        self._workers: list[threading.Thread] = []
+        self.disk_full_since: float | None = None  # no room to publish: claims wait
 
     # ---- life cycle ---------------------------------------------------------------
 
@@ -188,6 +193,15 @@ class Executor:
     # ---- one job ------------------------------------------------------------------
 
     def execute(self, job: ClaimedJob) -> None:
+        """Run one fold to its end. Never raises: whatever the fold left behind or said,
+        an error on our side fails the fold (its attempt counts, the worker goes on); a
+        fault of the machine (a full disk, a dead fold runner) gives it back."""
+        try:
+            self._execute(job)
+        except Exception as exc:
+            self._fault(job, exc)
+
+    def _execute(self, job: ClaimedJob) -> None:
         assert self.id is not None
         executor = self.id
         started = time.time()
@@ -198,53 +212,99 @@ class Executor:
         ids = self._users.take() if self._users else None
         done: dict[str, Any] = {}
         try:
-            scratch = outputs.make_scratch(job, self.spool, self.config.scratch, ids)
-            spec = self._spec(job, scratch, ids)
-            future = self.zygote.run(job.key, spec)
-            with self._active_lock:
-                self._active[job.key] = (job, future)
-            done = future.result()
-        except ZygoteDied as exc:
-            done = {"op": "error", "message": str(exc)}
-        except OSError as exc:
-            done = {"op": "error", "message": f"{type(exc).__name__}: {exc}"}
-        finally:
-            with self._active_lock:
-                self._active.pop(job.key, None)
-            if ids and done.get("op") != "done":  # the zygote did not see this fold's end
-                kill_user(ids[0])
-        try:
-            if job.key in self._handing_back:
-                self._handing_back.discard(job.key)
-                self._with_db(lambda conn: jobs.hand_back(conn, job, executor))
-                log.info("job %s handed back", job.key)
-                return
+            try:
+                scratch = outputs.make_scratch(job, self.spool, self.config.scratch, ids)
+                spec = self._spec(job, scratch, ids)
+                future = self.zygote.run(job.key, spec)
+                with self._active_lock:
+                    self._active[job.key] = (job, future)
+                try:  # the zygote enforces the timeout; this bounds a zygote gone silent
+                    done = future.result(timeout=float(spec["limits"]["timeout"]) + 60)
+                except TimeoutError:
+                    self.zygote.kill(job.key)
+                    raise ZygoteDied("the fold runner did not report the fold's end") from None
+            finally:
+                with self._active_lock:
+                    self._active.pop(job.key, None)
+                if ids and done.get("op") != "done":  # the zygote did not see this fold's end
+                    kill_user(ids[0])
             facts = {"executor": executor, "host": self.host, "started_at": started}
-            outcome = (
-                outputs.collect(job, scratch, done, spec=spec, spool=self.spool, executor=facts)
-                if scratch is not None
-                else Outcome(error=f"the fold could not start: {done.get('message')}")
-            )
-            if not self._with_db(lambda conn: jobs.complete(conn, job, executor, outcome)):
-                log.warning(
-                    "late result of job %s attempt %d refused: the job was given "
-                    "back and belongs to a newer attempt",
-                    job.id,
-                    job.attempt,
-                )
-                outputs.discard(job, self.spool)
-            elif outcome.error:
-                log.info("job %s failed: %s", job.key, outcome.error)
+            self._finish(job, facts, scratch, spec, done)
         finally:
             try:
                 if scratch is not None:
-                    outputs.clean(scratch)
+                    self._clean(scratch)
             finally:
                 # Only now, its files read and removed and its processes dead, may the
                 # user run another fold: never while this fold's work folder exists.
                 if ids and self._users:
                     remove_files_of(ids[0])
                     self._users.give(ids)
+
+    def _finish(self, job: ClaimedJob, facts: dict[str, Any], scratch: Path | None,
+                spec: dict[str, Any], done: dict[str, Any]) -> None:  # fmt: skip
+        executor = int(facts["executor"])
+        if job.key in self._handing_back:
+            self._handing_back.discard(job.key)
+            self._with_db(lambda conn: jobs.hand_back(conn, job, executor))
+            log.info("job %s handed back", job.key)
+            return
+        outcome = (
+            outputs.collect(job, scratch, done, spec=spec, spool=self.spool, executor=facts)
+            if scratch is not None
+            else Outcome(error=f"the fold could not start: {done.get('message')}")
+        )
+        self.disk_full_since = None  # the results were published
+        if not self._with_db(lambda conn: jobs.complete(conn, job, executor, outcome)):
+            log.warning(
+                "late result of job %s attempt %d refused: the job was given "
+                "back and belongs to a newer attempt",
+                job.id,
+                job.attempt,
+            )
+            outputs.discard(job, self.spool)
+        elif outcome.error:
+            log.info("job %s failed: %s", job.key, outcome.error)
+
+    def _clean(self, scratch: Path) -> None:
+        try:
+            outputs.clean(scratch)
+        except OSError as exc:
+            # Whatever is left must not reach the user's next fold: root's alone now.
+            log.error("could not remove the scratch folder %s: %s", scratch, exc)
+            with contextlib.suppress(OSError):
+                os.chmod(scratch, 0o700)
+
+    def _fault(self, job: ClaimedJob, exc: Exception) -> None:
+        """The fold did not reach a completion: say why, in the database and the log."""
+        executor = self.id
+        assert executor is not None
+        with contextlib.suppress(OSError):
+            outputs.discard(job, self.spool)  # a half-published attempt
+        try:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                if self.disk_full_since is None:
+                    self.disk_full_since = time.monotonic()
+                log.error("no space left to run or publish job %s (%s): handed back; "
+                          "waiting for space", job.key, exc)  # fmt: skip
+                self._with_db(lambda conn: jobs.hand_back(conn, job, executor))
+            elif isinstance(exc, ZygoteDied):
+                reason = f"the machine failed this fold: {exc}"
+                state = self._with_db(
+                    lambda conn: jobs.requeue(conn, job.id, job.attempt, executor, reason)
+                )
+                log.warning("job %s: %s; now %s", job.key, reason, state or "not ours")
+            else:
+                log.error("datarun's side of job %s failed; the fold is failed",
+                          job.key, exc_info=exc)  # fmt: skip
+                reason = (
+                    f"datarun's executor could not finish this fold: {type(exc).__name__}: {exc}"
+                )
+                outcome = Outcome(error=reason, exit_status="executor error")
+                self._with_db(lambda conn: jobs.complete(conn, job, executor, outcome))
+        except DatabaseError:
+            # Left running in the database: the heartbeat hands it back, attempt counted.
+            log.exception("could not record the end of job %s", job.key)
 
     def _spec(self, job: ClaimedJob, scratch: Path, ids: tuple[int, int] | None) -> dict[str, Any]:
         return {
@@ -255,6 +315,8 @@ class Executor:
             "log": str(scratch / "fold.log"),
             "uid": ids[0] if ids else None, "gid": ids[1] if ids else None,
             "limits": self.config.limits(),
+            # never shown to a fold, whatever folder its Python lives in
+            "hide": [str(self.spool.root), str(scratch.parent)],
             "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch / "work"),
                     "TMPDIR": str(scratch / "work"), "LANG": "C.UTF-8",
                     "OMP_NUM_THREADS": str(self.config.threads),
@@ -280,17 +342,21 @@ class Executor:
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set; then finish running folds within the grace period,
-        hand back the others, and deregister."""
+        hand back the others, and deregister. A worker that dies is said and replaced."""
         self.start()
-        workers = [threading.Thread(target=self._work, args=(stop,), name=f"worker-{i}",
-                                    daemon=True) for i in range(self.config.workers)]  # fmt: skip
+        self._workers = [self._worker(stop, i) for i in range(self.config.workers)]
         helpers = [threading.Thread(target=self._beat, args=(stop,), name="heartbeat",
                                     daemon=True),
                    threading.Thread(target=self._listen, args=(stop,), name="listener",
                                     daemon=True)]  # fmt: skip
-        for thread in workers + helpers:
+        for thread in helpers:
             thread.start()
-        stop.wait()
+        while not stop.wait(0.5):
+            for i, thread in enumerate(self._workers):
+                if not thread.is_alive() and not stop.is_set():
+                    log.error("worker %d died; starting another in its place", i)
+                    self._workers[i] = self._worker(stop, i)
+        workers = self._workers
         self._stopping.set()
         if self.id is not None:
             self._with_db(lambda conn: jobs.stopping(conn, self.id))
@@ -308,9 +374,25 @@ class Executor:
             thread.join(timeout=30)
         self.close()
 
+    def _worker(self, stop: threading.Event, i: int) -> threading.Thread:
+        thread = threading.Thread(target=self._work, args=(stop,), name=f"worker-{i}",
+                                  daemon=True)  # fmt: skip
+        thread.start()
+        return thread
+
+    def live_workers(self) -> int:
+        if not self._workers:  # run_once: no long-lived workers
+            return self.config.workers
+        return sum(thread.is_alive() for thread in self._workers)
+
     def _work(self, stop: threading.Event) -> None:
         queues = list(self.config.queues)
         while not stop.is_set():
+            if self.disk_full_since is not None:  # claim no fold we could not publish
+                stop.wait(min(30.0, 1.0 + (time.monotonic() - self.disk_full_since) / 4))
+                self.disk_full_since = None if self._has_space() else self.disk_full_since
+                if self.disk_full_since is not None:
+                    continue
             seen = self._generation
             try:
                 claimed = self._with_db(self._claim_one(queues))
@@ -324,6 +406,19 @@ class Executor:
             with self._wake:
                 if self._generation == seen and not stop.is_set():
                     self._wake.wait(timeout=self.config.poll_seconds)
+
+    def _has_space(self) -> bool:
+        """Room for a fold's results again, in predictions/ and the scratch folder?"""
+        for folder in (self.spool.predictions, self.config.scratch or Path(gettempdir())):
+            try:
+                with tempfile.TemporaryFile(dir=folder) as probe:
+                    probe.write(b"\0" * 65536)
+                    probe.flush()
+                    os.fsync(probe.fileno())
+            except OSError:
+                return False
+        log.info("space is back: claiming folds again")
+        return True
 
     def _claim_one(self, queues: list[str]) -> Any:
         executor = self.id
@@ -357,7 +452,7 @@ class Executor:
         with self._active_lock:  # before the query: what it misses was claimed after it
             active = dict(self._active)
         with self.pool.connection() as conn:
-            ours = jobs.heartbeat(conn, self.id)
+            ours = jobs.heartbeat(conn, self.id, self.live_workers())
         if ours is None:
             log.warning("executor %s was declared lost (its heartbeat came too late); its "
                         "jobs went back to the queue: stopping their folds and registering "
@@ -376,7 +471,8 @@ class Executor:
         orphans = ours - running_here
         for job_id, attempt in orphans & self._orphans:
             with self.pool.connection() as conn:
-                if jobs.hand_back_orphan(conn, job_id, attempt, self.id):
-                    log.warning("job %s attempt %s was running in the database but not here: "
-                                "handed back", job_id, attempt)  # fmt: skip
+                state = jobs.hand_back_orphan(conn, job_id, attempt, self.id)
+            if state:
+                log.warning("job %s attempt %s was running in the database but not here: "
+                            "now %s", job_id, attempt, state)  # fmt: skip
         self._orphans = orphans

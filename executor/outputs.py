@@ -11,6 +11,7 @@ Published files are written under a temporary name, fsynced, then renamed into
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -20,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from executor import SANDBOX_FAILED
-from spool.bundles import freeze, remove
-from spool.jobs import ClaimedJob, Outcome
+from spool.bundles import freeze
+from spool.jobs import DETAIL_CHARS, REASON_CHARS, ClaimedJob, Outcome, clean_text
 from spool.layout import Spool
 
 MAX_PREDICTIONS = 4 * 2**30
@@ -110,20 +111,56 @@ def _reason(
     return f"exited with code {code} before writing its predictions"
 
 
+RESULT_TEXT = {"error": REASON_CHARS, "traceback": DETAIL_CHARS}
+RESULT_SECONDS = ("train_seconds", "valid_seconds", "test_seconds")
+
+
+def parse_result(raw: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The fold's result.json, which its own code could have written: every field is
+    checked for its type before anything reads it. (result, why it is malformed)."""
+    if raw is None:
+        return None, None
+    try:
+        loaded = json.loads(raw)
+    except ValueError:
+        return None, "the fold's result file is not valid JSON"
+    if not isinstance(loaded, dict):
+        return None, "the fold's result file is not a JSON object"
+    result: dict[str, Any] = {"ok": loaded.get("ok") is True}
+    for name, cap in RESULT_TEXT.items():
+        value = loaded.get(name)
+        if value is not None and not isinstance(value, str):
+            return None, f"the fold's result file is malformed: {name} is not text"
+        one_line = name == "error"  # NUL, lone surrogates and such, out before use
+        result[name] = clean_text(value, cap, one_line=one_line) if value is not None else None
+    for name in RESULT_SECONDS:
+        value = loaded.get(name)
+        if value is not None and not (
+            isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0
+        ):  # fmt: skip
+            return None, f"the fold's result file is malformed: {name} is not a duration"
+        result[name] = None if value is None else float(value)
+    versions = loaded.get("versions")
+    if isinstance(versions, dict) and all(
+        isinstance(k, str) and isinstance(v, str) and len(k) + len(v) < 200
+        for k, v in versions.items()
+    ):
+        result["versions"] = dict(list(versions.items())[:20])
+    else:
+        result["versions"] = None
+    return result, None
+
+
 def collect(
     job: ClaimedJob, scratch: Path, done: dict[str, Any], *, spec: dict[str, Any],
     spool: Spool, executor: dict[str, Any],
 ) -> Outcome:  # fmt: skip
     """Publish what the fold produced and say how it went."""
     work = scratch / "work"
-    raw = _read_untrusted(work, "result.json", MAX_RESULT)
-    result: dict[str, Any] | None = None
-    if raw is not None:
-        try:
-            loaded = json.loads(raw)
-            result = loaded if isinstance(loaded, dict) else None
-        except ValueError:
-            result = None
+    result, malformed = parse_result(_read_untrusted(work, "result.json", MAX_RESULT))
+    if malformed:
+        result = {"error": malformed}
     ok = done.get("op") == "done" and done.get("exit_code") == 0
     ok = ok and bool(result and result.get("ok"))
     predictions = _read_untrusted(work, "pred.npz", MAX_PREDICTIONS) if ok else None
@@ -201,8 +238,57 @@ def discard(job: ClaimedJob, spool: Spool) -> None:
         (spool.predictions / f"{job.key}.{suffix}").unlink(missing_ok=True)
 
 
+FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def clean(scratch: Path) -> None:
-    remove(scratch)
+    """Remove a scratch folder, whatever the fold left in it: every step relative to an
+    open folder (a tree deeper than PATH_MAX cannot be named by a path), iterative (no
+    recursion limit), one descriptor at a time, links never followed. The fold's
+    processes are dead by now, so nothing moves under us."""
+    fd = os.open(scratch, FOLDER)
+    names: list[str] = []  # the path from `scratch` down to where fd is
+    pending = [_clear_files(fd)]  # per level, its sub-folders not yet removed
+    try:
+        while True:
+            if pending[-1]:
+                name = pending[-1].pop()
+                child = _open_folder(name, fd)
+                os.close(fd)
+                fd = child
+                names.append(name)
+                pending.append(_clear_files(fd))
+                continue
+            pending.pop()
+            if not names:
+                break
+            parent = os.open("..", FOLDER, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(scratch)
+
+
+def _open_folder(name: str, parent: int) -> int:
+    try:
+        return os.open(name, FOLDER, dir_fd=parent)
+    except PermissionError:  # a folder the fold made unreadable (executor not root)
+        os.chmod(name, 0o700, dir_fd=parent)
+        return os.open(name, FOLDER, dir_fd=parent)
+
+
+def _clear_files(fd: int) -> list[str]:
+    """Unlink everything but sub-folders in the folder `fd`; their names."""
+    if os.fstat(fd).st_mode & 0o700 != 0o700:
+        os.fchmod(fd, 0o700)  # made read-only by a fold (executor not root)
+    with os.scandir(fd) as it:
+        entries = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in it]
+    for name, is_folder in entries:
+        if not is_folder:
+            os.unlink(name, dir_fd=fd)
+    return [name for name, is_folder in entries if is_folder]
 
 
 def clean_stale(parent: Path | None) -> list[Path]:
@@ -215,7 +301,7 @@ def clean_stale(parent: Path | None) -> list[Path]:
         if path.lstat().st_uid != os.geteuid() or path.is_symlink():
             continue  # not an executor's: a fold may make such names in /tmp
         try:
-            remove(path)
+            clean(path)
         except OSError:
             continue  # another executor's clean-up got there first
         removed.append(path)

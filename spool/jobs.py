@@ -15,6 +15,19 @@ from spool import db
 
 PRIORITIES = {"high": 0, "low": 1}
 JOBS_CHANNEL = "datarun_jobs"
+REASON_CHARS = 500
+DETAIL_CHARS = 64 * 1024
+
+
+def clean_text(text: object, cap: int, *, one_line: bool = False) -> str:
+    """Text a fold said, made safe to store and show: valid UTF-8 without NUL (which
+    PostgreSQL refuses in text), control characters escaped, at most `cap` characters."""
+    raw = text if isinstance(text, str) else repr(text)
+    raw = raw.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
+    if one_line:
+        raw = " ".join(raw.split())
+    kept = "".join(c if c.isprintable() or c in "\n\t" else f"\\x{ord(c):02x}" for c in raw)
+    return kept if len(kept) <= cap else kept[: cap - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -83,9 +96,10 @@ def register_executor(
     return int(row["id"])
 
 
-def heartbeat(conn: db.Conn, executor: int) -> set[tuple[int, int]] | None:
-    """Beat; returns the (job, attempt) pairs still ours, or None if we were declared lost."""
-    rows = db.fetch_all(conn, "executor_heartbeat", {"executor": executor})
+def heartbeat(conn: db.Conn, executor: int, workers: int) -> set[tuple[int, int]] | None:
+    """Beat, saying how many workers are alive; returns the (job, attempt) pairs still
+    ours, or None if we were declared lost."""
+    rows = db.fetch_all(conn, "executor_heartbeat", {"executor": executor, "workers": workers})
     if rows:
         return {(r["id"], r["attempts"]) for r in rows}
     state = db.fetch_one(conn, "executor_alive", {"executor": executor})
@@ -129,8 +143,24 @@ def complete(conn: db.Conn, job: ClaimedJob, executor: int, outcome: Outcome) ->
             valid_seconds=outcome.valid_seconds, test_seconds=outcome.test_seconds,
         )  # fmt: skip
         return db.execute(conn, "job_predicted", params) == 1
-    params.update(error=outcome.error, detail=outcome.detail)
+    params.update(error=clean_text(outcome.error, REASON_CHARS, one_line=True),
+                  detail=None if outcome.detail is None
+                  else clean_text(outcome.detail, DETAIL_CHARS))  # fmt: skip
+    params["exit_status"] = clean_text(outcome.exit_status, 100, one_line=True)
     return db.execute(conn, "job_failed", params) == 1
+
+
+def requeue(conn: db.Conn, job_id: int, attempt: int, executor: int, error: str) -> str | None:
+    """The machine failed this attempt, not the fold: it counts, and the job runs again
+    (or fails, saying why, after its last). Returns the job's new state, None if fenced."""
+    params = {"id": job_id, "attempt": attempt, "executor": executor,
+              "error": clean_text(error, REASON_CHARS - 40, one_line=True),
+              "exit_status": "executor error"}  # fmt: skip
+    with conn.transaction():
+        row = db.fetch_one(conn, "job_requeue", params)
+        if row is not None and row["state"] == "queued":
+            db.execute(conn, "jobs_notify", {"queue": row["queue"]})
+    return None if row is None else str(row["state"])
 
 
 def hand_back(conn: db.Conn, job: ClaimedJob, executor: int) -> bool:
@@ -142,13 +172,11 @@ def hand_back(conn: db.Conn, job: ClaimedJob, executor: int) -> bool:
     return done
 
 
-def hand_back_orphan(conn: db.Conn, job_id: int, attempt: int, executor: int) -> bool:
-    with conn.transaction():
-        params = {"id": job_id, "attempt": attempt, "executor": executor}
-        done = db.execute(conn, "job_hand_back", params) == 1
-        if done:
-            db.execute(conn, "jobs_notify", {"queue": "requeued"})  # executors ignore it
-    return done
+def hand_back_orphan(conn: db.Conn, job_id: int, attempt: int, executor: int) -> str | None:
+    """A job running in the database but nowhere here (its completion lost, a worker
+    gone): its attempt counts, so a fold that keeps breaking the executor side fails."""
+    reason = "its executor lost track of the fold (a completion lost, or a worker that died)"
+    return requeue(conn, job_id, attempt, executor, reason)
 
 
 def stopping(conn: db.Conn, executor: int) -> None:

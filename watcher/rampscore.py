@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from datarun.errors import DatarunError
-from spool.prepare import SCRUBBED
+from spool.environment import child_environment
 
 Values = list[tuple[str, str, float]]  # (split, metric, value)
 
@@ -85,8 +85,7 @@ class Scorer:
         return answer
 
     def _start(self) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
-        env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        env = child_environment(threads=1)
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "watcher.rampscore", str(self.kit), str(self.folds)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,

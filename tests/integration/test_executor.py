@@ -252,7 +252,7 @@ def test_a_job_running_in_the_database_but_not_here_is_handed_back(
     assert job_rows(database_url)[0]["state"] == "running"  # once could be a race
     executor.beat_once()
     row = job_rows(database_url)[0]
-    assert (row["state"], row["attempts"]) == ("queued", 0)
+    assert (row["state"], row["attempts"]) == ("queued", 1)  # the attempt counts
 
 
 def test_cancelling_a_running_submission_stops_its_folds(

@@ -9,7 +9,7 @@ RETURNING id;
 -- Also answers which of our jobs are still ours: a job reaped or cancelled since
 -- is missing here, and its fold is stopped.
 WITH beat AS (
-    UPDATE executors SET heartbeat_at = now()
+    UPDATE executors SET heartbeat_at = now(), workers = %(workers)s
     WHERE id = %(executor)s AND state IN ('running', 'stopping')
     RETURNING id
 )
@@ -79,6 +79,22 @@ UPDATE jobs
 SET state = 'queued', attempts = attempts - 1, executor_id = NULL, claimed_at = NULL
 WHERE id = %(id)s AND attempts = %(attempt)s AND executor_id = %(executor)s
   AND state = 'running';
+
+-- name: job_requeue
+-- The machine's fault, not the fold's (its runner died, a result it could not keep):
+-- the attempt counts, and the job runs again, or fails once it used them all.
+UPDATE jobs
+SET state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
+    error = CASE WHEN attempts >= max_attempts
+                 THEN format('%%s; given up after %%s attempts', %(error)s::text, attempts)
+                 ELSE error END,
+    exit_status = CASE WHEN attempts >= max_attempts THEN %(exit_status)s ELSE NULL END,
+    finished_at = CASE WHEN attempts >= max_attempts THEN now() ELSE NULL END,
+    executor_id = CASE WHEN attempts >= max_attempts THEN executor_id ELSE NULL END,
+    claimed_at = CASE WHEN attempts >= max_attempts THEN claimed_at ELSE NULL END
+WHERE id = %(id)s AND attempts = %(attempt)s AND executor_id = %(executor)s
+  AND state = 'running'
+RETURNING state, queue;
 
 -- name: executors_mark_lost
 -- Executors silent for longer than the lease.

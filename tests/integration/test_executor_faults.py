@@ -1,0 +1,186 @@
+"""Hostile folds and machine faults against a running executor (its real daemon loop):
+whatever a fold leaves behind or says, it ends failed with a one-line reason, its
+attempt counts, and no worker thread dies of it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from executor.daemon import Executor
+from spool import db
+from tests.helpers import bundles as B
+from tests.integration.test_executor import hostile, job_rows, register
+
+pytestmark = pytest.mark.chaos
+
+# Each of these once killed the worker thread that collected its fold.
+NUL_MESSAGE = "raise ValueError('bad\\x00byte ' + '\\udcff' + 'x' * 5000)"
+DEEP_TREE = (
+    "import os\n        work = os.open('.', os.O_RDONLY)\n        for _ in range(160):\n"
+    "            os.mkdir('d' * 40)\n            os.chdir('d' * 40)\n"
+    "        os.fchdir(work)\n        raise RuntimeError('left a deep tree')"
+)
+FORGED_RESULT = """
+import json
+import os
+
+import numpy as np
+
+
+class Classifier:
+    def fit(self, X, y):
+        return self
+
+    def predict_proba(self, X):
+        # Its own result file, with fields of the wrong type, then out before datarun's.
+        np.savez("pred.npz", train=np.full((120, 3), 1 / 3), test=np.full((30, 3), 1 / 3))
+        with open("result.json", "w") as handle:
+            json.dump({"ok": True, "train_seconds": "fast", "valid_seconds": [1],
+                       "test_seconds": {"a": 1}, "versions": 5, "error": {"x": 1},
+                       "traceback": 7}, handle)
+        os._exit(0)
+"""
+
+
+def live_workers() -> int:
+    return sum(t.name.startswith("worker-") and t.is_alive() for t in threading.enumerate())
+
+
+@contextmanager
+def running(executor: Executor) -> Iterator[threading.Event]:
+    stop = threading.Event()
+    thread = threading.Thread(target=executor.run, args=(stop,), name="executor-under-test")
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(timeout=90)
+        assert not thread.is_alive()
+
+
+def wait_for(check: Callable[[], bool], seconds: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def settled(url: str) -> bool:
+    return all(r["state"] in ("predicted", "failed") for r in job_rows(url))
+
+
+def test_a_fold_that_breaks_the_executor_side_fails_alone_and_no_worker_dies(
+    spool, make_watcher, make_executor, database_url, tmp_path
+):
+    subs = {
+        "nul": hostile(NUL_MESSAGE),
+        "deep": hostile(DEEP_TREE),
+        "forged": FORGED_RESULT,
+        "good": B.CLASSIFIER,
+    }
+    register(spool, make_watcher, tmp_path, subs)
+    executor = make_executor(workers=2)
+    with running(executor):
+        wait_for(lambda: settled(database_url), what="every fold to end")
+        assert live_workers() == 2
+    by_name: dict[str, list[dict]] = {}
+    for row in job_rows(database_url):
+        by_name.setdefault(row["name"], []).append(row)
+    assert {(r["state"], r["attempts"]) for r in by_name["good"]} == {("predicted", 1)}
+    for name in ("nul", "deep", "forged"):
+        rows = by_name[name]
+        assert {(r["state"], r["attempts"]) for r in rows} == {("failed", 1)}, rows
+        for row in rows:
+            reason = row["error"]
+            assert "\x00" not in reason and "\n" not in reason and len(reason) <= 500
+            reason.encode("utf-8")  # valid UTF-8: no lone surrogate
+            assert "\x00" not in (row["error_detail"] or "")
+    assert by_name["nul"][0]["error"].startswith("ValueError: bad")
+    assert by_name["deep"][0]["error"] == "RuntimeError: left a deep tree"
+    assert "result file" in by_name["forged"][0]["error"]
+    assert not list(Path(executor.config.scratch or "/tmp").glob("datarun-fold-*"))
+
+
+def test_a_killed_fold_runner_reruns_the_fold_and_fails_it_only_after_every_attempt(
+    spool, make_watcher, make_executor, database_url, tmp_path
+):
+    """The zygote killed mid-fold (as the OOM killer would): the machine's fault, so the
+    fold runs again; a fold whose runner dies on every attempt ends failed, saying so."""
+    slow = hostile("import time; time.sleep(1.5)").replace("return None", "return X")
+    register(spool, make_watcher, tmp_path, {"slow": slow})
+    executor = make_executor(workers=1, timeout_seconds=30)
+    with running(executor):
+        first = job_rows(database_url)[0]["id"]
+
+        def kill_zygote_under(job: int, attempt: int) -> None:
+            wait_for(lambda: any(r["id"] == job and r["state"] == "running"
+                                 and r["attempts"] == attempt for r in job_rows(database_url))
+                     and bool(executor.zygote.running()), what=f"job {job} running")  # fmt: skip
+            pid = executor.zygote.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+
+        kill_zygote_under(first, 1)  # once: the fold runs again and completes
+        wait_for(lambda: job_rows(database_url)[0]["state"] != "running"
+                 or job_rows(database_url)[0]["attempts"] > 1, what="the re-run")  # fmt: skip
+        for attempt in (1, 2, 3):  # the next job's runner dies on every attempt
+            kill_zygote_under(first + 1, attempt)
+        wait_for(lambda: settled(database_url), seconds=90, what="every fold to end")
+        assert live_workers() == 1
+    rows = {r["id"]: r for r in job_rows(database_url)}
+    assert rows[first]["attempts"] == 2
+    assert rows[first]["exit_status"] != "ok" or rows[first]["state"] == "predicted"
+    failed = rows[first + 1]
+    assert (failed["state"], failed["attempts"]) == ("failed", 3)
+    assert "fold runner" in failed["error"] and "3 attempts" in failed["error"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small filesystem needs root")
+def test_a_full_disk_while_publishing_hands_folds_back_until_space_returns(
+    spool, make_watcher, make_executor, database_url, tmp_path
+):
+    register(spool, make_watcher, tmp_path, {"a": B.CLASSIFIER, "b": B.CLASSIFIER.replace("500", "600")})
+    predictions = spool.predictions
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(predictions)],
+                   check=True)  # fmt: skip
+    try:
+        filler = predictions / "filler"
+        with open(filler, "wb") as handle, pytest.raises(OSError):  # the disk is full
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        executor = make_executor(workers=2)
+        with running(executor):
+            wait_for(lambda: executor.disk_full_since is not None, what="a full disk seen")
+            time.sleep(2)
+            assert {(r["state"], r["attempts"]) for r in job_rows(database_url)} <= {
+                ("queued", 0), ("running", 1)
+            }  # fmt: skip
+            filler.unlink()  # space returns: every job completes, no restart
+            wait_for(lambda: settled(database_url), seconds=90, what="every fold to end")
+            assert live_workers() == 2
+        assert {(r["state"], r["attempts"]) for r in job_rows(database_url)} == {("predicted", 1)}
+    finally:
+        subprocess.run(["umount", "-l", str(predictions)], check=False)
+
+
+def test_worker_count_in_the_heartbeat_follows_live_workers(
+    spool, make_watcher, make_executor, database_url, tmp_path
+):
+    executor = make_executor(workers=2)
+    with running(executor):
+        wait_for(lambda: live_workers() == 2, what="two workers")
+        with db.connect(database_url) as conn:
+            row = conn.execute("select workers from executors where id = %s",
+                               (executor.id,)).fetchone()  # fmt: skip
+        assert row is not None and row["workers"] == 2
