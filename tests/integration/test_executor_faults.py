@@ -149,7 +149,8 @@ def test_a_killed_fold_runner_reruns_the_fold_and_fails_it_only_after_every_atte
 def test_a_full_disk_while_publishing_hands_folds_back_until_space_returns(
     spool, make_watcher, make_executor, database_url, tmp_path
 ):
-    register(spool, make_watcher, tmp_path, {"a": B.CLASSIFIER, "b": B.CLASSIFIER.replace("500", "600")})
+    other = B.CLASSIFIER.replace("500", "600")
+    register(spool, make_watcher, tmp_path, {"a": B.CLASSIFIER, "b": other})
     predictions = spool.predictions
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(predictions)],
                    check=True)  # fmt: skip
@@ -184,3 +185,43 @@ def test_worker_count_in_the_heartbeat_follows_live_workers(
             row = conn.execute("select workers from executors where id = %s",
                                (executor.id,)).fetchone()  # fmt: skip
         assert row is not None and row["workers"] == 2
+
+
+SNOOP_MEMORY = """
+import ctypes
+import posix
+
+
+class Classifier:
+    def fit(self, X, y):
+        secret = b"s3cr3t" + b"-token"
+        found = ["posix.environ"] if any(secret in v for v in posix.environ.values()) else []
+        try:  # unreadable once the fold dropped to its own user, and then never shown
+            with open("/proc/self/environ", "rb") as handle:
+                found += ["/proc/self/environ"] if secret in handle.read() else []
+        except OSError:
+            pass
+        environ = ctypes.POINTER(ctypes.c_char_p).in_dll(ctypes.CDLL(None), "environ")
+        i = 0
+        while environ[i]:
+            found += ["environ"] if secret in environ[i] else []
+            i += 1
+        raise RuntimeError(f"secrets seen: {sorted(set(found))}")
+
+    def predict_proba(self, X):
+        return None
+"""
+
+
+def test_nothing_the_executor_knew_is_in_a_folds_memory(
+    spool, make_watcher, make_executor, database_url, tmp_path, monkeypatch
+):
+    """An administrator's variable under any name (not only DATARUN_* and PG*) stays out
+    of the fold runner, so no fold finds it in the memory it inherits."""
+    monkeypatch.setenv("CLOUD_UPLOAD_TOKEN", "s3cr3t-token")
+    register(spool, make_watcher, tmp_path, {"snoop": SNOOP_MEMORY})
+    executor = make_executor(workers=1)
+    with running(executor):
+        wait_for(lambda: settled(database_url), what="every fold to end")
+    errors = {r["error"] for r in job_rows(database_url)}
+    assert errors == {"RuntimeError: secrets seen: []"}, errors
