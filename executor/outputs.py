@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from executor import SANDBOX_FAILED
-from spool.bundles import freeze
+from spool.bundles import freeze, remove
 from spool.jobs import DETAIL_CHARS, REASON_CHARS, ClaimedJob, Outcome, clean_text
 from spool.layout import Spool
 
@@ -238,57 +238,11 @@ def discard(job: ClaimedJob, spool: Spool) -> None:
         (spool.predictions / f"{job.key}.{suffix}").unlink(missing_ok=True)
 
 
-FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
 def clean(scratch: Path) -> None:
-    """Remove a scratch folder, whatever the fold left in it: every step relative to an
-    open folder (a tree deeper than PATH_MAX cannot be named by a path), iterative (no
-    recursion limit), one descriptor at a time, links never followed. The fold's
-    processes are dead by now, so nothing moves under us."""
-    fd = os.open(scratch, FOLDER)
-    names: list[str] = []  # the path from `scratch` down to where fd is
-    pending = [_clear_files(fd)]  # per level, its sub-folders not yet removed
-    try:
-        while True:
-            if pending[-1]:
-                name = pending[-1].pop()
-                child = _open_folder(name, fd)
-                os.close(fd)
-                fd = child
-                names.append(name)
-                pending.append(_clear_files(fd))
-                continue
-            pending.pop()
-            if not names:
-                break
-            parent = os.open("..", FOLDER, dir_fd=fd)
-            os.close(fd)
-            fd = parent
-            os.rmdir(names.pop(), dir_fd=fd)
-    finally:
-        os.close(fd)
-    os.rmdir(scratch)
-
-
-def _open_folder(name: str, parent: int) -> int:
-    try:
-        return os.open(name, FOLDER, dir_fd=parent)
-    except PermissionError:  # a folder the fold made unreadable (executor not root)
-        os.chmod(name, 0o700, dir_fd=parent)
-        return os.open(name, FOLDER, dir_fd=parent)
-
-
-def _clear_files(fd: int) -> list[str]:
-    """Unlink everything but sub-folders in the folder `fd`; their names."""
-    if os.fstat(fd).st_mode & 0o700 != 0o700:
-        os.fchmod(fd, 0o700)  # made read-only by a fold (executor not root)
-    with os.scandir(fd) as it:
-        entries = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in it]
-    for name, is_folder in entries:
-        if not is_folder:
-            os.unlink(name, dir_fd=fd)
-    return [name for name, is_folder in entries if is_folder]
+    """Remove a scratch folder, whatever the fold left in it (a tree deeper than
+    PATH_MAX, folders made unreadable, links): bundles.remove, which works relative to
+    open folders, without recursion, a few descriptors at a time, never following links."""
+    remove(scratch)
 
 
 def clean_stale(parent: Path | None) -> list[Path]:
@@ -301,7 +255,7 @@ def clean_stale(parent: Path | None) -> list[Path]:
         if path.lstat().st_uid != os.geteuid() or path.is_symlink():
             continue  # not an executor's: a fold may make such names in /tmp
         try:
-            clean(path)
+            remove(path)
         except OSError:
             continue  # another executor's clean-up got there first
         removed.append(path)
