@@ -6,6 +6,12 @@ from those arrays for the rows asked (the rows are passed as X), so each score i
 `cross_validate` would compute on the same folds, to the last bit. Bagged scores, as
 RAMP computes them: each validation row's predictions averaged over the folds that left
 it out, each test row's over all folds.
+
+A file is believed only once checked: its arrays' headers first (`spool.arrays`: names,
+shapes, numeric dtypes and sizes, before anything is allocated), then its values
+(finite; for a classifier, probabilities as scikit-learn's metrics require them: in
+[0, 1], each row summing to 1 within their tolerance). A file that fails says why in
+one line (`Unscorable`), and its fold fails rather than ranks.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import get_scorer
 
+from spool import arrays
 from spool.prepare import LABELS_FILE
 from watcher.fastscore import TWINS, Guarded
 
@@ -107,33 +114,74 @@ def _scorer(name: str) -> Any:
     return get_scorer(name)
 
 
-def check(arrays: Any, truth: Truth) -> tuple[np.ndarray, np.ndarray | None]:
-    """The predictions of a fold's file, or Unscorable saying what is wrong."""
-    names = set(getattr(arrays, "files", []))
-    if "train" not in names:
-        raise Unscorable("the prediction file has no 'train' array")
-    expected_train: tuple[int, ...] = (len(truth.y_train),)
-    if truth.width() is not None:
-        expected_train += (truth.width(),)  # type: ignore[operator]
-    train = _checked(arrays["train"], expected_train, "train")
-    test = None
+def expected(truth: Truth) -> dict[str, tuple[int, ...]]:
+    """The arrays a fold's prediction file must hold: name -> shape."""
+    width = truth.width()
+    out = {"train": arrays.shape_of(len(truth.y_train), width)}
     if truth.y_test is not None:
-        if "test" not in names:
-            raise Unscorable("the prediction file has no 'test' array")
-        test = _checked(arrays["test"], (len(truth.y_test), *expected_train[1:]), "test")
-    return train, test
+        out["test"] = arrays.shape_of(len(truth.y_test), width)
+    return out
 
 
-def _checked(array: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+def load_predictions(path: Path, truth: Truth) -> tuple[np.ndarray, np.ndarray | None]:
+    """The checked predictions of a fold's file, read no further than the expected
+    arrays need; Unscorable saying what is wrong otherwise."""
+    try:
+        found = arrays.load(path, expected(truth))
+    except arrays.ArraysRefused as exc:
+        raise Unscorable(str(exc)) from None
+    return check(found, truth)
+
+
+def check(found: Any, truth: Truth) -> tuple[np.ndarray, np.ndarray | None]:
+    """The predictions of a fold's arrays (a mapping, or an opened .npz), or
+    Unscorable saying what is wrong."""
+    names = set(found.files) if hasattr(found, "files") else set(found)
+    out = {}
+    for name, shape in expected(truth).items():
+        if name not in names:
+            raise Unscorable(f"the prediction file has no '{name}' array")
+        out[name] = _checked(found[name], shape, name, truth.task == "classification")
+    return out["train"], out.get("test")
+
+
+def _checked(array: np.ndarray, shape: tuple[int, ...], name: str, proba: bool) -> np.ndarray:
     if array.shape != shape:
-        raise Unscorable(f"'{name}' predictions have shape {array.shape}, expected {shape}")
-    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-        raise Unscorable(f"'{name}' predictions are of type {array.dtype}, expected numbers")
-    values = array.astype(float, copy=False)
-    if not np.isfinite(values).all():
-        bad = int((~np.isfinite(values)).sum())
-        raise Unscorable(f"'{name}' predictions hold {bad} NaN or infinite values")
-    return values
+        raise Unscorable(f"'{name}' has shape {array.shape}, expected {shape}")
+    if array.dtype.kind not in arrays.KINDS:
+        raise Unscorable(f"'{name}' has type {array.dtype.str}, expected bool, integers or "
+                         "floats")  # fmt: skip
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise Unscorable(f"'{name}' holds {bad} NaN or infinite values")
+    if proba:
+        _probabilities(array, name)
+    return array.astype(float, copy=False)
+
+
+def _probabilities(array: np.ndarray, name: str) -> None:
+    """Refuse what scikit-learn's probabilistic metrics refuse or warn about in a
+    predict_proba output (`_validate_multiclass_probabilistic_prediction`): a value
+    above 1 or below 0, or a row whose sum is not 1 within rtol = sqrt(eps) of the dtype
+    the metric sees (check_array keeps float32, makes anything else float64) and numpy's
+    default atol. scikit-learn 1.9 only warns about such rows, and a binary scorer never
+    sees them (it rebuilds the negative column from the positive one), so an output of
+    ones would score a perfect log loss: the file is refused whole instead."""
+    dtype: Any = np.float32 if array.dtype == np.float32 else np.float64
+    values: np.ndarray = array.astype(dtype, copy=False)
+    low, high = float(values.min()), float(values.max())
+    for count, text in (((values > 1).sum(), "above 1"), ((values < 0).sum(), "below 0")):
+        if count:
+            raise Unscorable(f"'{name}' predictions are not probabilities: {int(count)} "
+                             f"values {text} (from {low:.6g} to {high:.6g})")  # fmt: skip
+    sums = values.sum(axis=1)
+    tolerance = math.sqrt(np.finfo(dtype).eps)  # as scikit-learn computes it
+    bad = ~np.isclose(sums, np.asarray(1, dtype=dtype), rtol=tolerance)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        total = float(sums[first])
+        raise Unscorable(f"'{name}' predictions are not probabilities: {int(bad.sum())} rows "
+                         f"do not sum to 1 (row {first} sums to {total:.17g})")  # fmt: skip
 
 
 @cache
@@ -148,12 +196,12 @@ def _score(name: str, predictions: np.ndarray, truth: Truth, rows: np.ndarray,
             estimator: Any = _FrozenClassifier(predictions, truth.classes)
         else:
             estimator = _FrozenRegressor(predictions)
-        try:
-            return float(_scorer(name)(estimator, rows.reshape(-1, 1), y))
-        except ValueError:
-            return math.nan  # e.g. a ROC AUC on rows of one class: undefined, not an error
+        return float(_scorer(name)(estimator, rows.reshape(-1, 1), y))
 
-    return _guarded(name)(y, predictions[rows], truth.classes, reference)
+    try:
+        return _guarded(name)(y, predictions[rows], truth.classes, reference)
+    except ValueError:
+        return math.nan  # e.g. a ROC AUC on rows of one class: undefined, not an error
 
 
 def score_fold(

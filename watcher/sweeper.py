@@ -1,7 +1,9 @@
 """The sweeper's work: score predicted jobs, reap silent executors.
 
 One pass scores a batch of predicted jobs: each prediction file is checked (the
-attempt in its name and metadata, shapes, types, finite values) and scored with the
+attempt in its name and metadata; then, by `watcher.scoring.load_predictions`, its
+size, members and array headers before any data is read, and its values: finite, and
+a classifier's probabilities in [0, 1] with rows summing to 1) and scored with the
 dataset's metrics; then, in one transaction, the scores are inserted (once: a key per
 job, split and metric) and the jobs marked scored, fenced on their attempt, so a file
 swept twice changes nothing. A file that cannot be scored fails its job with the reason.
@@ -18,13 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from spool import db, jobs
 from spool.layout import Spool
 from watcher import rampscore
 from watcher.rampscore import KitScoringFailed
-from watcher.scoring import Truth, Unscorable, check, load_truth, score_fold
+from watcher.scoring import Truth, Unscorable, load_predictions, load_truth, score_fold
 
 log = logging.getLogger(__name__)
 
@@ -173,14 +173,9 @@ class Sweeper:
 
     def _score(self, row: dict[str, Any]) -> list[tuple[str, str, float]]:
         truth = self.truth(row)
-        path = self._checked(row)
-        try:
-            with np.load(path, allow_pickle=False) as arrays:
-                train, test = check(arrays, truth)
-        except Unscorable:
-            raise
-        except Exception as exc:  # a truncated or foreign file
-            raise Unscorable(f"cannot be read: {type(exc).__name__}: {exc}") from exc
+        # Headers, names and sizes are checked before any array is allocated: a small
+        # file declaring a huge array, or a huge sparse one, is refused unread.
+        train, test = load_predictions(self._checked(row), truth)
         return score_fold(truth, row["fold"], train, test, list(row["metrics"]))
 
 

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import resource
 import shutil
+import tracemalloc
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from numpy.lib import format as npformat
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_validate
 from threadpoolctl import threadpool_limits
@@ -87,11 +93,18 @@ def test_sweeping_twice_changes_nothing(
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
-        ("shape", "'train' predictions have shape (120, 2), expected (120, 3)"),
-        ("nan", "'train' predictions hold 1 NaN or infinite values"),
-        ("text", "'train' predictions are of type <U1, expected numbers"),
-        ("garbage", "cannot be read"),
+        ("shape", "'train' has shape (120, 2), expected (120, 3)"),
+        ("nan", "'train' holds 1 NaN or infinite values"),
+        ("text", "'train' has type <U1, expected bool, integers or floats"),
+        ("garbage", "not a .npz file"),
         ("attempt", "its metadata names another job or attempt"),
+        (
+            "ones",
+            "'train' predictions are not probabilities: 120 rows do not sum to 1 (row 0 sums to 3)",
+        ),
+        ("above", "'test' predictions are not probabilities: 1 values above 1"),
+        ("negative", "'train' predictions are not probabilities: 1 values below 0"),
+        ("scaled", "'train' predictions are not probabilities: 1 rows do not sum to 1"),
     ],
 )
 def test_a_bad_prediction_file_fails_its_job_with_the_reason(
@@ -109,6 +122,14 @@ def test_a_bad_prediction_file_fails_its_job_with_the_reason(
         arrays["train"][0, 0] = np.nan
     elif damage == "text":
         arrays["train"] = np.full(arrays["train"].shape, "x")
+    elif damage == "ones":  # the issue's predict_proba: a perfect log loss, once
+        arrays["train"] = np.ones_like(arrays["train"])
+    elif damage == "above":
+        arrays["test"][3, 1] = 1.0000001
+    elif damage == "negative":
+        arrays["train"][5, 2] = -1e-12
+    elif damage == "scaled":  # beyond scikit-learn's tolerance, sqrt(eps) + 1e-8
+        arrays["train"][7] *= 1 + 1e-7
     if damage == "garbage":
         path.write_bytes(b"not an npz")
     elif damage == "attempt":
@@ -121,6 +142,123 @@ def test_a_bad_prediction_file_fails_its_job_with_the_reason(
     assert (result.scored, result.failed) == (2, 1)
     failed = job_rows(database_url)[0]
     assert failed["state"] == "failed" and reason in failed["error"], failed["error"]
+
+
+ONES = """\
+import numpy as np
+
+
+class Classifier:
+    def fit(self, X, y):
+        return self
+
+    def predict_proba(self, X):
+        return np.ones((len(X), 3))  # 'certain' of every class: log loss -2.2e-16
+"""
+
+
+def test_a_predict_proba_of_ones_fails_with_the_reason_and_does_not_rank(
+    spool, make_watcher, make_executor, database_url, tmp_path, back_half
+):
+    """Issue 14, item 3: scikit-learn's log loss only warns about these rows, and the
+    fast twin (trusted after its checks) scored them about 0: ranked first. Now the file
+    is refused, its jobs fail with the reason, and the good submission ranks first."""
+    sweeper, results = back_half
+    register(spool, make_watcher, tmp_path, {"good": B.CLASSIFIER, "ones": ONES},
+             scores=json.dumps(["neg_log_loss", "accuracy"]))  # fmt: skip
+    drain(make_executor())
+    result = sweeper.sweep_once()
+    assert (result.scored, result.failed) == (3, 3)
+    rows = job_rows(database_url)
+    hostile = [r for r in rows if r["name"] == "ones"]
+    assert {r["state"] for r in hostile} == {"failed"}
+    for row in hostile:
+        assert row["error"] == (
+            "predictions refused: 'train' predictions are not "
+            "probabilities: 120 rows do not sum to 1 (row 0 sums to 3)"
+        )
+    assert {r["state"] for r in rows if r["name"] == "good"} == {"scored"}
+    assert query(database_url, "select count(*) as n from scores s join jobs j on j.id = "
+                 "s.job_id join submissions u on u.id = j.submission_id where u.name = 'ones'"
+                 )[0]["n"] == 0  # fmt: skip
+    results.refresh_once()
+    board = {r["label"]: r for r in query(database_url, "select * from leaderboard")}
+    assert board["good.v1"]["rank"] == 1 and board["good.v1"]["valid_mean"] < -0.01
+    assert board["ones.v1"]["state"] == "failed" and board["ones.v1"]["valid_mean"] is None
+    assert board["ones.v1"]["rank"] == 2
+    with open(spool.results / "iris" / "leaderboard.csv") as handle:
+        assert [r["submission"] for r in csv.DictReader(handle)] == ["good.v1", "ones.v1"]
+
+
+def crafted_npz(path: Path, members: dict[str, tuple[tuple[int, ...], bytes | None]]) -> None:
+    """A .npz written by hand: each member a real .npy header declaring `shape` (float64),
+    then `body` (by default the zeros the shape needs)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, (shape, body) in members.items():
+            out = io.BytesIO()
+            npformat.write_array_header_1_0(out, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": shape})  # fmt: skip
+            archive.writestr(f"{name}.npy", out.getvalue() + (
+                body if body is not None else bytes(8 * int(np.prod(shape)))))  # fmt: skip
+
+
+def test_a_small_file_declaring_a_2_gb_array_is_refused_before_any_allocation(
+    spool, make_watcher, make_executor, database_url, tmp_path, back_half
+):
+    """Issue 14, item 4: the master loaded such a file before refusing it (233 MB to
+    2.33 GB). Now its header is read first and the array never allocated."""
+    sweeper, _ = back_half
+    registered(spool, make_watcher, tmp_path, logreg=B.CLASSIFIER)
+    drain(make_executor())
+    row = job_rows(database_url)[0]
+    path = spool.root / row["prediction_path"]
+    declared = (89_478_486, 3)  # 2 GiB of float64
+    crafted_npz(path, {"train": (declared, b"\0" * 64), "test": ((30, 3), None)})
+    assert path.stat().st_size < 4096
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    tracemalloc.start()
+    try:
+        result = sweeper.sweep_once()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    rss_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
+    assert peak < 64 << 20, peak  # the whole pass, two good files scored included
+    assert rss_growth < 256 << 20, rss_growth
+    assert (result.scored, result.failed) == (2, 1)
+    failed = job_rows(database_url)[0]
+    assert failed["state"] == "failed"
+    assert failed["error"] == ("predictions refused: 'train' has shape (89478486, 3), "
+                               "expected (120, 3)")  # fmt: skip
+
+
+def test_a_sparse_prediction_file_is_refused_by_its_size_without_being_read(
+    spool, make_watcher, make_executor, database_url, tmp_path, back_half
+):
+    sweeper, _ = back_half
+    registered(spool, make_watcher, tmp_path, logreg=B.CLASSIFIER)
+    drain(make_executor())
+    row = job_rows(database_url)[0]
+    path = spool.root / row["prediction_path"]
+    with open(path, "r+b") as handle:
+        handle.truncate(1 << 30)  # 1 GB, nothing on disk
+    before = _rchar()
+    result = sweeper.sweep_once()
+    read = _rchar() - before
+    assert (result.scored, result.failed) == (2, 1)
+    failed = job_rows(database_url)[0]
+    assert failed["error"].startswith("predictions refused: the file is 1073741824 bytes, "
+                                      "more than the "), failed["error"]  # fmt: skip
+    assert failed["error"].endswith("bytes that train (120, 3), test (30, 3) can take")
+    assert read < 16 << 20, read  # two good files, the truth, the database: not 1 GB
+
+
+def _rchar() -> int:
+    """Bytes this process has read (read(2) and the like), as the kernel counts them."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
 
 
 def test_results_files_and_views_agree(
