@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from executor import SANDBOX_FAILED
+from spool import arrays
 from spool.bundles import freeze, remove
 from spool.jobs import DETAIL_CHARS, REASON_CHARS, ClaimedJob, Outcome, clean_text
 from spool.layout import Spool
 
-MAX_PREDICTIONS = 4 * 2**30
+PREDICTIONS = "pred.npz"  # as executor.fold writes it (not imported: it brings pandas)
+RAMP_COLUMNS = 1024  # a RAMP kit's prediction width is its own: bound it by the rows
 MAX_RESULT = 1 * 2**20
 
 
@@ -72,6 +74,32 @@ def _read_untrusted(work: Path, name: str, cap: int) -> bytes | None:
         if not stat.S_ISREG(st.st_mode) or st.st_size > cap:
             return None
         return handle.read(cap + 1)[:cap]
+
+
+def _read_predictions(job: ClaimedJob, work: Path) -> tuple[bytes | None, str | None]:
+    """The fold's pred.npz, read no further than the arrays its dataset expects need:
+    its bytes, or why it was refused. Nothing larger is read or copied."""
+    summary = job.summary
+    n_train, n_test = int(summary.get("n_train") or 0), int(summary.get("n_test") or 0)
+    if job.kind == "ramp" or not n_train:
+        cap = (n_train + n_test) * 8 * RAMP_COLUMNS + 2**20
+        data = _read_untrusted(work, PREDICTIONS, cap)
+        why = f"the fold's predictions file is missing, not a file, or over {cap} bytes"
+        return data, None if data is not None else why
+    width = len(summary["classes"]) if summary.get("classes") else None
+    expected = {"train": arrays.shape_of(n_train, width)}
+    if n_test:
+        expected["test"] = arrays.shape_of(n_test, width)
+    try:
+        folder = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        return None, f"the fold's work folder cannot be read: {exc.strerror}"
+    try:
+        return arrays.read_bytes(PREDICTIONS, expected, dir_fd=folder), None
+    except arrays.ArraysRefused as exc:
+        return None, f"the fold's predictions were refused: {exc}"
+    finally:
+        os.close(folder)
 
 
 def _publish(folder: Path, name: str, data: bytes) -> Path:
@@ -163,9 +191,9 @@ def collect(
         result = {"error": malformed}
     ok = done.get("op") == "done" and done.get("exit_code") == 0
     ok = ok and bool(result and result.get("ok"))
-    predictions = _read_untrusted(work, "pred.npz", MAX_PREDICTIONS) if ok else None
+    predictions, refused = _read_predictions(job, work) if ok else (None, None)
     if ok and predictions is None:
-        ok, result = False, {"error": "the fold's predictions file is missing or not a file"}
+        ok, result = False, {"error": refused}
     folder = spool.predictions
     error = None if ok else _reason(done, result, spec["limits"], _last_line(scratch / "fold.log"))
     log_path = folder / f"{job.key}.log"

@@ -44,7 +44,10 @@ def load_module(folder: Path, filename: str) -> ModuleType:
 
 def _align(proba: Any, model: Any, y_fit: pd.Series, classes: list[str]) -> np.ndarray:
     """Columns of `proba` in the dataset's class order; classes the model never saw get 0."""
-    proba = np.asarray(proba, dtype=float)
+    proba = np.asarray(proba)
+    # float32 stays float32: the master checks rows sum to 1 within float32's tolerance,
+    # as scikit-learn does, which a cast to float64 would tighten
+    proba = proba.astype(np.float32 if proba.dtype == np.float32 else float, copy=False)
     if proba.ndim != 2:
         raise ValueError(f"predict_proba returned shape {proba.shape}; expected (rows, classes)")
     seen = getattr(model, "classes_", None)
@@ -57,7 +60,7 @@ def _align(proba: Any, model: Any, y_fit: pd.Series, classes: list[str]) -> np.n
         raise ValueError(
             f"predict_proba returned {proba.shape[1]} columns for {len(seen_names)} classes"
         )
-    out = np.zeros((proba.shape[0], len(classes)))
+    out = np.zeros((proba.shape[0], len(classes)), dtype=proba.dtype)
     for j, name in enumerate(seen_names):
         if name not in classes:
             raise ValueError(f"the model predicts class {name!r}, unknown to the dataset")

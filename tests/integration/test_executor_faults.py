@@ -108,7 +108,8 @@ def test_a_fold_that_breaks_the_executor_side_fails_alone_and_no_worker_dies(
     assert by_name["nul"][0]["error"].startswith("ValueError: bad")
     assert by_name["deep"][0]["error"] == "RuntimeError: left a deep tree"
     assert "result file" in by_name["forged"][0]["error"]
-    assert not list(Path(executor.config.scratch or "/tmp").glob("datarun-fold-*"))
+    scratch = Path(executor.config.scratch or "/tmp")
+    assert not list(scratch.glob(f"datarun-fold-{os.getpid()}-*"))  # this executor's
 
 
 def test_a_killed_fold_runner_reruns_the_fold_and_fails_it_only_after_every_attempt(
@@ -225,3 +226,46 @@ def test_nothing_the_executor_knew_is_in_a_folds_memory(
         wait_for(lambda: settled(database_url), what="every fold to end")
     errors = {r["error"] for r in job_rows(database_url)}
     assert errors == {"RuntimeError: secrets seen: []"}, errors
+
+
+def forged_predictions(body: str) -> str:
+    return f"""
+import json
+import os
+
+import numpy as np
+
+
+class Classifier:
+    def fit(self, X, y):
+        return self
+
+    def predict_proba(self, X):
+        {body}
+        with open("result.json", "w") as handle:
+            json.dump({{"ok": True}}, handle)
+        os._exit(0)
+"""
+
+
+def test_prediction_files_are_read_no_further_than_the_expected_arrays_need(
+    spool, make_watcher, make_executor, database_url, tmp_path
+):
+    """A sparse 512 MB file and a header declaring 2 GB: refused from their size and
+    header, never read or copied whole into predictions/."""
+    subs = {
+        "sparse": forged_predictions("open('pred.npz', 'wb').truncate(512 * 2**20)"),
+        "shape": forged_predictions("np.savez('pred.npz', train=np.zeros((5, 3)), test=0)"),
+        "good": B.CLASSIFIER,
+    }
+    register(spool, make_watcher, tmp_path, subs)
+    executor = make_executor(workers=2)
+    with running(executor):
+        wait_for(lambda: settled(database_url), what="every fold to end")
+    by_name: dict[str, set[str]] = {}
+    for row in job_rows(database_url):
+        by_name.setdefault(row["name"], set()).add(row["error"] or row["state"])
+    assert by_name["good"] == {"predicted"}
+    assert all(e.startswith("the fold's predictions were refused: ") for e in by_name["sparse"])
+    assert all(e.startswith("the fold's predictions were refused: ") for e in by_name["shape"])
+    assert max(p.stat().st_size for p in spool.predictions.iterdir()) < 2**20
