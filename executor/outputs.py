@@ -123,8 +123,13 @@ def _reason(
         return f"timeout after {limits['timeout']:g} s"
     if done.get("killed"):
         return "stopped: the job was cancelled or given back"
+    if done.get("oom"):  # the fold's control group: all its processes and tmpfs files
+        return (f"memory limit of {limits.get('memory_mb')} MB exceeded (the fold's "
+                "processes together, their shared memory and temporary files included)")  # fmt: skip
     if result and result.get("error"):
         return str(result["error"])[:500]
+    if done.get("disk_full"):
+        return f"disk limit of {limits.get('disk_mb')} MB exceeded in work/"
     code = done.get("exit_code")
     if isinstance(code, int) and code < 0:
         if -code == signal.SIGXCPU and limits.get("cpu_seconds"):
