@@ -124,8 +124,10 @@ def _reason(
     if done.get("killed"):
         return "stopped: the job was cancelled or given back"
     if done.get("oom"):  # the fold's control group: all its processes and tmpfs files
-        return (f"memory limit of {limits.get('memory_mb')} MB exceeded (the fold's "
-                "processes together, their shared memory and temporary files included)")  # fmt: skip
+        return (
+            f"memory limit of {limits.get('memory_mb')} MB exceeded (the fold's "
+            "processes together, their shared memory and temporary files included)"
+        )
     if result and result.get("error"):
         return str(result["error"])[:500]
     if done.get("disk_full"):
