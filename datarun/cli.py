@@ -157,6 +157,8 @@ def watcher_config(s: Settings, poll: bool) -> WatcherConfig:
             dataset_limits=Limits(max_bytes=s.max_dataset_mb * mb),
             submission_limits=Limits(max_bytes=s.max_submission_mb * mb, max_files=2_000),
             prepare_timeout=s.prepare_timeout_seconds,
+            prepare_memory_mb=s.prepare_memory_mb,
+            prepare_file_mb=s.prepare_file_mb,
             wait_for_dataset=s.wait_for_dataset_seconds,
             max_attempts=s.max_attempts,
         ),

@@ -32,6 +32,7 @@ from urllib.parse import quote
 from datarun import pgbin
 from datarun.errors import DataFolderRefused, EmbeddedServerError
 from spool import db
+from spool.layout import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -483,10 +484,4 @@ def _write_owned(path: Path, text: str, ident: pgbin.RunAs) -> None:
 
 def _write_private(path: Path, text: str) -> None:
     """Write atomically with mode 0600 (the password, the marker)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    write_atomic(path, text, mode=0o600)

@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     prepare_timeout_seconds: float = Field(
         default=300.0, gt=0, description="time allowed to read a dataset and compute its folds"
     )
+    prepare_memory_mb: int | None = Field(
+        default=4096, ge=64, description="memory preparing a dataset may add to what it starts with"
+    )
+    prepare_file_mb: int | None = Field(
+        default=4096, ge=1, description="the largest file preparing a dataset may write"
+    )
     max_dataset_mb: int = Field(default=2048, ge=1, description="cap on a dataset bundle")
     workers: int = Field(default=2, ge=1, le=256, description="folds an executor runs at once")
     queues: str = Field(

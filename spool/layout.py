@@ -7,6 +7,10 @@ machine may mount the spool somewhere else.
 from __future__ import annotations
 
 import os
+import re
+import threading
+import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,12 +108,87 @@ def stamp(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a hidden temporary name, fsync, then rename into place."""
+# `.<name>.<pid>.<thread>.tmp`: what write_atomic writes before its rename, and the
+# older `.<name>[.<pid>].tmp`; nothing else in results/ is hidden and ends in .tmp.
+TEMPORARY = re.compile(r"^\.(?P<name>.+?)(?:\.(?P<pid>\d+)(?:\.(?P<thread>\d+))?)?\.tmp$")
+TEMPORARY_GRACE = 10.0  # seconds: a younger temporary may be another process's, mid-write
+
+
+def temporary_name(path: Path) -> Path:
+    """A temporary name beside `path`, unique to this thread of this process, and
+    recognizable as datarun's (TEMPORARY) so that a stale one can be found later."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_native_id()}.tmp")
+
+
+def write_atomic(path: Path, data: str | bytes, *, mode: int = 0o666) -> None:
+    """Write to this thread's temporary name, fsync, then rename into place: a reader
+    sees the old file or the new one, never half of one; of two threads writing the
+    same file at once, each renames a whole file of its own, and the last one stays.
+    The file is created with `mode` (less the umask): 0o600 for a secret."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    tmp = temporary_name(path)
+    payload = data.encode("utf-8", "backslashreplace") if isinstance(data, str) else data
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, mode)
+    except FileExistsError:  # left by a dead process whose pid and thread id we reuse
+        tmp.unlink()
+        fd = os.open(tmp, flags, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a write that failed (disk full) leaves nothing
+        raise
+
+
+def remove_stale_temporaries(folder: Path, grace: float = TEMPORARY_GRACE) -> tuple[int, int]:
+    """Remove the temporaries that processes killed mid-write left under `folder`.
+    Those of this process, and those written less than `grace` seconds ago (perhaps by
+    another master, on another host, still writing), are kept. Returns (removed, kept)."""
+    removed = kept = 0
+    mine = str(os.getpid())
+    now = time.time()
+    for current, _, files in os.walk(folder):  # links are not followed
+        for name in files:
+            match = TEMPORARY.match(name)
+            if match is None or match["pid"] == mine:
+                continue
+            path = Path(current, name)
+            try:
+                if now - path.lstat().st_mtime < grace:
+                    kept += 1
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                continue  # renamed into place, or removed, meanwhile
+            removed += 1
+    return removed, kept
+
+
+def escaped(name: str) -> str:
+    """A name as one line of text, whatever it is made of: bytes that are not UTF-8 as
+    \\xNN, control, format and line-breaking characters as \\n, \\t, \\xNN, \\uNNNN,
+    and the backslash itself doubled, so that the text says exactly what the name is."""
+    out = []
+    for char in name:  # a file name's undecodable bytes arrive as U+DC80..U+DCFF
+        code = ord(char)
+        if char == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif char in _SHORT:
+            out.append(_SHORT[char])
+        elif unicodedata.category(char) in _HIDDEN:
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+                       if code < 0x10000 else f"\\U{code:08x}")  # fmt: skip
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_HIDDEN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}

@@ -1,18 +1,23 @@
 """Prepare a native dataset bundle: read its data, check it, split off the test set,
 compute the CV folds once, and write them where executors read them.
 
-This runs in a child process (`python -m spool.prepare BUNDLE OUT`), with a timeout,
-never inside a daemon: data files are large and pandas' parsers are not ours to trust.
-The child writes OUT/train.parquet, OUT/test.parquet and OUT/test_labels.parquet (when
-there is a test set: its features, and its target apart, so that the intake can make the
-labels readable by the master only), OUT/folds.npz and OUT/summary.json, or
-OUT/error.txt (one problem per line) and exits 2.
+This runs in a child process (`python -m spool.prepare [--memory-mb N] [--file-mb N]
+[--module spool.rampkit] BUNDLE OUT PARENT`), with a timeout, never inside a daemon:
+data files are large and pandas' parsers are not ours to trust. As a fold is, the child
+is limited: its memory (RLIMIT_AS: its size once its libraries are loaded, plus N MB; a
+400 KB .csv.gz can expand to gigabytes) and the size of each file it writes
+(RLIMIT_FSIZE). The child writes OUT/train.parquet, OUT/test.parquet and
+OUT/test_labels.parquet (when there is a test set: its features, and its target apart,
+so that the intake can make the labels readable by the master only), OUT/folds.npz and
+OUT/summary.json, or OUT/error.txt (one problem per line) and exits 2.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -31,18 +36,24 @@ LABELS_FILE = "test_labels.parquet"
 SUMMARY_FILE = "summary.json"
 ERROR_FILE = "error.txt"
 SCRUBBED = ("DATARUN_DATABASE_URL", "DATARUN_DB_PASSWORD", "PGPASSWORD", "PGPASSFILE")
+UNLIMITED = 4  # the child's exit code when it cannot set its limits: the machine's fault
 
 
 def prepare_in_child(
-    bundle: Path, out: Path, timeout: float, module: str = "spool.prepare"
-) -> dict[str, Any]:
+    bundle: Path, out: Path, timeout: float, module: str = "spool.prepare", *,
+    memory_mb: int | None = None, file_mb: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Run the preparation (`module`: this one, or `spool.rampkit` for a RAMP kit) in a
-    child with a timeout; the summary, or BundleError."""
+    child with a timeout, `memory_mb` more memory than its libraries take, and no file
+    larger than `file_mb`; the summary, or BundleError."""
     out.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["MALLOC_ARENA_MAX"] = "2"  # a thread's arena reserves 64 MB of address space
+    limits = [f"--memory-mb={memory_mb or 0}", f"--file-mb={file_mb or 0}"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", module, str(bundle), str(out), str(os.getpid())],
+        [sys.executable, "-m", "spool.prepare", *limits, f"--module={module}", str(bundle),
+         str(out), str(os.getpid())],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         env=env, start_new_session=True,
     )  # fmt: skip
@@ -60,9 +71,42 @@ def prepare_in_child(
         raise BundleError((out / ERROR_FILE).read_text(encoding="utf-8").strip())
     if proc.returncode != 0 or not (out / SUMMARY_FILE).is_file():
         last = (stderr or b"").decode("utf-8", "replace").strip().splitlines()[-1:] or ["?"]
+        if proc.returncode == UNLIMITED:  # not the dataset's fault: retried later
+            raise OSError(errno.EIO, f"cannot limit the preparing process: {last[0]}")
+        if memory_mb and proc.returncode in (-signal.SIGABRT, -signal.SIGSEGV, -signal.SIGBUS):
+            raise BundleError(  # native code that cannot say MemoryError aborts instead
+                f"preparing the data failed (killed by signal {-proc.returncode}), perhaps "
+                f"for lack of memory: it may use {memory_mb} MB; {last[0]}"
+            )
+        if proc.returncode == -signal.SIGXFSZ:
+            raise BundleError(too_large(file_mb))
         raise BundleError(f"preparing the data failed (exit {proc.returncode}): {last[0]}")
     summary: dict[str, Any] = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
     return summary
+
+
+def needs_more(memory_mb: int | None, exc: BaseException) -> str:
+    """The reason a preparation that ran out of its memory is refused."""
+    detail = str(exc).strip().splitlines()
+    what = f"more than {memory_mb} MB" if memory_mb else "more memory than the master has"
+    return (
+        f"the dataset needs {what} to prepare ({detail[0] if detail else 'MemoryError'}); "
+        "make the data smaller (fewer rows or columns, smaller types), or ask the admin to "
+        "raise prepare_memory_mb"
+    )
+
+
+def too_large(file_mb: int | None) -> str:
+    return (
+        f"preparing the data writes a file larger than {file_mb} MB; make the data "
+        "smaller, or ask the admin to raise prepare_file_mb"
+    )
+
+
+def _too_large(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and (
+        exc.errno == errno.EFBIG or "file too large" in str(exc).lower()
+    )
 
 
 def _read(bundle: Path, rel: str) -> pd.DataFrame:
@@ -78,7 +122,11 @@ def _read(bundle: Path, rel: str) -> pd.DataFrame:
             frame = pd.read_csv(path, encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise BundleError(f"{rel}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except MemoryError:
+        raise
     except Exception as exc:
+        if "out of memory" in str(exc).lower():  # pandas' C parser says so in a ParserError
+            raise MemoryError(_one_line(exc)) from None
         kind = "Parquet" if rel.lower().endswith((".parquet", ".pq")) else "CSV"
         raise BundleError(f"{rel}: cannot be read as {kind}: {_one_line(exc)}") from None
     if len(frame) == 0 or len(frame.columns) == 0:
@@ -113,6 +161,16 @@ def _check(
         raise BundleError(f"{rel}: target column {m.target!r} has {empty} empty values")
     if m.task == "regression" and not pd.api.types.is_numeric_dtype(y):
         raise BundleError(f"{rel}: target column {m.target!r} must be numeric for regression")
+    if pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y):
+        import numpy as np
+
+        kind = np.complex128 if pd.api.types.is_complex_dtype(y) else np.float64
+        infinite = int(np.isinf(y.to_numpy(dtype=kind)).sum())
+        if infinite:  # no score is defined on them (inf - inf is NaN)
+            raise BundleError(
+                f"{rel}: target column {m.target!r} has {infinite} infinite values; "
+                "every target must be a finite number"
+            )
     if m.task == "classification" and not is_test and y.nunique() < 2:
         raise BundleError(f"{rel}: target column {m.target!r} has a single class; need two or more")
     if m.cv.group_column and m.cv.group_column not in frame.columns:
@@ -237,7 +295,11 @@ def prepare(bundle: Path, out: Path) -> dict[str, Any]:
         if test is not None:
             test.drop(columns=[m.target]).to_parquet(out / "test.parquet", index=False)
             test[[m.target]].to_parquet(out / LABELS_FILE, index=False)
+    except MemoryError:
+        raise
     except Exception as exc:
+        if _too_large(exc):
+            raise
         raise BundleError(f"{m.data.train}: a column mixes types: {_one_line(exc)}") from None
     arrays = {f"train_{i}": t for i, (t, _) in enumerate(folds)}
     arrays.update({f"valid_{i}": v for i, (_, v) in enumerate(folds)})
@@ -267,16 +329,80 @@ def die_with_parent(parent: int) -> None:
         os._exit(3)
 
 
-def main(argv: list[str]) -> int:
-    bundle, out = Path(argv[0]), Path(argv[1])
-    if len(argv) > 2:
-        die_with_parent(int(argv[2]))
-    try:
-        prepare(bundle, out)
-    except BundleError as exc:
-        (out / ERROR_FILE).write_text(str(exc) + "\n", encoding="utf-8")
-        return 2
+def _vm_size() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
     return 0
+
+
+def confine(memory_mb: int, file_mb: int) -> None:
+    """The fold's kind of limits: memory beyond what the libraries take once loaded and
+    warmed up (pyarrow reserves its pools at first use), and the largest file written
+    (a write past it fails with EFBIG instead of killing us with SIGXFSZ)."""
+    import io
+
+    import numpy  # noqa: F401
+    import pandas as pd
+    import sklearn.model_selection  # noqa: F401
+
+    buffer = io.BytesIO()
+    pd.DataFrame({"a": [0]}).to_parquet(buffer)
+    pd.read_parquet(io.BytesIO(buffer.getvalue()))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if memory_mb:
+        room = _vm_size() + memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (room, room))
+    if file_mb:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_mb * 2**20, file_mb * 2**20))
+
+
+def _run(module: str, bundle: Path, out: Path) -> None:
+    if module == "spool.rampkit":
+        from spool import rampkit
+
+        os.chdir(bundle)  # as ramp-test, which runs in the kit's folder
+        rampkit.prepare(bundle, out)
+    else:
+        prepare(bundle, out)
+
+
+def main(argv: list[str]) -> int:
+    options = {k: v for k, _, v in (a[2:].partition("=") for a in argv if a.startswith("--"))}
+    args = [a for a in argv if not a.startswith("--")]
+    memory_mb, file_mb = int(options.get("memory-mb") or 0), int(options.get("file-mb") or 0)
+    bundle, out = Path(args[0]), Path(args[1])
+    if len(args) > 2:
+        die_with_parent(int(args[2]))
+    try:
+        confine(memory_mb, file_mb)
+    except OSError as exc:  # e.g. no /proc to measure our size: never run unlimited
+        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+        return UNLIMITED
+    reserve = bytearray(1 << 20)  # freed to report a MemoryError
+    try:
+        _run(options.get("module", "spool.prepare"), bundle, out)
+    except MemoryError as exc:
+        del reserve
+        return _refuse(out, needs_more(memory_mb, exc))
+    except BundleError as exc:  # a kit's own code's errors come wrapped in one
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, MemoryError):
+            del reserve
+            return _refuse(out, needs_more(memory_mb, cause))
+        return _refuse(out, too_large(file_mb) if _too_large(cause or exc) else str(exc))
+    except OSError as exc:
+        if not _too_large(exc):
+            raise
+        return _refuse(out, too_large(file_mb))
+    return 0
+
+
+def _refuse(out: Path, reason: str) -> int:
+    (out / ERROR_FILE).unlink(missing_ok=True)  # perhaps cut short at the file cap
+    (out / ERROR_FILE).write_text(reason + "\n", encoding="utf-8")
+    return 2
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from datarun.errors import BundleError, BundleWaiting, DatabaseUnavailable, DatarunError
 from spool import bundles, rampkit, registry
 from spool.bundles import Limits, shown
-from spool.layout import Spool, label, stamp, write_atomic
+from spool.layout import Spool, escaped, label, stamp, write_atomic
 from spool.manifests import (
     DATASET_MANIFEST,
     MAX_MANIFEST_BYTES,
@@ -69,6 +69,8 @@ class IntakeConfig:
         default_factory=lambda: Limits(max_bytes=50 * 2**20, max_files=2_000)
     )
     prepare_timeout: float = 300.0
+    prepare_memory_mb: int | None = 4096  # beyond what the preparing child starts with
+    prepare_file_mb: int | None = 4096  # the largest file preparation may write
     wait_for_dataset: float = 7 * 24 * 3600.0
     max_attempts: int = 3
     max_failures: int = 3  # internal errors on one drop before it is rejected
@@ -184,7 +186,7 @@ class Intake:
             if exc.errno in TRANSIENT:
                 origin["starts"] = 0  # we saw it end: not a crash of ours
                 write_atomic(token / "origin.json", json.dumps(origin))
-                raise Transient(f"cannot process {shown(origin['name'])}: {exc}") from exc
+                raise Transient(f"cannot process {escaped(origin['name'])}: {exc}") from exc
             return self._failed(token, origin, exc)
         except Exception as exc:
             return self._failed(token, origin, exc)
@@ -192,7 +194,7 @@ class Intake:
     def _failed(self, token: Path, origin: dict[str, Any], exc: Exception) -> Outcome:
         origin["failures"] = int(origin.get("failures", 0)) + 1
         origin["starts"] = 0  # counted as a failure, not as a crash
-        log.error("processing the drop %s failed (%d of %d): %s", shown(origin["name"]),
+        log.error("processing the drop %s failed (%d of %d): %s", escaped(origin["name"]),
                   origin["failures"], self.config.max_failures, exc, exc_info=exc)  # fmt: skip
         if origin["failures"] >= self.config.max_failures:
             return self._answer_rejected(
@@ -209,12 +211,12 @@ class Intake:
         drop = token / "drop" / origin["name"]
         work = token / "work"
         if drop.is_symlink():
-            raise BundleError(f"{shown(drop.name)}: is a link; drop the folder or archive itself")
+            raise BundleError(f"{escaped(drop.name)}: is a link; drop the folder or archive itself")
         if drop.is_dir():
             return bundles.copy_folder(drop, work / "bundle", limits)
         if bundles.archive_kind(drop.name) is None:
             raise BundleError(
-                f"{shown(drop.name)}: not a bundle; drop a folder, a .zip or a .tar.gz"
+                f"{escaped(drop.name)}: not a bundle; drop a folder, a .zip or a .tar.gz"
             )
         root = bundles.extract(drop, work / "unpacked", limits)
         root.rename(work / "bundle")
@@ -248,7 +250,9 @@ class Intake:
             return self._answer_duplicate(token, origin, f"dataset {existing.name!r}")
         if existing is None:
             summary = prepare_in_child(root, token / "work" / "prepared",
-                                       self.config.prepare_timeout)  # fmt: skip
+                                       self.config.prepare_timeout,
+                                       memory_mb=self.config.prepare_memory_mb,
+                                       file_mb=self.config.prepare_file_mb)  # fmt: skip
             ident = registry.next_id(self.conn, "datasets")
             store_path = self._storing(token, self.spool.dataset_store(ident))
             # Folds read the prepared features, never these: the raw files hold the test
@@ -258,7 +262,7 @@ class Intake:
             try:
                 registry.register_dataset(
                     self.conn, id=ident, store_path=store_path, manifest=manifest,
-                    content_hash=digest, summary=summary, drop_name=origin["name"],
+                    content_hash=digest, summary=summary, drop_name=escaped(origin["name"]),
                     token=token.name,
                 )  # fmt: skip
             except BaseException:
@@ -277,8 +281,9 @@ class Intake:
         name = bundles.stem(origin["name"])
         if re.fullmatch(NAME_PATTERN, name) is None:
             raise BundleError(
-                f"{shown(name)!r} cannot name a dataset: a RAMP kit is named after its folder; "
-                "use up to 64 letters, digits, '-' and '_', starting with a letter or digit"
+                f"'{escaped(name)}' cannot name a dataset: a RAMP kit is named after its "
+                "folder; rename the folder with up to 64 letters (a-z, A-Z), digits, '-' and "
+                "'_', starting with a letter or digit"
             )
         digest = bundles.content_hash(root)
         existing = registry.dataset_by_name(self.conn, name)
@@ -291,14 +296,16 @@ class Intake:
             return self._answer_duplicate(token, origin, f"dataset {existing.name!r}")
         if existing is None:
             summary = prepare_in_child(root, token / "work" / "prepared",
-                                       self.config.prepare_timeout, "spool.rampkit")  # fmt: skip
+                                       self.config.prepare_timeout, "spool.rampkit",
+                                       memory_mb=self.config.prepare_memory_mb,
+                                       file_mb=self.config.prepare_file_mb)  # fmt: skip
             ident = registry.next_id(self.conn, "datasets")
             store_path = self._storing(token, self.spool.dataset_store(ident))
             target = self._store(token / "work", store_path)
             try:
                 registry.register_kit(
                     self.conn, id=ident, store_path=store_path, name=name, summary=summary,
-                    content_hash=digest, drop_name=origin["name"], token=token.name,
+                    content_hash=digest, drop_name=escaped(origin["name"]), token=token.name,
                 )  # fmt: skip
             except BaseException:
                 bundles.remove(target)
@@ -341,6 +348,12 @@ class Intake:
         manifest = parse_submission_manifest(_read_small(manifest_file, MAX_MANIFEST_BYTES)) \
             if manifest_file.is_file() else None  # fmt: skip
         hint = origin["hint"]
+        if hint and re.fullmatch(NAME_PATTERN, hint) is None:  # no dataset can have it
+            raise BundleError(
+                f"incoming/submissions/{escaped(hint)}/ is no dataset's folder: a dataset's "
+                "name is up to 64 letters (a-z, A-Z), digits, '-' and '_'; drop the bundle "
+                "into incoming/submissions/<dataset>/"
+            )
         dataset_name = manifest.dataset if manifest and manifest.dataset else hint
         if manifest and manifest.dataset and hint and manifest.dataset != hint:
             raise BundleError(
@@ -355,9 +368,9 @@ class Intake:
         name = manifest.name if manifest and manifest.name else bundles.stem(origin["name"])
         if re.fullmatch(NAME_PATTERN, name) is None:
             raise BundleError(
-                f"the name {shown(name)!r} cannot name a submission: use up to 64 letters, "
-                "digits, '-' and '_', starting with a letter or digit (rename the bundle, or "
-                f"set 'name' in {SUBMISSION_MANIFEST})"
+                f"the name '{escaped(name)}' cannot name a submission: use up to 64 letters "
+                "(a-z, A-Z), digits, '-' and '_', starting with a letter or digit (rename the "
+                f"bundle, or set 'name' in {SUBMISSION_MANIFEST})"
             )
         dataset = registry.dataset_by_name(self.conn, dataset_name)
         if dataset is None:
@@ -380,7 +393,7 @@ class Intake:
             try:
                 version = registry.register_submission(
                     self.conn, dataset, id=ident, store_path=store_path, name=name, team=team,
-                    queue=queue, content_hash=digest, drop_name=origin["name"],
+                    queue=queue, content_hash=digest, drop_name=escaped(origin["name"]),
                     manifest=manifest.model_dump() if manifest else {},
                     max_attempts=self.config.max_attempts, token=token.name,
                 )  # fmt: skip
@@ -393,7 +406,7 @@ class Intake:
         status = {
             "submission": tag, "dataset": dataset.name, "id": ident, "state": "queued",
             "folds": dataset.n_folds, "queue": queue, "registered_at": _now(),
-            "dropped_as": origin["source"],
+            "dropped_as": escaped(origin["source"]),
         }  # fmt: skip
         write_atomic(self.spool.submission_results(dataset.name, tag) / "status.json",
                      json.dumps(status, indent=2) + "\n")  # fmt: skip
@@ -449,7 +462,7 @@ class Intake:
         deadline = datetime.now(UTC) + timedelta(seconds=self.config.wait_for_dataset)
         state = {**origin, "dataset": dataset, "deadline": deadline.isoformat()}
         note = (
-            f"WAITING: {shown(origin['name'])}\n"
+            f"WAITING: {escaped(origin['name'])}\n"
             f"This submission is for dataset {dataset!r}, which is not registered yet.\n"
             f"It will be taken as soon as that dataset arrives, and rejected if it has not\n"
             f"arrived by {deadline.isoformat(timespec='seconds')}.\n"
@@ -457,7 +470,7 @@ class Intake:
         dest = self.spool.waiting / dataset / _answer_name(origin["name"])
         self._build(token, origin, dest, ("WAITING.txt", note), state)
         self._deliver(token)
-        log.info("submission %s waits for dataset %s", shown(origin["name"]), dataset)
+        log.info("submission %s waits for dataset %s", escaped(origin["name"]), dataset)
         return Outcome("waiting", origin["name"], "submission", dataset)
 
     def _answer(
@@ -465,12 +478,16 @@ class Intake:
     ) -> None:
         """Move the whole drop to rejected/, beside a note saying why and what to do."""
         name = origin["name"]
-        registry.record_answer(self.conn, shown(name), reason, kind=event)
+        # One field per line: the drop's name escaped wherever it is shown (a name may
+        # hold a newline), the reason as text PostgreSQL takes (no NUL, no lone surrogate).
+        reason = reason.replace(shown(name), escaped(name)).replace("\x00", "\\x00")
+        reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")
+        registry.record_answer(self.conn, escaped(name), reason, kind=event)
         lines = [f"  - {line}" for line in reason.splitlines() if line.strip()]
         rejected = title == "REJECTED"
         note = "\n".join([
-            f"{title}: {shown(name)}",
-            f"dropped as: {shown(origin['source'])}",
+            f"{title}: {escaped(name)}",
+            f"dropped as: {escaped(origin['source'])}",
             f"answered at: {_now()}",
             "",
             "What is wrong:" if rejected else "Why:",
@@ -483,7 +500,7 @@ class Intake:
         dest = self.spool.rejected / _answer_name(name)
         self._build(token, origin, dest, ("REJECTED.txt", note), None)
         self._deliver(token)
-        log.info("%s %s: %s", title.lower(), shown(name), reason.splitlines()[0])
+        log.info("%s %s: %s", title.lower(), escaped(name), (reason.splitlines() or [""])[0])
 
     def _build(
         self, token: Path, origin: dict[str, Any], dest: Path, note: tuple[str, str],
@@ -566,7 +583,7 @@ def _read_small(path: Path, cap: int) -> bytes:
 
 def _answer_name(name: str) -> str:
     """stamp_name, short enough for any filesystem whatever the drop's name."""
-    text = shown(name).replace("/", "_")
+    text = escaped(name).replace("/", "_")
     if len(text.encode()) > 100:
         digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
         text = text.encode()[:90].decode("utf-8", "ignore") + "-" + digest

@@ -4,7 +4,9 @@ Jobs (each `max_instances=1`, missed runs coalesced): sweep (score predictions),
 results (refresh the files of submissions that changed), reap (give back the jobs of
 silent executors) and rescan (the watcher's reconcile). Two masters started by
 mistake do not race: the sweeper's jobs run only in the one holding the sweeper's
-advisory lock, the watcher only in the one holding the watcher's.
+advisory lock, the watcher only in the one holding the watcher's. A master that gains
+the sweeper's lock first repairs what a killed one may have left half written in
+results/ (`Results.recover`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class Leadership:
         self.query = query
         self._conn: db.Conn | None = None
         self._lock = threading.Lock()
+        self._held = False
+        self.term = 0  # counts the times the lock was gained: a new term, a new start
 
     def held(self) -> bool:
         with self._lock:
@@ -51,10 +55,14 @@ class Leadership:
                 if self._conn is None or self._conn.closed or self._conn.broken:
                     self._conn = db.connect(self.url, application_name="datarun sweeper")
                 row = db.fetch_one(self._conn, self.query)
-                return bool(row and row["locked"])
+                locked = bool(row and row["locked"])
             except DatabaseUnavailable:
                 self._conn = None
-                return False
+                locked = False
+            if locked and not self._held:
+                self.term += 1
+            self._held = locked
+            return locked
 
     def close(self) -> None:
         with self._lock:
@@ -73,6 +81,17 @@ class Master:
         self.sweeper = Sweeper(spool, self.database)
         self.results = Results(spool, self.database, self.sweeper)
         self.leadership = Leadership(url, "sweeper_try_lock")
+        self._recovered_term = 0  # the term whose start the results were recovered at
+
+    def _refresh_results(self) -> int:
+        """The results job: at the start of each term (this master's first lead, or the
+        lead regained after losing it, when another master may have written meanwhile
+        and been killed), recover first."""
+        term = self.leadership.term
+        if term != self._recovered_term:
+            self.results.recover()
+            self._recovered_term = term
+        return self.results.refresh_once()
 
     def _job(self, name: str, action: Callable[[], object]) -> Callable[[], None]:
         def run() -> None:
@@ -95,7 +114,7 @@ class Master:
         )
         jobs: list[tuple[str, Callable[[], object], float]] = [
             ("sweep", self.sweeper.sweep_once, self.config.sweep_seconds),
-            ("results", self.results.refresh_once, self.config.results_seconds),
+            ("results", self._refresh_results, self.config.results_seconds),
             ("reap", lambda: reap_once(self.database, self.config.lease_seconds),
              self.config.reap_seconds),
             ("rescan", self.watcher.request_rescan, self.config.rescan_seconds),

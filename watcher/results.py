@@ -4,6 +4,13 @@ Refreshed only for submissions whose jobs changed since their files were last wr
 (`jobs.updated_at` against `submissions.results_at`). Every file is written under a
 temporary name and renamed, so a reader never sees half of one.
 
+A master killed mid-write: a submission's files are all renamed into place before its
+`results_at` commits, so an interrupted one is still "changed" and is written again.
+The leaderboard is written after that commit, so nothing in the database remembers it:
+a leaderboard is owed (in memory) from the moment its submissions change until it is
+written, and a master that gains the lead owes every dataset's once (`recover`), and
+removes the temporaries a killed one left behind.
+
     results/<dataset>/leaderboard.csv       ranked by the first metric's mean valid score
     results/<dataset>/leaderboard.html      the same, self-contained, with per-fold charts
     results/<dataset>/<label>/status.json   state of each fold, errors, mean +- std, bagged
@@ -18,8 +25,8 @@ import io
 import json
 import logging
 import math
-import shutil
 import statistics
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -27,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spool import db
-from spool.layout import Spool, label, write_atomic
+from spool.layout import TEMPORARY_GRACE, Spool, label, remove_stale_temporaries, write_atomic
 from watcher import html
 from watcher.rampscore import KitScoringFailed
 from watcher.scoring import bagged, check
@@ -38,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running", "predicted")
+TEMPORARIES_EVERY = 600.0  # seconds between looks for temporaries of killed writers
 
 
 def _state(jobs: list[dict[str, Any]], cancelled: bool) -> str:
@@ -59,21 +67,53 @@ class Results:
         self.database = database
         self.sweeper = sweeper  # its cache of what predictions are scored against, its kits
         self._kit_bags: dict[int, Any] = {}
+        self._owed: set[str] = set()  # datasets whose leaderboard may be behind
+        self._next_sweep = 0.0  # time.monotonic() of the next look for stale temporaries
+
+    def recover(self) -> None:
+        """On gaining the lead: another master may have been killed while writing. Owe
+        every dataset's leaderboard, and look for its temporaries at once."""
+        with self.database.connection() as conn:
+            names = {str(r["name"]) for r in db.fetch_all(conn, "dataset_names")}
+        self._owed |= names
+        self._next_sweep = 0.0
+        log.info("results: every leaderboard is rewritten once (%d datasets)", len(names))
 
     def refresh_once(self, limit: int = 200) -> int:
-        """Rewrite the files of every submission that changed; returns how many."""
+        """Rewrite the files of every submission that changed, then the leaderboards
+        owed; returns how many submissions."""
+        self._sweep_temporaries()
         with self.database.connection() as conn:
             changed = db.fetch_all(conn, "submissions_changed", {"n": limit})
         self._kit_bags = self._bag_kits([row["id"] for row in changed])
-        datasets = set()
         for row in changed:
             try:
-                datasets.add(self.write_submission(row["id"], row["changed_at"]))
+                self._owed.add(self.write_submission(row["id"], row["changed_at"]))
             except Exception:
                 log.exception("results of submission %s could not be written", row["id"])
-        for dataset in sorted(datasets):
-            self.write_leaderboard(dataset)
+        for dataset in sorted(self._owed):
+            try:
+                self.write_leaderboard(dataset)
+            except Exception:  # e.g. disk full: still owed, written at a later refresh
+                log.exception("the leaderboard of %s could not be written", dataset)
+            else:
+                self._owed.discard(dataset)
         return len(changed)
+
+    def _sweep_temporaries(self) -> None:
+        """Remove what killed writers left in results/; soon again while some are too
+        young to tell from a write in progress, else every TEMPORARIES_EVERY seconds."""
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        try:
+            removed, kept = remove_stale_temporaries(self.spool.results)
+        except OSError as exc:
+            log.warning("cannot look for stale temporaries in %s: %s", self.spool.results, exc)
+            removed, kept = 0, 1
+        if removed:
+            log.info("removed %d temporary files left by a killed writer in results/", removed)
+        self._next_sweep = now + (TEMPORARY_GRACE if kept else TEMPORARIES_EVERY)
 
     def write_submission(self, ident: int, changed_at: datetime) -> str:
         with self.database.connection() as conn:
@@ -99,10 +139,8 @@ class Results:
         folder.mkdir(parents=True, exist_ok=True)
         for job in jobs:
             source = self.spool.absolute(job["log_path"]) if job["log_path"] else None
-            if source is not None and source.is_file():
-                tmp = folder / f".fold_{job['fold']}.log.tmp"
-                shutil.copyfile(source, tmp)
-                tmp.replace(folder / f"fold_{job['fold']}.log")
+            if source is not None and source.is_file():  # capped by the executor
+                write_atomic(folder / f"fold_{job['fold']}.log", source.read_bytes())
         write_atomic(folder / "scores.csv", _scores_csv(scores))
         write_atomic(folder / "status.json", json.dumps(status, indent=2, default=str) + "\n")
         with self.database.transaction() as conn:

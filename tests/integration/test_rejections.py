@@ -194,6 +194,11 @@ CASES = [
     Case("tar-corrupt", "submissions/iris", raw("corrupt.tar.gz", b"\x1f\x8b\x08 truncated"), "cannot be read as a tar archive"),
     Case("zip-bomb", "submissions/iris", archive("bomb.zip", [("classifier.py", GOOD), ("zeros.bin", b"\0" * (SMALL_CAP * 4))]), "larger than"),
     Case("zip-duplicate-member", "submissions/iris", archive("twice.zip", [("classifier.py", GOOD), ("classifier.py", GOOD)]), "'classifier.py' is in the bundle twice"),
+    # ---- issue 14, item 10: names that are not one line of UTF-8, targets not finite
+    Case("ds-infinite-target", "datasets", ds("dsinf", lambda r: (r / "train.csv").write_text("a,target\n" + "".join(f"{i},{'inf' if i == 3 else i / 2}\n" for i in range(20))), task="regression", workflow="regressor", scores='["r2"]', scheme="kfold"), "target column 'target' has 1 infinite values"),
+    Case("sub-newline-name", "submissions/iris", sub("two\nlines", nothing), "the name 'two\\nlines' cannot name a submission"),
+    Case("sub-newline-in-reason", "submissions/iris", sub("many\nfiles", lambda r: [(r / f"f{i}.txt").write_text("x") for i in range(60)]), "many\\nfiles: more than 50 files and folders"),
+    Case("sub-latin1-dataset-folder", "submissions/" + os.fsdecode(b"caf\xe9"), sub("lr", nothing, manifest='name = "lr"\n'), "incoming/submissions/caf\\xe9/ is no dataset's folder"),
 ]  # fmt: skip
 
 
@@ -267,6 +272,22 @@ def test_each_bad_drop_is_rejected_with_its_reason(answers: dict[str, Answer], c
     assert "What to do:" in answer.text
     kept = [p for p in answer.folder.iterdir() if p.name != "REJECTED.txt"]
     assert len(kept) == 1, "the original drop is kept whole beside the note"
+
+
+def test_every_answer_keeps_its_layout_one_field_per_line(answers: dict[str, Answer]):
+    """Whatever the drop's name (a newline in it, bytes that are not UTF-8), REJECTED.txt
+    is: title, origin and time on a line each, the reasons as bullets, what to do."""
+    for case, answer in answers.items():
+        if case.startswith("_"):
+            continue
+        lines = answer.text.splitlines()
+        assert [line.split(":")[0] for line in lines[:3]] == ["REJECTED", "dropped as",
+                                                               "answered at"], answer.text  # fmt: skip
+        assert lines[3:5] == ["", "What is wrong:"], answer.text
+        end = lines.index("", 5)
+        assert all(line.startswith("  - ") for line in lines[5:end]), answer.text
+        assert lines[end + 1 :] == [lines[-1]] and lines[-1].startswith("What to do: ")
+        assert "\n" not in answer.folder.name
 
 
 def test_nothing_is_left_behind_or_registered(answers: dict[str, Answer]):
