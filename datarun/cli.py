@@ -532,6 +532,7 @@ def executor_config(s: Settings) -> ExecutorConfig:
         memory_mb=s.fold_memory_mb,
         max_processes=s.fold_max_processes,
         log_mb=s.fold_log_mb,
+        disk_mb=s.fold_disk_mb,
         network=s.fold_network,
         threads=s.fold_threads,
         stop_grace_seconds=s.stop_grace_seconds,

@@ -9,10 +9,13 @@ environment themselves.
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -24,6 +27,8 @@ from pydantic_settings import (
 
 from datarun.errors import ConfigError
 from spool.urls import mask_url
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "DATARUN_"
 CONFIG_NAME = "datarun.toml"
@@ -147,6 +152,12 @@ class Settings(BaseSettings):
         description="processes a sandboxed fold may run (as its own datarun-run-N user)",
     )
     fold_log_mb: float = Field(default=10.0, gt=0, description="cap on a fold's log")
+    fold_disk_mb: int = Field(
+        default=1024,
+        ge=1,
+        description="a fold's disk: its work/ folder, and its /tmp, /var/tmp and /dev/shm "
+        "together (a tmpfs each, counted in its memory); without namespaces, its largest file",
+    )
     fold_network: bool = Field(
         default=False,
         description="let folds use the network (by default a root executor gives each fold "
@@ -210,6 +221,7 @@ def load_settings(**overrides: Any) -> Settings:
         path = config_file()
         if path is not None:
             _check_toml(path)
+            _warn_if_exposed(path)
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, config_file())) from exc
@@ -220,6 +232,49 @@ def _check_toml(path: Path) -> None:
         tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
+_warned: set[Path] = set()
+
+
+def exposed_secret(path: Path) -> str | None:
+    """What to say when `path` holds a database password (`db_password`, or a
+    `database_url` with one) that its group or other users may read; else None. A
+    warning, not a refusal: an administrator's usual 0644 must not stop a running
+    system, and folds cannot read it where they have namespaces of their own."""
+    try:
+        mode = path.stat().st_mode
+        if not mode & (stat.S_IRGRP | stat.S_IROTH):
+            return None
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not _holds_password(data):
+        return None
+    who = "every user" if mode & stat.S_IROTH else "its group"
+    return (f"{path} holds a database password and {who} may read it "
+            f"(mode {stat.S_IMODE(mode):o}): chmod 600 {path}")  # fmt: skip
+
+
+def _holds_password(data: dict[str, Any]) -> bool:
+    if data.get("db_password"):
+        return True
+    url = data.get("database_url")
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url)
+        return bool(parts.password) or "password" in parse_qs(parts.query)
+    except ValueError:
+        return True  # unreadable as a URL: it may well hold one
+
+
+def _warn_if_exposed(path: Path) -> None:
+    """Said once per file and process, whichever command reads the file."""
+    warning = exposed_secret(path)
+    if warning and path not in _warned:
+        _warned.add(path)
+        log.warning("%s", warning)
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:

@@ -21,15 +21,16 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from tempfile import gettempdir
 from typing import Any
 
 from datarun import __version__, pgbin
 from datarun.errors import ConfigError, DatabaseError, DatabaseUnavailable
-from executor import outputs
+from executor import mounts, outputs
 from executor.client import ZygoteClient, ZygoteDied
+from executor.isolation import Isolation
 from executor.sandbox import (
     SANDBOX_USER,
     SandboxUsers,
@@ -61,12 +62,18 @@ class ExecutorConfig:
     scratch: Path | None = None
     network: bool = False  # folds keep the network (else, as root: a namespace of their own)
     name: str | None = None  # how this executor is listed (default: the host name)
+    # work/, and /tmp, /var/tmp and /dev/shm together: a tmpfs of this size each (with
+    # namespaces), else the largest file a fold may write (RLIMIT_FSIZE)
+    disk_mb: int | None = 1024
+    # control groups and namespaces: probed at start unless given (a test's fallback)
+    isolation: Isolation | None = None
 
     def limits(self) -> dict[str, Any]:
         return {"timeout": self.timeout_seconds, "cpu_seconds": self.cpu_seconds,
                 "memory_mb": self.memory_mb, "max_processes": self.max_processes,
-                "log_bytes": int(self.log_mb * 2**20),
-                "network": "host" if self.network or os.geteuid() != 0 else "none"}  # fmt: skip
+                "log_bytes": int(self.log_mb * 2**20), "disk_mb": self.disk_mb,
+                "network": "host" if self.network or os.geteuid() != 0 else "none",
+                "isolation": self.isolation.as_dict() if self.isolation else None}  # fmt: skip
 
 
 def sandbox_import_warning() -> str | None:
@@ -120,21 +127,33 @@ class Executor:
         # Threads here mostly wait; the default 5 ms GIL switch interval would add up to
         # that much to each hand-over (a fold's end reaching its worker, say).
         sys.setswitchinterval(0.0005)
-        if os.geteuid() == 0:
-            blocked = pgbin.blocking_ancestor((self.config.scratch or Path(gettempdir())) / "x")
+        root = os.geteuid() == 0
+        if root and not self.config.network:
+            network_check()  # a machine without namespaces at all: refused, first
+        # What folds get, said once: as a warning where full isolation is expected (root,
+        # folds without network), else in the log (not root, or fold_network set).
+        layers = self.config.isolation or Isolation.probe(loud=root and not self.config.network)
+        if not root and layers.namespaces:
+            raise ConfigError("folds get mount and PID namespaces only from a root executor")
+        self.config = replace(self.config, isolation=layers)
+        isolated = layers.namespaces
+        if root:
+            scratch = self.config.scratch or Path(gettempdir())
+            for point in mounts.release_stale(scratch, outputs.SCRATCH_PREFIX):
+                log.info("unmounted %s, left by an executor that is gone", point)
+            blocked = None if isolated else pgbin.blocking_ancestor(scratch / "x")
             if blocked is not None:
                 raise ConfigError(
                     f"the sandbox users ({SANDBOX_USER}-N) cannot enter {blocked}, so folds "
                     "cannot reach their scratch folders: set DATARUN_SCRATCH_DIR (scratch_dir) "
                     "to a folder that others may traverse"
                 )
-            if not self.config.network:
-                network_check()
             if self._users is None:
                 self._users = SandboxUsers(self.config.workers)
                 log.info("folds run as %s", ", ".join(self._users.lease()))
                 self.zygote.pass_fds = self._users.fds
-            self.warning = sandbox_import_warning()
+            # with namespaces, folds see the Python prefixes through their own root
+            self.warning = None if isolated else sandbox_import_warning()
             if self.warning:
                 log.warning("%s", self.warning)
         for path in outputs.clean_stale(self.config.scratch):

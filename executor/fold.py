@@ -2,15 +2,20 @@
 
 The child starts in the zygote's memory (libraries and dataset already loaded), then,
 before touching submission code: becomes its own session and process group, sends
-its output to the zygote's pipe, sets its rlimits, and, when the executor is root,
-leaves the network (an empty namespace of its own) and drops to the sandbox user; then
-it moves into its work folder and replaces its environment. It writes
-only into that folder: `pred.npz` and `result.json`; the executor copies them out.
+its output to the zygote's pipe, sets its rlimits, joins the fold's control groups
+(when the machine has them), and, when the executor is root, leaves the network (an
+empty namespace of its own), takes a mount namespace whose root shows only what the
+fold needs (executor.mounts; the zygote already put it in a PID namespace of its own),
+and drops to the sandbox user; then it moves into its work folder and replaces its
+environment. It writes only into that folder (and its private /tmp, /var/tmp and
+/dev/shm): `pred.npz` and `result.json`; the executor copies them out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
 import json
 import os
 import platform
@@ -26,11 +31,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from executor.sandbox import no_network
+from executor import linux, mounts
 
 PR_SET_NO_NEW_PRIVS = 38
 RESULT = "result.json"
 PREDICTIONS = "pred.npz"
+ROOM = ".datarun-room"  # space kept for result.json: a full disk still gets its reason
+ROOM_BYTES = 256 << 10
 
 
 @dataclass
@@ -86,22 +93,37 @@ def isolate(spec: dict[str, Any], output: int) -> None:
 
 
 def confine(spec: dict[str, Any]) -> None:
-    """Limits, the sandbox user, the work folder: for submission code."""
+    """Limits, control groups, namespaces, the sandbox user, the work folder: for
+    submission code."""
     limits = spec["limits"]
+    isolated = bool((limits.get("isolation") or {}).get("namespaces"))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if limits.get("cpu_seconds"):
         cpu = int(limits["cpu_seconds"])
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
     if limits.get("memory_mb"):
+        # Per process, even under a memory cgroup: one allocation too large is then a
+        # MemoryError the fold reports, not a kill.
         room = _vm_size() + int(limits["memory_mb"]) * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (room, room))
+    if limits.get("disk_mb") and not isolated:  # without a tmpfs: per file, at least
+        size = int(limits["disk_mb"]) * 2**20
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    for join in spec.get("cgroups") or ():  # the fold's groups, before its code
+        with open(join, "w", encoding="ascii") as handle:
+            handle.write("0")
     if spec.get("uid") is not None:
         # No privilege from setuid or setgid programs (crontab, at): nothing outlives it.
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "cannot set no_new_privs")
-        if limits.get("network") == "none":
-            no_network()
+        flags = linux.CLONE_NEWNET if limits.get("network") == "none" else 0
+        if isolated:
+            flags |= linux.CLONE_NEWNS
+        if flags:
+            linux.unshare(flags)
+        if isolated:
+            mounts.enter_root(spec)
         if limits.get("max_processes"):
             n = int(limits["max_processes"])
             resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
@@ -109,6 +131,22 @@ def confine(spec: dict[str, Any]) -> None:
         os.setgid(int(spec["gid"]))
         os.setuid(int(spec["uid"]))
     os.chdir(spec["work"])
+    _keep_room()
+
+
+def _keep_room() -> None:
+    """Reserve result.json's room in the work folder before any submission code runs
+    (a file of its own: result.json itself appears only once written)."""
+    try:
+        fd = os.open(ROOM, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    try:
+        os.posix_fallocate(fd, 0, ROOM_BYTES)
+    except OSError:
+        pass  # a filesystem without it: the room is not kept, nothing worse
+    finally:
+        os.close(fd)
 
 
 def _versions() -> dict[str, str]:
@@ -185,9 +223,25 @@ def child_main(spec: dict[str, Any], data: Dataset, output: int) -> int:
                       "exceeded", traceback="MemoryError")  # fmt: skip
     except BaseException as exc:
         theirs = _their_traceback(exc, code)
-        result.update(ok=False, error=_one_line(exc), traceback=theirs)
+        result.update(ok=False, error=_disk_reason(exc, spec) or _one_line(exc),
+                      traceback=theirs)  # fmt: skip
         sys.stderr.write(theirs)
     return _report(result)
+
+
+def _disk_reason(exc: BaseException, spec: dict[str, Any]) -> str | None:
+    """A full work folder or private /tmp (ENOSPC), or a file past RLIMIT_FSIZE (EFBIG),
+    said as the fold's disk limit."""
+    limits = spec["limits"]
+    disk = limits.get("disk_mb")
+    if not disk or not isinstance(exc, OSError):
+        return None
+    if exc.errno == errno.ENOSPC and (limits.get("isolation") or {}).get("namespaces"):
+        return (f"disk limit of {disk} MB exceeded (work/, or /tmp, /var/tmp and /dev/shm "
+                f"together): {_one_line(exc)}")  # fmt: skip
+    if exc.errno == errno.EFBIG:
+        return f"disk limit of {disk} MB exceeded (one file): {_one_line(exc)}"
+    return None
 
 
 def _report(result: dict[str, Any], error: str | None = None, detail: str = "") -> int:
@@ -197,6 +251,12 @@ def _report(result: dict[str, Any], error: str | None = None, detail: str = "") 
         sys.stderr.write(detail)
     sys.stdout.flush()
     sys.stderr.flush()
-    with open(RESULT, "w", encoding="utf-8") as handle:
-        json.dump(result, handle)
+    try:
+        with contextlib.suppress(OSError):
+            os.unlink(ROOM)  # its room is now result.json's
+        with open(RESULT, "w", encoding="utf-8") as handle:
+            json.dump(result, handle)
+    except OSError as exc:
+        sys.stderr.write(f"\n{type(exc).__name__}: {exc} (writing {RESULT})\n")
+        return 1
     return 0 if result["ok"] else 1

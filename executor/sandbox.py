@@ -23,6 +23,7 @@ from pathlib import Path
 
 from datarun import sysuser
 from datarun.errors import ConfigError
+from executor import mounts
 
 log = logging.getLogger(__name__)
 
@@ -172,3 +173,10 @@ def remove_files_of(uid: int) -> None:
                     os.unlink(entry.path)
             except OSError as exc:
                 log.warning("could not remove %s: %s", entry.path, exc)
+
+
+def release_scratch(scratch: Path) -> None:
+    """After the executor has collected a fold's files, before it removes the scratch
+    folder: unmount the fold's work/ tmpfs (nothing to do when it has none). Never
+    raises."""
+    mounts.release_scratch(scratch)

@@ -147,14 +147,17 @@ class _Kit:
         return self.folds[f"train_{fold}"], self.folds[f"valid_{fold}"]
 
     def load(self, path: str) -> tuple[Any, Any]:
-        import numpy as np
+        from spool import arrays
 
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                train = data["train"]
-                test = data["test"] if "test" in data.files else None
-        except Exception as exc:
-            raise ValueError(f"cannot be read: {type(exc).__name__}: {exc}") from None
+        width = int(getattr(self.problem.Predictions, "n_columns", 0) or 0) or None
+        expected = {"train": arrays.shape_of(len(self.y_train), width)}
+        if self.y_test is not None:
+            expected["test"] = arrays.shape_of(len(self.y_test), width)
+        try:  # headers and sizes checked before anything is allocated
+            found = arrays.load(path, expected)
+        except arrays.ArraysRefused as exc:
+            raise ValueError(str(exc)) from None
+        train, test = found["train"], found.get("test")
         if len(train) != len(self.y_train):
             raise ValueError(f"predictions for {len(train)} training rows; the kit has "
                              f"{len(self.y_train)}")  # fmt: skip
