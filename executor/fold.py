@@ -118,8 +118,8 @@ def confine(spec: dict[str, Any]) -> None:
         if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "cannot set no_new_privs")
         flags = linux.CLONE_NEWNET if limits.get("network") == "none" else 0
-        if isolated:
-            flags |= linux.CLONE_NEWNS
+        if isolated:  # its own mounts, and SysV IPC objects that go with it
+            flags |= linux.CLONE_NEWNS | linux.CLONE_NEWIPC
         if flags:
             linux.unshare(flags)
         if isolated:

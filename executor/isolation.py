@@ -95,7 +95,7 @@ def namespace_check() -> str | None:
         os.close(read)
         code = 1
         try:
-            linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWPID)
+            linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWIPC)
             inner = os.fork()
             if inner == 0:
                 try:

@@ -2,13 +2,15 @@
 with hostile submissions against a real root executor: four forked children of 400 MB
 under a 512 MB limit, a gigabyte written to /dev/shm, work/ and /tmp filled past
 fold_disk_mb, a look for other teams' code and predictions, the results, another
-fold's scratch folder, datarun's configuration file and other processes, and a walk of
-every place a fold can write. A good submission beside each still scores. Where the
-machine gives no control group or namespace, folds still run (the fallback)."""
+fold's scratch folder, datarun's configuration file and other processes, a walk of
+every place a fold can write, and a SysV shared memory segment left behind. A good
+submission beside each still scores. Where the machine gives no control group or
+namespace, folds still run (the fallback)."""
 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 
 from executor.daemon import Executor
 from executor.isolation import Isolation
-from executor.sandbox import release_scratch
+from executor.sandbox import SANDBOX_USER, release_scratch
 from spool.layout import Spool
 from tests.conftest import reachable_tmp
 from tests.helpers import bundles as B
@@ -91,6 +93,11 @@ LOOKS = """import os
                 pass
         procs = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())
         raise RuntimeError(f'seen {{seen}}; processes {{procs}}; me {{os.getpid()}}')"""
+
+KEEPS = """import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        made = libc.shmget(0, 1 << 20, 0o1000 | 0o600)  # IPC_PRIVATE, IPC_CREAT: left behind
+        raise RuntimeError(f'made a segment: {made >= 0}')"""
 
 WALKS = """import os
         work = os.getcwd()
@@ -224,7 +231,7 @@ def test_a_fold_sees_only_its_code_its_work_and_its_own_processes(
                               Path("/run/datarun-sandbox"), Path("/home"))]  # fmt: skip
     register(spool, make_watcher, tmp_path,
              {"good": B.CLASSIFIER, "looks": hostile(LOOKS.format(paths=paths)),
-              "walks": hostile(WALKS)})  # fmt: skip
+              "walks": hostile(WALKS), "keeps": hostile(KEEPS)})  # fmt: skip
     assert list(stored.iterdir())  # there to be seen, by the master
     planted.write_bytes(b"a prediction")
     planted.chmod(0o644)
@@ -240,7 +247,11 @@ def test_a_fold_sees_only_its_code_its_work_and_its_own_processes(
     assert got == {
         "looks": {"RuntimeError: seen []; processes [2]; me 2"},  # init, root's: hidden
         "walks": {"RuntimeError: writable: ['/dev/shm', '/tmp', '/var/tmp', 'work']"},
+        "keeps": {"RuntimeError: made a segment: True"},
     }
+    users = {u.pw_uid for u in pwd.getpwall() if u.pw_name.startswith(f"{SANDBOX_USER}-")}
+    rows = [line.split() for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]
+    assert not [row for row in rows if int(row[7]) in users]  # gone with its IPC namespace
 
 
 def test_without_control_groups_or_namespaces_folds_still_run(
