@@ -36,6 +36,7 @@ from executor.sandbox import (
     SandboxUsers,
     kill_user,
     network_check,
+    release_scratch,
     remove_files_of,
 )
 from spool import db, jobs
@@ -286,6 +287,7 @@ class Executor:
             log.info("job %s failed: %s", job.key, outcome.error)
 
     def _clean(self, scratch: Path) -> None:
+        release_scratch(scratch)  # its work/ tmpfs, when the fold had one
         try:
             outputs.clean(scratch)
         except OSError as exc:

@@ -241,12 +241,13 @@ def test_a_dead_scoring_child_is_started_again_and_a_broken_kit_waits(
 
 
 def test_a_kit_that_scores_too_slowly_is_stopped_and_its_jobs_wait(
-    spool, make_watcher, make_executor, database_url, tmp_path, monkeypatch
+    spool, make_watcher, make_executor, database_url, tmp_path
 ):
     kit = make_kit("notest", tmp_path)
     problem = kit / "problem.py"
+    slow = tmp_path / "slow"  # a file, not a variable: scoring children get an allow-list
     problem.write_text(problem.read_text() + (
-        "\n\nif os.environ.get('DATARUN_TEST_SLOW_KIT'):\n"
+        f"\n\nif os.path.exists({str(slow)!r}):\n"
         "    import time\n\n    time.sleep(60)\n"
     ))  # fmt: skip
     watcher = make_watcher()
@@ -254,7 +255,7 @@ def test_a_kit_that_scores_too_slowly_is_stopped_and_its_jobs_wait(
     watcher.run_once()
     watcher.run_once()
     drain(make_executor())
-    monkeypatch.setenv("DATARUN_TEST_SLOW_KIT", "1")  # the scoring child's problem.py sleeps
+    slow.touch()  # from now on, the scoring child's problem.py sleeps
     database = db.Database(database_url, name="test ramp").open()
     sweeper = Sweeper(spool, database, kit_timeout=2)
     try:
