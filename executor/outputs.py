@@ -216,12 +216,15 @@ def collect(
     npz = _publish(folder, f"{job.key}.npz", predictions) if predictions is not None else None
     base = int(done.get("base_rss_kb") or 0) * 1024
     peak = int(done.get("peak_rss_kb") or 0) * 1024 or None
+    group = done.get("memory_peak_bytes")  # the fold's control group: all its processes
+    own = group if isinstance(group, int) else (max(0, peak - base) if peak else None)
     meta = {
         "job": job.id, "attempt": job.attempt, "dataset": job.dataset,
         "submission": job.submission, "team": job.team, "version": job.version,
         "fold": job.fold, **executor,
         "wall_seconds": done.get("wall_seconds"), "cpu_seconds": done.get("cpu_seconds"),
-        "peak_rss_bytes": peak, "fold_rss_bytes": max(0, peak - base) if peak else None,
+        "peak_rss_bytes": peak, "fold_rss_bytes": own,
+        "memory_measured_by": "cgroup" if isinstance(group, int) else "rusage",
         "exit_code": done.get("exit_code"), "timed_out": bool(done.get("timed_out")),
         "log_bytes": done.get("log_bytes"), "log_dropped": done.get("log_dropped"),
         "error": error, "traceback": (result or {}).get("traceback") if error else None,
@@ -243,7 +246,7 @@ def collect(
         valid_seconds=meta["valid_seconds"] if ok else None,
         test_seconds=meta["test_seconds"] if ok else None,
         cpu_seconds=done.get("cpu_seconds"),
-        peak_rss_bytes=peak,
+        peak_rss_bytes=group if isinstance(group, int) else peak,
     )
 
 

@@ -269,3 +269,34 @@ def test_prediction_files_are_read_no_further_than_the_expected_arrays_need(
     assert all(e.startswith("the fold's predictions were refused: ") for e in by_name["sparse"])
     assert all(e.startswith("the fold's predictions were refused: ") for e in by_name["shape"])
     assert max(p.stat().st_size for p in spool.predictions.iterdir()) < 2**20
+
+
+THREE_CHILDREN = hostile(
+    "import os, time\n        pids = []\n        for _ in range(3):\n"
+    "            pid = os.fork()\n            if pid == 0:\n"
+    "                block = bytearray(120 * 2**20)\n"
+    "                block[::4096] = b'x' * len(block[::4096])\n"
+    "                time.sleep(1)\n                os._exit(0)\n"
+    "            pids.append(pid)\n"
+    "        for pid in pids:\n            os.waitpid(pid, 0)\n"
+    "        raise RuntimeError('measured')"
+)
+
+
+def test_a_folds_peak_memory_is_its_processes_together(
+    spool, make_watcher, make_executor, database_url, tmp_path
+):
+    """Three children of 120 MB at once: the fold's peak is read from its control group
+    (all of them, about 360 MB), not from the largest single process (120 MB)."""
+    from executor.isolation import probe
+
+    if probe(loud=False).cgroups is None:
+        pytest.skip("no control group for folds on this machine: peaks are per process")
+    register(spool, make_watcher, tmp_path, {"three": THREE_CHILDREN})
+    executor = make_executor(workers=1, memory_mb=600)
+    with running(executor):
+        wait_for(lambda: settled(database_url), what="every fold to end")
+    with db.connect(database_url) as conn:
+        peaks = [r["peak_rss_bytes"] for r in conn.execute("select peak_rss_bytes from jobs")]
+    assert {r["error"] for r in job_rows(database_url)} == {"RuntimeError: measured"}
+    assert all(p is not None and p >= 3 * 120 * 2**20 for p in peaks), peaks
