@@ -181,16 +181,23 @@ def child_main(spec: dict[str, Any], data: Dataset, output: int) -> int:
     code = Path(spec["code"])
     result: dict[str, Any] = {"versions": _versions()}
     kit = None
-    if spec.get("kind") == "ramp":  # the organizer's code reads the data, before confine
-        from executor import rampfold
-
+    ramp = spec.get("kind") == "ramp"
+    # A kit's problem.py is the organizer's code, but not root's: with namespaces its
+    # folder is in the fold's own root, so it runs confined, as the fold's user. Without
+    # them the sandbox user may not reach the store, so it runs before confine.
+    late = ramp and bool((spec["limits"].get("isolation") or {}).get("namespaces"))
+    if ramp and not late:
         try:
-            kit = rampfold.load(Path(spec["dataset_path"]) / "bundle")
+            kit = _load_kit(spec)
         except BaseException as exc:
             confine(spec)  # into the work folder, where the result is written
-            return _report(result, f"the RAMP kit's data could not be read: {_one_line(exc)}",
-                           traceback.format_exc())  # fmt: skip
+            return _kit_failed(result, exc, spec)
     confine(spec)
+    if late:
+        try:
+            kit = _load_kit(spec)
+        except BaseException as exc:
+            return _kit_failed(result, exc, spec)
     sandboxed = time.time()
     reserve = bytearray(256 << 10)  # freed to report a MemoryError
     from executor import workflows
@@ -198,6 +205,8 @@ def child_main(spec: dict[str, Any], data: Dataset, output: int) -> int:
     try:
         fold = int(spec["fold"])
         if kit is not None:
+            from executor import rampfold
+
             rows = data.folds[f"train_{fold}"], data.folds[f"valid_{fold}"]
             predictions = rampfold.run(kit, code, *rows)
         else:
@@ -210,6 +219,7 @@ def child_main(spec: dict[str, Any], data: Dataset, output: int) -> int:
         arrays = {"train": predictions.train}
         if predictions.test is not None:
             arrays["test"] = predictions.test
+        os.chdir(spec["work"])  # wherever the submission moved
         np.savez(PREDICTIONS, **arrays)  # type: ignore[arg-type]
         result["phases"] = {"forked_at": forked, "sandbox": sandboxed - forked,
                             "saved": time.time() - sandboxed}  # fmt: skip
@@ -226,7 +236,18 @@ def child_main(spec: dict[str, Any], data: Dataset, output: int) -> int:
         result.update(ok=False, error=_disk_reason(exc, spec) or _one_line(exc),
                       traceback=theirs)  # fmt: skip
         sys.stderr.write(theirs)
-    return _report(result)
+    return _report(result, work=spec["work"])
+
+
+def _load_kit(spec: dict[str, Any]) -> Any:
+    from executor import rampfold
+
+    return rampfold.load(Path(spec["dataset_path"]) / "bundle")
+
+
+def _kit_failed(result: dict[str, Any], exc: BaseException, spec: dict[str, Any]) -> int:
+    return _report(result, f"the RAMP kit's data could not be read: {_one_line(exc)}",
+                   traceback.format_exc(), work=spec["work"])  # fmt: skip
 
 
 def _disk_reason(exc: BaseException, spec: dict[str, Any]) -> str | None:
@@ -244,14 +265,18 @@ def _disk_reason(exc: BaseException, spec: dict[str, Any]) -> str | None:
     return None
 
 
-def _report(result: dict[str, Any], error: str | None = None, detail: str = "") -> int:
-    """Write result.json in the work folder (the cwd once confined); the exit code."""
+def _report(
+    result: dict[str, Any], error: str | None = None, detail: str = "", *, work: str
+) -> int:
+    """Write result.json in the work folder (wherever the submission left the cwd);
+    the exit code."""
     if error is not None:
         result.update(ok=False, error=error, traceback=detail)
         sys.stderr.write(detail)
     sys.stdout.flush()
     sys.stderr.flush()
     try:
+        os.chdir(work)
         with contextlib.suppress(OSError):
             os.unlink(ROOM)  # its room is now result.json's
         with open(RESULT, "w", encoding="utf-8") as handle:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -267,3 +268,28 @@ def test_a_kit_that_scores_too_slowly_is_stopped_and_its_jobs_wait(
         database.close()
     with db.connect(database_url) as conn:
         assert {r["state"] for r in conn.execute("select state from jobs")} == {"predicted"}
+
+
+def test_a_kits_problem_py_runs_in_each_fold_as_the_folds_user_not_root(
+    spool, make_watcher, make_executor, database_url, tmp_path
+):
+    """problem.py is loaded inside the fold's sandbox (its own root and user) where the
+    executor gives folds namespaces: a kit is the organizer's code, not root's."""
+    from executor.isolation import probe
+
+    if os.geteuid() != 0 or not probe(loud=False).namespaces:
+        pytest.skip("folds get their own root only from a root executor with namespaces")
+    kit = make_kit("notest", tmp_path)
+    problem = kit / "problem.py"
+    problem.write_text(problem.read_text() + (  # only a fold's environment has this HOME
+        "\n\nif os.environ.get('HOME', '').endswith('/work') and os.geteuid() == 0:\n"
+        "    raise RuntimeError('problem.py ran as root in a fold')\n"
+    ))  # fmt: skip
+    watcher = make_watcher()
+    drop(kit, spool.incoming_datasets)
+    watcher.run_once()
+    watcher.run_once()
+    drain(make_executor())
+    with db.connect(database_url) as conn:
+        rows = conn.execute("select state, error from jobs").fetchall()
+    assert rows and {(r["state"], r["error"]) for r in rows} == {("predicted", None)}, rows
