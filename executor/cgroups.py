@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from executor import linux
+
 log = logging.getLogger(__name__)
 
 PREFIX = "datarun-"
@@ -277,7 +279,7 @@ def remove_stale(hierarchy: Hierarchy, alive: int | None = None) -> list[Path]:
             continue
         for folder in entries:
             owner = folder.name[len(PREFIX) :].split("-", 1)[0]
-            if not owner.isdigit() or int(owner) == alive or _alive(int(owner)):
+            if not owner.isdigit() or int(owner) == alive or linux.pid_alive(int(owner)):
                 continue
             try:
                 folder.rmdir()
@@ -285,16 +287,6 @@ def remove_stale(hierarchy: Hierarchy, alive: int | None = None) -> list[Path]:
             except OSError as exc:
                 log.warning("control group %s of a gone zygote is still busy: %s", folder, exc)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write(path: Path, value: str, optional: bool = False) -> bool:

@@ -95,3 +95,14 @@ def read_only(target: str | os.PathLike[str], extra: int = MS_NOSUID | MS_NODEV)
     if ctypes.get_errno() != 38:  # ENOSYS: an older kernel
         _check(result, f"read-only {target}")
     mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | extra)
+
+
+def pid_alive(pid: int) -> bool:
+    """Is there a process `pid` (ours to signal or not)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

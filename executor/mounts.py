@@ -239,18 +239,8 @@ def release_stale(parent: Path, prefix: str) -> list[str]:
             if not point.startswith(base) or not point.endswith("/work"):
                 continue
             owner = point[len(base) :].split("-", 1)[0]
-            if owner.isdigit() and not _alive(int(owner)):
+            if owner.isdigit() and not linux.pid_alive(int(owner)):
                 with contextlib.suppress(OSError):
                     linux.umount(point, MNT_DETACH)
                     released.append(point)
     return released
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

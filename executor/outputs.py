@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from executor import SANDBOX_FAILED
+from executor import SANDBOX_FAILED, linux
 from spool import arrays
 from spool.bundles import freeze, remove
 from spool.jobs import DETAIL_CHARS, REASON_CHARS, ClaimedJob, Outcome, clean_text
@@ -288,7 +288,7 @@ def clean_stale(parent: Path | None) -> list[Path]:
     removed = []
     for path in Path(parent or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
         owner = path.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
-        if not owner.isdigit() or _alive(int(owner)):
+        if not owner.isdigit() or linux.pid_alive(int(owner)):
             continue
         if path.lstat().st_uid != os.geteuid() or path.is_symlink():
             continue  # not an executor's: a fold may make such names in /tmp
@@ -298,13 +298,3 @@ def clean_stale(parent: Path | None) -> list[Path]:
             continue  # another executor's clean-up got there first
         removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
