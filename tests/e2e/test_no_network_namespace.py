@@ -37,8 +37,10 @@ def test_an_executor_refuses_to_run_folds_with_a_network_they_should_not_have(en
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         assert allowed.stdout is not None
-        line = allowed.stdout.readline()
-        assert "serving" in line or "registered" in line, line
+        lines: list[str] = []  # warnings may come first: what folds lack on this machine
+        while not any("serving" in x or "registered" in x for x in lines[-1:]):
+            lines.append(allowed.stdout.readline())
+            assert lines[-1] and len(lines) < 20, lines
     finally:
         allowed.terminate()
         assert allowed.wait(timeout=60) == 0
