@@ -258,8 +258,10 @@ class Executor:
                 # Only now, its files read and removed and its processes dead, may the
                 # user run another fold: never while this fold's work folder exists.
                 if ids and self._users:
-                    remove_files_of(ids[0])
-                    self._users.give(ids)
+                    try:
+                        remove_files_of(ids[0])
+                    finally:
+                        self._users.give(ids)
 
     def _finish(self, job: ClaimedJob, facts: dict[str, Any], scratch: Path | None,
                 spec: dict[str, Any], done: dict[str, Any]) -> None:  # fmt: skip

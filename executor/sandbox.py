@@ -16,7 +16,6 @@ import fcntl
 import logging
 import os
 import pwd
-import shutil
 import signal
 import threading
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 from datarun import sysuser
 from datarun.errors import ConfigError
 from executor import mounts
+from spool.bundles import remove
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +167,9 @@ def remove_files_of(uid: int) -> None:
             try:
                 if entry.stat(follow_symlinks=False).st_uid != uid:
                     continue
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path)  # fd-based: safe against swapped links
-                else:
-                    os.unlink(entry.path)
+                remove(Path(entry.path))  # fd-based: deep trees, swapped links
+            except FileNotFoundError:
+                continue  # gone meanwhile (another fold's scratch folder, say)
             except OSError as exc:
                 log.warning("could not remove %s: %s", entry.path, exc)
 
