@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from executor import linux
+from spool import linux
 
 log = logging.getLogger(__name__)
 

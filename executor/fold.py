@@ -14,7 +14,6 @@ environment. It writes only into that folder (and its private /tmp, /var/tmp and
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import json
 import os
@@ -31,9 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from executor import linux, mounts
+from executor import mounts
+from spool import linux
 
-PR_SET_NO_NEW_PRIVS = 38
 RESULT = "result.json"
 PREDICTIONS = "pred.npz"
 ROOM = ".datarun-room"  # space kept for result.json: a full disk still gets its reason
@@ -113,10 +112,7 @@ def confine(spec: dict[str, Any]) -> None:
         with open(join, "w", encoding="ascii") as handle:
             handle.write("0")
     if spec.get("uid") is not None:
-        # No privilege from setuid or setgid programs (crontab, at): nothing outlives it.
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "cannot set no_new_privs")
+        linux.no_new_privs()  # no crontab, no at: nothing outlives the fold
         flags = linux.CLONE_NEWNET if limits.get("network") == "none" else 0
         if isolated:  # its own mounts, and SysV IPC objects that go with it
             flags |= linux.CLONE_NEWNS | linux.CLONE_NEWIPC

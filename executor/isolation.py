@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from executor import cgroups, linux, mounts, pidns
+from executor import cgroups, mounts, pidns
 from executor.cgroups import Hierarchy
+from spool import linux
 
 log = logging.getLogger(__name__)
 

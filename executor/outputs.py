@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from executor import SANDBOX_FAILED, linux
-from spool import arrays
+from executor import SANDBOX_FAILED
+from spool import arrays, linux
 from spool.bundles import freeze, remove
 from spool.jobs import DETAIL_CHARS, REASON_CHARS, ClaimedJob, Outcome, clean_text
 from spool.layout import Spool

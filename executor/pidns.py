@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from executor import linux
+from spool import linux
 
 INIT = shutil.which("cat", path="/usr/bin:/bin") or "/bin/cat"
 _own: list[int] = []  # the zygote's own PID namespace (a descriptor), to come back to

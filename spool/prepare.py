@@ -14,6 +14,7 @@ OUT/summary.json, or OUT/error.txt (one problem per line) and exits 2.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -25,6 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datarun.errors import BundleError
+from spool import kitsandbox
+from spool.bundles import own
+from spool.environment import child_environment
 from spool.manifests import DATASET_MANIFEST, DatasetManifest, parse_dataset_manifest
 
 if TYPE_CHECKING:
@@ -35,7 +39,6 @@ FOLDS_FILE = "folds.npz"
 LABELS_FILE = "test_labels.parquet"
 SUMMARY_FILE = "summary.json"
 ERROR_FILE = "error.txt"
-SCRUBBED = ("DATARUN_DATABASE_URL", "DATARUN_DB_PASSWORD", "PGPASSWORD", "PGPASSFILE")
 UNLIMITED = 4  # the child's exit code when it cannot set its limits: the machine's fault
 
 
@@ -47,20 +50,31 @@ def prepare_in_child(
     child with a timeout, `memory_mb` more memory than its libraries take, and no file
     larger than `file_mb`; the summary, or BundleError."""
     out.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
-    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = child_environment(threads=1)
     env["MALLOC_ARENA_MAX"] = "2"  # a thread's arena reserves 64 MB of address space
-    limits = [f"--memory-mb={memory_mb or 0}", f"--file-mb={file_mb or 0}"]
+    options = [f"--memory-mb={memory_mb or 0}", f"--file-mb={file_mb or 0}"]
+    ids = kitsandbox.kit_ids() if module == "spool.rampkit" else None
+    if ids is not None:  # the kit's code writes `out` as the kit's user
+        os.chown(out, *ids)
+        options.append(f"--run-as={ids[0]}:{ids[1]}")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "spool.prepare", *limits, f"--module={module}", str(bundle),
+        [sys.executable, "-m", "spool.prepare", *options, f"--module={module}", str(bundle),
          str(out), str(os.getpid())],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         env=env, start_new_session=True,
     )  # fmt: skip
     try:
-        _, stderr = proc.communicate(timeout=timeout)
+        try:
+            _, stderr = proc.communicate(timeout=timeout)
+        finally:
+            if ids is not None:  # what the kit's user wrote is the master's again
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                own(out, os.geteuid(), os.getegid())
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         what = DATASET_MANIFEST if module == "spool.prepare" else "problem.py"
         raise BundleError(
@@ -380,6 +394,14 @@ def main(argv: list[str]) -> int:
     except OSError as exc:  # e.g. no /proc to measure our size: never run unlimited
         sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
         return UNLIMITED
+    if options.get("run-as"):  # a kit: its problem.py as its own user, in its own root
+        uid, _, gid = options["run-as"].partition(":")
+        ids, mine = (int(uid), int(gid)), str(out.absolute())
+        try:
+            kitsandbox.confine(ids, read_only=[str(bundle.absolute())], writable=[mine],
+                               hide=[mine])  # fmt: skip
+        except OSError as exc:  # no namespaces here (a container): as before, as root
+            sys.stderr.write(f"the kit's code runs as root: {exc}\n")
     reserve = bytearray(1 << 20)  # freed to report a MemoryError
     try:
         _run(options.get("module", "spool.prepare"), bundle, out)

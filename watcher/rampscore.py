@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from datarun.errors import DatarunError
+from spool import kitsandbox
 from spool.environment import child_environment
 
 Values = list[tuple[str, str, float]]  # (split, metric, value)
@@ -42,8 +43,11 @@ class Scorer:
     reads the kit's data once, then answers one JSON line per request. Thread-safe; a
     request that times out or finds the child dead kills it, and the next starts anew."""
 
-    def __init__(self, kit: Path, folds: Path, timeout: float) -> None:
+    def __init__(
+        self, kit: Path, folds: Path, timeout: float, predictions: Path | None = None
+    ) -> None:
         self.kit, self.folds, self.timeout = kit, folds, timeout
+        self.predictions = predictions  # where the files it is asked about live
         self.used = time.monotonic()
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -86,8 +90,12 @@ class Scorer:
 
     def _start(self) -> subprocess.Popen[bytes]:
         env = child_environment(threads=1)
+        ids = kitsandbox.kit_ids()
+        confined = [] if ids is None else [f"--run-as={ids[0]}:{ids[1]}"]
+        if ids is not None and self.predictions is not None:
+            confined.append(f"--read={self.predictions.absolute()}")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "watcher.rampscore", str(self.kit), str(self.folds)],
+            [sys.executable, "-m", "watcher.rampscore", *confined, str(self.kit), str(self.folds)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env=env, cwd=self.kit, start_new_session=True,
         )  # fmt: skip
@@ -223,10 +231,32 @@ def _handle(kit: _Kit, payload: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
+def _confine(options: dict[str, str], kit: Path, folds: Path) -> None:
+    """The kit's code as its own user, in a root showing the kit, its folds and the
+    prediction files (read-only): never root's code (spool.kitsandbox)."""
+    if not options.get("run-as"):
+        return
+    import numpy  # noqa: F401  (loaded as root: the new root shows them too, but faster)
+
+    with contextlib.suppress(ImportError):
+        import rampwf  # noqa: F401
+    uid, _, gid = options["run-as"].partition(":")
+    seen = [str(kit.absolute()), str(folds.absolute().parent)]
+    seen += [options["read"]] if options.get("read") else []
+    try:
+        kitsandbox.confine((int(uid), int(gid)), read_only=seen, hide=seen)
+    except OSError as exc:  # no namespaces here (a container): as before, as root
+        sys.stderr.write(f"the kit's code runs as root: {exc}\n")
+
+
 def main(argv: list[str]) -> int:
+    options = {k: v for k, _, v in (a[2:].partition("=") for a in argv if a.startswith("--"))}
+    argv = [a for a in argv if not a.startswith("--")]
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # the kit's prints must not corrupt the answers
     try:
+        _confine(options, Path(argv[0]), Path(argv[1]))
+        os.chdir(argv[0])  # as ramp-test, which runs in the kit's folder
         kit = _Kit(Path(argv[0]), Path(argv[1]))
     except Exception as exc:
         answers.write(json.dumps({"fatal": _one_line(exc)}) + "\n")

@@ -64,7 +64,7 @@ class Sweeper:
             if found is None:
                 store = self.spool.absolute(dataset_path)
                 found = rampscore.Scorer(store / "bundle", store / "prepared" / "folds.npz",
-                                         self.kit_timeout)  # fmt: skip
+                                         self.kit_timeout, self.spool.predictions)  # fmt: skip
                 self._scorers[dataset_path] = found
             return found
 

@@ -221,7 +221,10 @@ def test_a_prepared_file_past_its_cap_is_refused(spool, make_watcher, database_u
 def test_a_ramp_kit_is_prepared_under_the_same_limits(spool, make_watcher, tmp_path):
     pytest.importorskip("rampwf")
     watcher = make_watcher(prepare_memory_mb=256, prepare_file_mb=1)
-    greedy, writer = "    hoard = bytearray(2**30)\n", "    open('x', 'wb').write(bytes(2**21))\n"
+    greedy, writer = (
+        "    hoard = bytearray(2**30)\n",
+        "    open('/tmp/x', 'wb').write(bytes(2**21))\n",
+    )
     for name, line in [("greedy", greedy), ("writer", writer)]:
         kit = make_kit("iris", tmp_path / name).rename(tmp_path / name / name)
         code = (kit / "problem.py").read_text()

@@ -246,9 +246,10 @@ def test_a_kit_that_scores_too_slowly_is_stopped_and_its_jobs_wait(
 ):
     kit = make_kit("notest", tmp_path)
     problem = kit / "problem.py"
-    slow = tmp_path / "slow"  # a file, not a variable: scoring children get an allow-list
+    # A file beside problem.py, not a variable: scoring children get an allow-listed
+    # environment, and see no folder of the machine but the kit's own
     problem.write_text(problem.read_text() + (
-        f"\n\nif os.path.exists({str(slow)!r}):\n"
+        "\n\nif os.path.exists(os.path.join(os.path.dirname(__file__), 'slow')):\n"
         "    import time\n\n    time.sleep(60)\n"
     ))  # fmt: skip
     watcher = make_watcher()
@@ -256,7 +257,9 @@ def test_a_kit_that_scores_too_slowly_is_stopped_and_its_jobs_wait(
     watcher.run_once()
     watcher.run_once()
     drain(make_executor())
-    slow.touch()  # from now on, the scoring child's problem.py sleeps
+    bundle = next((spool.store / "datasets").iterdir()) / "bundle"
+    bundle.chmod(0o755)  # frozen, and the test may not be root
+    (bundle / "slow").touch()  # from now on, the scoring child's problem.py sleeps
     database = db.Database(database_url, name="test ramp").open()
     sweeper = Sweeper(spool, database, kit_timeout=2)
     try:
@@ -293,3 +296,36 @@ def test_a_kits_problem_py_runs_in_each_fold_as_the_folds_user_not_root(
     with db.connect(database_url) as conn:
         rows = conn.execute("select state, error from jobs").fetchall()
     assert rows and {(r["state"], r["error"]) for r in rows} == {("predicted", None)}, rows
+
+
+def test_the_master_runs_a_kits_problem_py_as_a_user_of_its_own(
+    spool, make_watcher, make_executor, back_half, database_url, tmp_path
+):
+    """Preparing and scoring a kit import its problem.py on the master: as datarun-kit,
+    in a root that shows the kit (and, to score, its folds and the prediction files),
+    never as root and never with a view of results/ or the database's home."""
+    from executor.isolation import probe
+
+    if os.geteuid() != 0 or not probe(loud=False).namespaces:
+        pytest.skip("a kit's own user and root need a root master with namespaces")
+    kit = make_kit("notest", tmp_path)
+    problem = kit / "problem.py"
+    problem.write_text(problem.read_text() + (
+        "\n\nif os.geteuid() == 0:\n"
+        "    raise RuntimeError('problem.py ran as root')\n"
+        f"if os.path.exists({str(spool.results)!r}):\n"
+        "    raise RuntimeError('problem.py sees results/')\n"
+    ))  # fmt: skip
+    watcher = make_watcher()
+    drop(kit, spool.incoming_datasets)
+    outcomes = watcher.run_once()  # prepared as the kit's user
+    assert [o.result for o in outcomes] == ["registered"], outcomes
+    watcher.run_once()
+    drain(make_executor())
+    sweeper, _ = back_half
+    assert sweeper.sweep_once().scored > 0  # scored as the kit user
+    with db.connect(database_url) as conn:
+        states = {r["state"] for r in conn.execute("select state from jobs")}
+    assert states == {"scored"}
+    prepared = next((spool.store / "datasets").iterdir()) / "prepared"
+    assert {p.stat().st_uid for p in [prepared, *prepared.iterdir()]} == {0}  # root's again

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from executor import cgroups, mounts
+from spool import newroot
 
 
 @pytest.fixture(autouse=True)
 def fresh_plan(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mounts, "_plans", [])
+    monkeypatch.setattr(newroot, "_plans", [])
 
 
 def test_the_plan_shows_python_and_a_few_files_of_etc_never_the_root_or_a_hidden_folder(
@@ -26,7 +27,7 @@ def test_the_plan_shows_python_and_a_few_files_of_etc_never_the_root_or_a_hidden
     paths = {entry.path for entry in plan}
     assert "/" not in paths and str(tmp_path) not in paths  # it holds the spool
     assert not {p for p in paths if p.startswith("/etc/")} - {
-        f"/etc/{name}" for name in mounts.ETC
+        f"/etc/{name}" for name in newroot.ETC
     }  # fmt: skip
     assert "/etc" not in paths  # never the whole folder
     bound = [os.path.realpath(e.path) for e in plan if e.kind == "dir"]
@@ -41,9 +42,9 @@ def test_a_file_only_root_may_write_is_not_remounted(tmp_path):
     mine.chmod(0o644)
     if os.geteuid() == 0:
         os.chown(mine, 1, 1)  # another user's: remounted read-only
-    (entry,) = mounts._entry(str(mine))
+    (entry,) = newroot._entry(str(mine))
     assert entry.kind == "file" and entry.remount is (os.geteuid() == 0)
-    (passwd,) = mounts._entry("/etc/passwd")
+    (passwd,) = newroot._entry("/etc/passwd")
     assert passwd.remount is False
 
 

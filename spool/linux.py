@@ -1,5 +1,6 @@
-"""The few Linux calls the sandbox needs that Python 3.11's `os` lacks, through libc:
-unshare, setns, mount, umount2, pivot_root and mount_setattr."""
+"""The few Linux calls the sandboxes need (a fold's; a RAMP kit's children on the
+master) that Python 3.11's `os` lacks, through libc: unshare, setns, mount, umount2,
+pivot_root and mount_setattr."""
 
 from __future__ import annotations
 
@@ -106,3 +107,11 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def no_new_privs() -> None:
+    """No privilege from setuid or setgid programs (crontab, at) from here on."""
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
