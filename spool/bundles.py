@@ -506,50 +506,45 @@ def _chmod_tree(top: Path, file_mode: Callable[[int], int], folder_mode: int) ->
     """Files first, then each folder as it is left (so the walk could still enter it),
     all on opened descriptors: links are left alone, never followed."""
 
-    def enter(fd: int) -> list[str]:
-        folders = []
-        with os.scandir(fd) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    folders.append(entry.name)
-                elif entry.is_file(follow_symlinks=False):
-                    _fchmod_at(fd, entry.name, file_mode)
-        return folders
+    def entry(fd: int, name: str, is_file: bool) -> None:
+        if is_file:
+            _fchmod_at(fd, name, file_mode)
 
-    def leave(fd: int, _parent: int, _name: str) -> None:
-        os.fchmod(fd, folder_mode)
-
-    root = os.open(top, _DIR)
-    try:
-        if not _walk(root, enter, leave):
-            raise OSError(errno.EBUSY, f"{top} changed while its modes were set")
-        os.fchmod(root, folder_mode)
-    finally:
-        os.close(root)
+    _each_entry(top, entry, lambda fd: os.fchmod(fd, folder_mode), "its modes were set")
 
 
 def own(top: Path, uid: int, gid: int) -> None:
     """Give the tree at `top` to uid:gid, links themselves included, through opened
     descriptors (`fchownat` without following): nothing a link names changes hands."""
 
+    def entry(fd: int, name: str, _is_file: bool) -> None:
+        os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
+
+    _each_entry(top, entry, lambda fd: os.fchown(fd, uid, gid), "it changed hands")
+
+
+def _each_entry(
+    top: Path, entry: Callable[[int, str, bool], None], folder: Callable[[int], None],
+    doing: str,
+) -> None:  # fmt: skip
+    """`entry(folder_fd, name, is_regular_file)` for every entry but sub-folders, then
+    `folder(fd)` for each folder as it is left, `top` last (`_walk`: no link followed)."""
+
     def enter(fd: int) -> list[str]:
         folders = []
         with os.scandir(fd) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    folders.append(entry.name)
+            for found in entries:
+                if found.is_dir(follow_symlinks=False):
+                    folders.append(found.name)
                 else:
-                    os.chown(entry.name, uid, gid, dir_fd=fd, follow_symlinks=False)
+                    entry(fd, found.name, found.is_file(follow_symlinks=False))
         return folders
-
-    def leave(fd: int, _parent: int, _name: str) -> None:
-        os.fchown(fd, uid, gid)
 
     root = os.open(top, _DIR)
     try:
-        if not _walk(root, enter, leave):
-            raise OSError(errno.EBUSY, f"{top} changed while it changed hands")
-        os.fchown(root, uid, gid)
+        if not _walk(root, enter, lambda fd, _parent, _name: folder(fd)):
+            raise OSError(errno.EBUSY, f"{top} changed while {doing}")
+        folder(root)
     finally:
         os.close(root)
 

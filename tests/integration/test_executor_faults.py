@@ -9,7 +9,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import pytest
 from executor.daemon import Executor
 from spool import db
 from tests.helpers import bundles as B
+from tests.helpers.waiting import wait_for
 from tests.integration.test_executor import hostile, job_rows, register
 
 pytestmark = pytest.mark.chaos
@@ -68,13 +69,6 @@ def running(executor: Executor) -> Iterator[threading.Event]:
         assert not thread.is_alive()
 
 
-def wait_for(check: Callable[[], bool], seconds: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def settled(url: str) -> bool:
     return all(r["state"] in ("predicted", "failed") for r in job_rows(url))
 
@@ -91,7 +85,7 @@ def test_a_fold_that_breaks_the_executor_side_fails_alone_and_no_worker_dies(
     register(spool, make_watcher, tmp_path, subs)
     executor = make_executor(workers=2)
     with running(executor):
-        wait_for(lambda: settled(database_url), what="every fold to end")
+        wait_for(lambda: settled(database_url), 60, what="every fold to end")
         assert live_workers() == 2
     by_name: dict[str, list[dict]] = {}
     for row in job_rows(database_url):
@@ -124,19 +118,23 @@ def test_a_killed_fold_runner_reruns_the_fold_and_fails_it_only_after_every_atte
         first = job_rows(database_url)[0]["id"]
 
         def kill_zygote_under(job: int, attempt: int) -> None:
-            wait_for(lambda: any(r["id"] == job and r["state"] == "running"
-                                 and r["attempts"] == attempt for r in job_rows(database_url))
-                     and bool(executor.zygote.running()), what=f"job {job} running")  # fmt: skip
+            def holds() -> bool:
+                return bool(executor.zygote.running()) and any(
+                    r["id"] == job and r["state"] == "running" and r["attempts"] == attempt
+                    for r in job_rows(database_url)
+                )
+
+            wait_for(holds, 60, what=f"job {job} running")
             pid = executor.zygote.pid
             assert pid is not None
             os.kill(pid, signal.SIGKILL)
 
         kill_zygote_under(first, 1)  # once: the fold runs again and completes
         wait_for(lambda: job_rows(database_url)[0]["state"] != "running"
-                 or job_rows(database_url)[0]["attempts"] > 1, what="the re-run")  # fmt: skip
+                 or job_rows(database_url)[0]["attempts"] > 1, 60, what="the re-run")  # fmt: skip
         for attempt in (1, 2, 3):  # the next job's runner dies on every attempt
             kill_zygote_under(first + 1, attempt)
-        wait_for(lambda: settled(database_url), seconds=90, what="every fold to end")
+        wait_for(lambda: settled(database_url), 90, what="every fold to end")
         assert live_workers() == 1
     rows = {r["id"]: r for r in job_rows(database_url)}
     assert rows[first]["attempts"] == 2
@@ -163,13 +161,13 @@ def test_a_full_disk_while_publishing_hands_folds_back_until_space_returns(
                 handle.flush()
         executor = make_executor(workers=2)
         with running(executor):
-            wait_for(lambda: executor.disk_full_since is not None, what="a full disk seen")
+            wait_for(lambda: executor.disk_full_since is not None, 60, what="a full disk seen")
             time.sleep(2)
             assert {(r["state"], r["attempts"]) for r in job_rows(database_url)} <= {
                 ("queued", 0), ("running", 1)
             }  # fmt: skip
             filler.unlink()  # space returns: every job completes, no restart
-            wait_for(lambda: settled(database_url), seconds=90, what="every fold to end")
+            wait_for(lambda: settled(database_url), 90, what="every fold to end")
             assert live_workers() == 2
         assert {(r["state"], r["attempts"]) for r in job_rows(database_url)} == {("predicted", 1)}
     finally:
@@ -181,7 +179,7 @@ def test_worker_count_in_the_heartbeat_follows_live_workers(
 ):
     executor = make_executor(workers=2)
     with running(executor):
-        wait_for(lambda: live_workers() == 2, what="two workers")
+        wait_for(lambda: live_workers() == 2, 60, what="two workers")
         with db.connect(database_url) as conn:
             row = conn.execute("select workers from executors where id = %s",
                                (executor.id,)).fetchone()  # fmt: skip
@@ -223,7 +221,7 @@ def test_nothing_the_executor_knew_is_in_a_folds_memory(
     register(spool, make_watcher, tmp_path, {"snoop": SNOOP_MEMORY})
     executor = make_executor(workers=1)
     with running(executor):
-        wait_for(lambda: settled(database_url), what="every fold to end")
+        wait_for(lambda: settled(database_url), 60, what="every fold to end")
     errors = {r["error"] for r in job_rows(database_url)}
     assert errors == {"RuntimeError: secrets seen: []"}, errors
 
@@ -261,7 +259,7 @@ def test_prediction_files_are_read_no_further_than_the_expected_arrays_need(
     register(spool, make_watcher, tmp_path, subs)
     executor = make_executor(workers=2)
     with running(executor):
-        wait_for(lambda: settled(database_url), what="every fold to end")
+        wait_for(lambda: settled(database_url), 60, what="every fold to end")
     by_name: dict[str, set[str]] = {}
     for row in job_rows(database_url):
         by_name.setdefault(row["name"], set()).add(row["error"] or row["state"])
@@ -295,7 +293,7 @@ def test_a_folds_peak_memory_is_its_processes_together(
     register(spool, make_watcher, tmp_path, {"three": THREE_CHILDREN})
     executor = make_executor(workers=1, memory_mb=600)
     with running(executor):
-        wait_for(lambda: settled(database_url), what="every fold to end")
+        wait_for(lambda: settled(database_url), 60, what="every fold to end")
     with db.connect(database_url) as conn:
         peaks = [r["peak_rss_bytes"] for r in conn.execute("select peak_rss_bytes from jobs")]
     assert {r["error"] for r in job_rows(database_url)} == {"RuntimeError: measured"}
