@@ -101,10 +101,6 @@ class ZygoteClient:
         session = self._session
         return list(session.pending) if session else []
 
-    def alive(self) -> bool:
-        session = self._session
-        return session is not None and session.ended is None and session.proc.poll() is None
-
     def _read(self, session: _Session) -> None:
         assert session.proc.stdout is not None
         for raw in session.proc.stdout:

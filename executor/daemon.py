@@ -116,7 +116,6 @@ class Executor:
         self._known: dict[int, dict[str, Any]] = {}  # submission id -> what folds need
         self._closed = False
         self.warning: str | None = None
-        self._threads: list[threading.Thread] = []
         self._workers: list[threading.Thread] = []
         self.disk_full_since: float | None = None  # no room to publish: claims wait
 
