@@ -9,17 +9,23 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import tarfile
+import zipfile
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from rich.console import Group
 from rich.table import Table
 
 from datarun.errors import DatarunError
-from spool import bundles, db
+from spool import bundles, db, rampkit
 from spool.layout import Spool
+from spool.manifests import DATASET_MANIFEST
+
+# what makes a bundle a dataset, for the watcher too: its manifest, or a RAMP kit's problem
+DATASET_MARKERS = (DATASET_MANIFEST, rampkit.PROBLEM)
 
 
 def _plain_value(value: Any) -> Any:
@@ -87,14 +93,20 @@ def leaderboard(conn: db.Conn, dataset: str) -> list[dict[str, Any]]:
 
 def render_leaderboard(dataset: str, rows: list[dict[str, Any]]) -> Table:
     metric = rows[0]["metric"] if rows else "score"
-    table = Table(title=f"{dataset} — ranked by mean validation {metric}", title_justify="left")
+    direction = "lower" if rows and rows[0].get("lower_is_better") else "greater"
+    table = Table(
+        title=f"{dataset} — ranked by mean validation {metric} ({direction} is "
+        "better; no rank: failed or not yet scored)",
+        title_justify="left",
+    )
     table.add_column("rank")
     table.add_column("submission", no_wrap=True)
     for column in ("state", "folds", f"valid {metric}", "bagged valid", "bagged test"):
         table.add_column(column)
     for r in rows:
         valid = "" if r["valid_mean"] is None else f"{r['valid_mean']:.4f} ± {r['valid_std']:.4f}"
-        table.add_row(str(r["rank"]), r["label"], r["state"], f"{r['scored']}/{r['folds']}",
+        rank = "" if r["rank"] is None else str(r["rank"])  # failed or not yet scored
+        table.add_row(rank, r["label"], r["state"], f"{r['scored']}/{r['folds']}",
                       valid, _cell(r["bagged_valid"]), _cell(r["bagged_test"]))  # fmt: skip
     return table
 
@@ -124,9 +136,12 @@ def submit(spool: Spool, source: Path, dataset: str | None) -> Path:
     never sees half of it."""
     if not source.exists():
         raise DatarunError(f"{source} does not exist")
-    is_dataset = source.is_dir() and (source / "dataset.toml").is_file()
+    is_dataset = is_dataset_bundle(source)
     if is_dataset and dataset:
-        raise DatarunError("--dataset names the dataset of a submission; this is a dataset bundle")
+        raise DatarunError(
+            "--dataset names the dataset of a submission; this is a dataset bundle "
+            f"(it holds {' or '.join(DATASET_MARKERS)})"
+        )
     if is_dataset:
         folder = spool.incoming_datasets
     else:
@@ -148,3 +163,30 @@ def submit(spool: Spool, source: Path, dataset: str | None) -> Path:
         bundles.remove(hidden)
         raise DatarunError(f"cannot copy {source} into the spool: {exc}") from exc
     return target
+
+
+def is_dataset_bundle(source: Path) -> bool:
+    """A folder or archive whose root (an archive's lone top folder, if any) holds
+    dataset.toml or a RAMP kit's problem.py, as the watcher decides."""
+    if source.is_dir():
+        return any((source / name).is_file() for name in DATASET_MARKERS)
+    try:
+        names = _archive_files(source)
+    except (OSError, zipfile.BadZipFile, tarfile.TarError):
+        return False  # the watcher will say what is wrong with it
+    parts = [PurePosixPath(n).parts for n in names if PurePosixPath(n).parts]
+    tops = {p[0] for p in parts}
+    lone = next(iter(tops)) if len(tops) == 1 and all(len(p) > 1 for p in parts) else None
+    root = [p[1:] if lone else p for p in parts]
+    return any(p == (name,) for p in root for name in DATASET_MARKERS)
+
+
+def _archive_files(source: Path) -> list[str]:
+    kind = bundles.archive_kind(source.name)
+    if kind == "zip":
+        with zipfile.ZipFile(source) as zf:
+            return [i.filename for i in zf.infolist() if not i.is_dir()]
+    if kind == "tar":
+        with tarfile.open(source) as tf:
+            return [m.name for m in tf.getmembers() if m.isfile()]
+    return []

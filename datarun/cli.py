@@ -372,8 +372,9 @@ def submit(
 ) -> None:
     """Copy a bundle into the spool atomically (for those who cannot rename into it).
 
-    A folder holding dataset.toml goes to incoming/datasets/, anything else to
-    incoming/submissions/[DATASET/]. Example: datarun submit ./logreg --dataset iris
+    A dataset (dataset.toml) or a RAMP kit (problem.py), as a folder or an archive, goes
+    to incoming/datasets/, anything else to incoming/submissions/[DATASET/].
+    Example: datarun submit ./logreg --dataset iris
     """
     s = settings()
     spool = Spool(s.spool_path)
