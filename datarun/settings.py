@@ -2,7 +2,8 @@
 
 Precedence, highest first: explicit arguments (the CLI's options), environment variables,
 the configuration file, defaults. The configuration file is the one `DATARUN_CONFIG`
-names, else `./datarun.toml`, else `<home>/datarun.toml`; none is required.
+names, else `./datarun.toml`, else `<home>/datarun.toml` (the home given as an argument,
+`--home`, else `DATARUN_HOME`, else the default); none is required.
 This module is a leaf: daemons receive a `Settings` object, they never read the
 environment themselves.
 """
@@ -13,6 +14,7 @@ import logging
 import os
 import stat
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -44,8 +46,9 @@ def default_home() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "datarun"
 
 
-def config_file(environ: dict[str, str] | None = None) -> Path | None:
-    """The configuration file in effect, or None when there is none."""
+def config_file(environ: dict[str, str] | None = None, home: Path | None = None) -> Path | None:
+    """The configuration file in effect, or None when there is none. `home` is the one
+    given as an argument (`datarun --home`), which outranks DATARUN_HOME here as well."""
     env = os.environ if environ is None else environ
     named = env.get(ENV_PREFIX + "CONFIG")
     if named:
@@ -56,9 +59,15 @@ def config_file(environ: dict[str, str] | None = None) -> Path | None:
     local = Path.cwd() / CONFIG_NAME
     if local.is_file():
         return local
-    home = Path(env[ENV_PREFIX + "HOME"]).expanduser() if env.get(ENV_PREFIX + "HOME") else None
-    in_home = (home or default_home()) / CONFIG_NAME
+    if home is None and env.get(ENV_PREFIX + "HOME"):
+        home = Path(env[ENV_PREFIX + "HOME"])
+    in_home = (home.expanduser() if home is not None else default_home()) / CONFIG_NAME
     return in_home if in_home.is_file() else None
+
+
+# The file load_settings chose (a 1-tuple: it may be None), for the settings source below:
+# pydantic calls it with no way to pass arguments through.
+_chosen_file: ContextVar[tuple[Path | None] | None] = ContextVar("datarun_config", default=None)
 
 
 class Settings(BaseSettings):
@@ -210,21 +219,29 @@ class Settings(BaseSettings):
         return (
             init_settings,
             env_settings,
-            TomlConfigSettingsSource(settings_cls, toml_file=config_file()),
+            TomlConfigSettingsSource(settings_cls, toml_file=_file_in_effect()),
         )
+
+
+def _file_in_effect() -> Path | None:
+    chosen = _chosen_file.get()
+    return chosen[0] if chosen is not None else config_file()
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, turning any invalid value into one readable ConfigError."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    path = config_file(home=overrides.get("home"))
+    token = _chosen_file.set((path,))
     try:
-        path = config_file()
         if path is not None:
             _check_toml(path)
             _warn_if_exposed(path)
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, config_file())) from exc
+        raise ConfigError(_describe(exc, path)) from exc
+    finally:
+        _chosen_file.reset(token)
 
 
 def _check_toml(path: Path) -> None:
@@ -290,7 +307,7 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
 
 def sources(settings: Settings, overrides: dict[str, Any] | None = None) -> dict[str, Source]:
     """Where each effective value came from, for `datarun config`."""
-    path = config_file()
+    path = config_file(home=(overrides or {}).get("home"))
     in_file: dict[str, Any] = {}
     if path is not None:
         in_file = tomllib.loads(path.read_text(encoding="utf-8"))

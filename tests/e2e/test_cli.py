@@ -130,3 +130,22 @@ def test_a_normal_user_gets_a_private_server_in_their_own_home(normal_user):
     psql = run(environ, "db", "psql", "-tAc", "select current_user", user=TESTER)
     assert psql.stdout.strip() == "datarun", psql.stderr
     assert run(environ, "db", "down", user=TESTER).returncode == 0
+
+
+def test_home_option_reads_the_configuration_file_in_that_home(env, tmp_path):
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "datarun.toml").write_text("max_attempts = 5\nlease_seconds = 40\n")
+    env_home = Path(env["DATARUN_HOME"])
+    env_home.mkdir(parents=True)
+    (env_home / "datarun.toml").write_text("max_attempts = 9\n")
+    shown = run(env, "--home", str(given), "config", "--json")
+    assert shown.returncode == 0, shown.stderr
+    values = json.loads(shown.stdout)
+    assert values["home"] == {"value": str(given), "source": "argument"}
+    assert values["max_attempts"] == {"value": 5, "source": "file"}
+    assert values["lease_seconds"] == {"value": 40.0, "source": "file"}
+    assert json.loads(run(env, "config", "--json").stdout)["max_attempts"]["value"] == 9
+    (given / "datarun.toml").write_text("max_attempts = 0\n")  # errors name that file too
+    bad = run(env, "--home", str(given), "config")
+    assert bad.returncode == 1 and str(given / "datarun.toml") in bad.stderr, bad.stderr
