@@ -210,7 +210,7 @@ def _split_test(
         )  # fmt: skip
     except ValueError as exc:
         raise BundleError(f"{DATASET_MANIFEST}: data.test_fraction: {_one_line(exc)}") from None
-    return kept.reset_index(drop=True), held.reset_index(drop=True)
+    return kept, held.reset_index(drop=True)  # kept's index: its rows in the train file
 
 
 def compute_folds(
@@ -293,7 +293,8 @@ def prepare(bundle: Path, out: Path) -> dict[str, Any]:
     import numpy as np
 
     m = parse_dataset_manifest((bundle / DATASET_MANIFEST).read_bytes())
-    train = _check(_read(bundle, m.data.train), m, m.data.train)
+    # Row i of the frame is row i of the train file (a Parquet file's own index aside).
+    train = _check(_read(bundle, m.data.train), m, m.data.train).reset_index(drop=True)
     test: pd.DataFrame | None = None
     if m.data.test is not None:
         test = _check(_read(bundle, m.data.test), m, m.data.test, is_test=True)
@@ -303,6 +304,8 @@ def prepare(bundle: Path, out: Path) -> dict[str, Any]:
         test = test[list(train.columns)]
     else:
         train, test = _split_test(train, m)
+    rows = train.index.to_numpy(dtype=np.int64)  # each training row's row in the train file
+    train = train.reset_index(drop=True)
     folds = compute_folds(train, m, bundle)
     try:
         train.to_parquet(out / "train.parquet", index=False)
@@ -317,6 +320,7 @@ def prepare(bundle: Path, out: Path) -> dict[str, Any]:
         raise BundleError(f"{m.data.train}: a column mixes types: {_one_line(exc)}") from None
     arrays = {f"train_{i}": t for i, (t, _) in enumerate(folds)}
     arrays.update({f"valid_{i}": v for i, (_, v) in enumerate(folds)})
+    arrays["rows"] = rows  # how results/<dataset>/folds.json names rows of the train file
     np.savez(out / FOLDS_FILE, **arrays)  # type: ignore[arg-type]
     y = train[m.target]
     summary = {

@@ -34,23 +34,49 @@ def _num(value: float | None) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
-def _chart(scores: list[float], low: float, high: float) -> str:
-    """One dot per fold, on a shared scale for the whole table."""
+def _exact(row: dict[str, Any]) -> str:
+    """The stored mean and std as attributes, every digit (the cell shows four)."""
+    if row["valid_mean"] is None:
+        return ""
+    return f' data-mean="{row["valid_mean"]!r}" data-std="{row["valid_std"]!r}"'
+
+
+def _chart(scores: dict[int, float], n_folds: int, scale: Scale) -> str:
+    """One dot per scored fold, fold k always at the same x, on the page's one scale
+    (better is higher), so that dots of different rows can be compared."""
     width, height, pad = 120, 24, 4
     if not scores:
         return ""
-    span = (high - low) or 1.0
+    slots = max(n_folds, max(scores) + 1)
+    step = (width - 2 * pad) / (slots - 1) if slots > 1 else 0.0
     dots = []
-    step = (width - 2 * pad) / max(1, len(scores) - 1) if len(scores) > 1 else 0
-    for i, score in enumerate(scores):
-        x = pad + i * step if len(scores) > 1 else width / 2
-        y = height - pad - (score - low) / span * (height - 2 * pad)
-        dots.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#3a6fd8">'
-                    f"<title>fold {i}: {score:.4f}</title></circle>")  # fmt: skip
+    for fold, score in sorted(scores.items()):
+        x = pad + fold * step if slots > 1 else width / 2
+        y = height - pad - scale.position(score) * (height - 2 * pad)
+        dots.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#3a6fd8" '
+                    f'data-fold="{fold}" data-score="{score!r}">'
+                    f"<title>fold {fold}: {score:.4f}</title></circle>")  # fmt: skip
     return (f'<svg class="folds" width="{width}" height="{height}" role="img" '
-            f'aria-label="per-fold scores">'
+            f'aria-label="per-fold scores" data-low="{scale.low!r}" data-high="{scale.high!r}">'
             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
             f'stroke="#d5dae3"/>{"".join(dots)}</svg>')  # fmt: skip
+
+
+class Scale:
+    """The one vertical scale of a page's charts: from the worst fold score on the page
+    (bottom) to the best (top)."""
+
+    def __init__(self, scores: list[float], lower_is_better: bool) -> None:
+        self.low, self.high = (min(scores), max(scores)) if scores else (0.0, 1.0)
+        self.lower_is_better = lower_is_better
+
+    def position(self, score: float) -> float:
+        """0 at the bottom (worst), 1 at the top (best); the middle when all are equal."""
+        span = self.high - self.low
+        if not span:
+            return 0.5
+        up = (score - self.low) / span
+        return 1.0 - up if self.lower_is_better else up
 
 
 def render(
@@ -58,13 +84,17 @@ def render(
     metric: str,
     rows: list[dict[str, Any]],
     *,
-    folds: dict[str, list[float]],
+    folds: dict[str, dict[int, float]],
     errors: dict[str, str],
     updated: datetime,
+    n_folds: int = 0,
+    lower_is_better: bool = False,
 ) -> str:
-    """rows: the leaderboard view's rows; folds: label -> valid scores by fold."""
-    finite = [s for scores in folds.values() for s in scores if not math.isnan(s)]
-    low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    """rows: the leaderboard view's rows; folds: label -> fold -> valid score; the ranking
+    direction is the dataset's first metric's (a RAMP kit's RMSE: lower is better)."""
+    finite = {label: {k: s for k, s in scores.items() if math.isfinite(s)}
+              for label, scores in folds.items()}  # fmt: skip
+    scale = Scale([s for scores in finite.values() for s in scores.values()], lower_is_better)
     body = []
     for r in rows:
         label = r["label"]
@@ -72,31 +102,36 @@ def render(
             f"{_num(r['valid_mean'])} ± {_num(r['valid_std'])}"
         )  # fmt: skip
         error = errors.get(label)
+        rank = "" if r["rank"] is None else str(r["rank"])  # failed or not scored: no rank
         body.append(
             f'<tr class="{escape(r["state"])}" data-submission="{escape(label)}">'
-            f'<td class="num">{r["rank"]}</td>'
+            f'<td class="num rank">{rank}</td>'
             f"<td>{escape(label)}"
             + (f'<div class="error">{escape(error)}</div>' if error else "")
             + "</td>"
             f'<td><span class="state {escape(r["state"])}">{escape(r["state"])}</span></td>'
             f'<td class="num">{r["scored"]}/{r["folds"]}</td>'
-            f'<td class="num valid">{valid}</td>'
+            f'<td class="num valid"{_exact(r)}>{valid}</td>'
             f'<td class="num">{_num(r["test_mean"])}</td>'
             f'<td class="num">{_num(r["bagged_valid"])}</td>'
             f'<td class="num">{_num(r["bagged_test"])}</td>'
-            f"<td>{_chart([s for s in folds.get(label, []) if not math.isnan(s)], low, high)}</td>"
+            f"<td>{_chart(finite.get(label, {}), n_folds, scale)}</td>"
             "</tr>"
         )
     stamp = updated.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    direction = "lower is better" if lower_is_better else "greater is better"
+    span = (f" (folds left to right; {_num(scale.high if lower_is_better else scale.low)} "
+            f"at the bottom, {_num(scale.low if lower_is_better else scale.high)} at the top)"
+            if finite and any(finite.values()) else "")  # fmt: skip
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(dataset)} — leaderboard</title><style>{STYLE}</style></head><body>"
         f"<h1>{escape(dataset)}</h1>"
         f'<div class="meta">Ranked by the mean validation <b>{escape(metric)}</b> over folds '
-        f'(greater is better). Updated <time id="updated">{escape(stamp)}</time>.</div>'
+        f'(<span id="direction">{direction}</span>); a failed or unfinished submission has '
+        f'no rank. Updated <time id="updated">{escape(stamp)}</time>.</div>'
         "<table><thead><tr><th>#</th><th>submission</th><th>state</th><th>folds</th>"
         f"<th>valid {escape(metric)} (mean ± std)</th><th>test mean</th><th>bagged valid</th>"
-        "<th>bagged test</th><th>valid score per fold</th></tr></thead><tbody>"
-        + "".join(body)
-        + "</tbody></table></body></html>\n"
+        f'<th>bagged test</th><th>valid score per fold<span class="scale">{escape(span)}'
+        "</span></th></tr></thead><tbody>" + "".join(body) + "</tbody></table></body></html>\n"
     )

@@ -4,6 +4,10 @@ Refreshed only for submissions whose jobs changed since their files were last wr
 (`jobs.updated_at` against `submissions.results_at`). Every file is written under a
 temporary name and renamed, so a reader never sees half of one.
 
+Means and standard deviations are computed once per submission (`watcher.summary`),
+stored in `score_summaries`, and every file reads them back from there, as the views
+and `datarun leaderboard` do: one value everywhere, to the last digit.
+
 A master killed mid-write: a submission's files are all renamed into place before its
 `results_at` commits, so an interrupted one is still "changed" and is written again.
 The leaderboard is written after that commit, so nothing in the database remembers it:
@@ -13,6 +17,7 @@ removes the temporaries a killed one left behind.
 
     results/<dataset>/leaderboard.csv       ranked by the first metric's mean valid score
     results/<dataset>/leaderboard.html      the same, self-contained, with per-fold charts
+    results/<dataset>/folds.json            the folds, as rows of the dataset's train file
     results/<dataset>/<label>/status.json   state of each fold, errors, mean +- std, bagged
     results/<dataset>/<label>/scores.csv    fold x split x metric
     results/<dataset>/<label>/fold_<k>.log  each fold's output
@@ -25,17 +30,17 @@ import io
 import json
 import logging
 import math
-import statistics
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from spool import db
 from spool.layout import TEMPORARY_GRACE, Spool, label, remove_stale_temporaries, write_atomic
-from watcher import html
+from watcher import html, summary
 from watcher.rampscore import KitScoringFailed
 from watcher.scoring import bagged, check
 
@@ -125,14 +130,26 @@ class Results:
         folder = self.spool.submission_results(sub["dataset"], tag)
         state = _state(jobs, sub["cancelled_at"] is not None)
         bag = self._bagged(sub, jobs) if state == "scored" else []
-        summary = _summary(scores)
+        with self.database.transaction() as conn:  # computed once, here; read back by all
+            db.execute(conn, "summary_clear", {"id": ident})
+            db.execute_many(
+                conn,
+                "summary_insert",
+                [{"submission_id": ident, **row} for row in summary.summarize(scores)],
+            )
+            stored = db.fetch_all(conn, "summary_of", {"id": ident})
+        means: dict[str, dict[str, float]] = defaultdict(dict)
+        stds: dict[str, dict[str, float]] = defaultdict(dict)
+        for row in stored:
+            means[row["split"]][row["metric"]] = row["mean"]
+            stds[row["split"]][row["metric"]] = row["std"]
         status = {
             "submission": tag, "dataset": sub["dataset"], "id": ident, "team": sub["team"],
             "state": state, "queue": sub["queue"], "metrics": list(sub["metrics"]),
             "registered_at": sub["created_at"].isoformat(),
             "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "folds": [_fold(job, scores) for job in jobs],
-            "mean": summary["mean"], "std": summary["std"],
+            "mean": dict(means), "std": dict(stds),
             "bagged": {split: {m: _number(v) for s, m, v in bag if s == split}
                        for split in ("valid", "test")} if bag else None,
         }  # fmt: skip
@@ -199,14 +216,18 @@ class Results:
             rows = db.fetch_all(conn, "leaderboard_of", {"dataset": dataset})
             fold_rows = db.fetch_all(conn, "leaderboard_fold_scores", {"dataset": dataset})
             error_rows = db.fetch_all(conn, "leaderboard_errors", {"dataset": dataset})
-            metric_row = db.fetch_one(conn, "dataset_by_name", {"name": dataset})
-        folds: dict[str, list[float]] = defaultdict(list)
+            found = db.fetch_one(conn, "dataset_for_folds", {"name": dataset})
+        if found is not None:
+            self.publish_folds(found)
+        folds: dict[str, dict[int, float]] = defaultdict(dict)
         for r in fold_rows:
-            folds[r["label"]].append(r["value"])
+            folds[r["label"]][int(r["fold"])] = r["value"]
         page = html.render(
-            dataset, metric_row["metrics"][0] if metric_row else "score", rows,
+            dataset, found["metrics"][0] if found else "score", rows,
             folds=dict(folds), errors={r["label"]: r["error"] for r in error_rows},
             updated=datetime.now(UTC),
+            n_folds=int(found["summary"].get("n_folds") or 0) if found else 0,
+            lower_is_better=bool(found["lower_is_better"]) if found else False,
         )  # fmt: skip
         write_atomic(self.spool.results / dataset / "leaderboard.html", page)
         buffer = io.StringIO()
@@ -214,12 +235,70 @@ class Results:
         writer.writerow(["rank", "submission", "team", "state", "folds_scored", "folds",
                          "metric", "valid_mean", "valid_std", "test_mean", "bagged_valid",
                          "bagged_test"])  # fmt: skip
-        for r in rows:
-            writer.writerow([r["rank"], r["label"], r["team"], r["state"], r["scored"],
-                             r["folds"], r["metric"], _cell(r["valid_mean"]),
-                             _cell(r["valid_std"]), _cell(r["test_mean"]),
-                             _cell(r["bagged_valid"]), _cell(r["bagged_test"])])  # fmt: skip
+        for r in rows:  # an unranked submission (failed, not yet scored) has an empty rank
+            writer.writerow(["" if r["rank"] is None else r["rank"], r["label"], r["team"],
+                             r["state"], r["scored"], r["folds"], r["metric"],
+                             _cell(r["valid_mean"]), _cell(r["valid_std"]),
+                             _cell(r["test_mean"]), _cell(r["bagged_valid"]),
+                             _cell(r["bagged_test"])])  # fmt: skip
         write_atomic(self.spool.results / dataset / "leaderboard.csv", buffer.getvalue())
+
+    def publish_folds(self, dataset: dict[str, Any]) -> None:
+        """results/<dataset>/folds.json and the `folds` view, once per dataset: the folds
+        as row numbers of the train file the organizer dropped, so that anyone holding
+        that file can recompute a fold's score with scikit-learn alone."""
+        path = self.spool.results / dataset["name"] / "folds.json"
+        if dataset["stored"] and path.is_file():
+            return
+        document = folds_document(self.spool.absolute(dataset["store_path"]), dataset)
+        if document is None:
+            log.warning("the folds of %s cannot be published: prepared before datarun "
+                        "recorded the rows of its test split", dataset["name"])  # fmt: skip
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(document, separators=(",", ":")) + "\n")
+        with self.database.transaction() as conn:
+            db.execute_many(conn, "folds_insert", [
+                {"dataset_id": dataset["id"], "fold": f["fold"], "train": f["train"],
+                 "valid": f["valid"]} for f in document["folds"]
+            ])  # fmt: skip
+
+
+def folds_document(store: Path, dataset: dict[str, Any]) -> dict[str, Any] | None:
+    """What results/<dataset>/folds.json holds (README, "Folds anyone can reproduce")."""
+    manifest, summary = dataset["manifest"], dataset["summary"]
+    with np.load(store / "prepared" / "folds.npz", allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    n_folds = sum(1 for key in arrays if key.startswith("valid_"))
+    n_train = int(summary.get("n_train") or 0)
+    out: dict[str, Any] = {"dataset": dataset["name"], "kind": dataset["kind"]}
+    if dataset["kind"] == "ramp":
+        rows = np.arange(n_train)
+        out.update(rows_of="the kit's problem.get_train_data(), in its order",
+                   n_rows=n_train)  # fmt: skip
+    else:
+        split = manifest["data"].get("test_fraction") is not None
+        if "rows" in arrays:
+            rows = arrays["rows"]
+        elif not split:
+            rows = np.arange(n_train)
+        else:
+            return None
+        n_rows = n_train + (int(summary.get("n_test") or 0) if split else 0)
+        out.update(rows_of=manifest["data"]["train"], n_rows=n_rows,
+                   target=manifest["target"], columns=summary.get("columns"),
+                   cv=manifest["cv"], test=manifest["data"].get("test"),
+                   test_fraction=manifest["data"].get("test_fraction"),
+                   test_seed=manifest["data"].get("test_seed") if split else None,
+                   test_rows=sorted(set(range(n_rows)) - set(rows.tolist()))
+                   if split else [])  # fmt: skip
+    out.update(scores=list(dataset["metrics"]), lower_is_better=dataset["lower_is_better"])
+    out["folds"] = [
+        {"fold": k, "train": rows[arrays[f"train_{k}"]].tolist(),
+         "valid": rows[arrays[f"valid_{k}"]].tolist()}
+        for k in range(n_folds)
+    ]  # fmt: skip
+    return out
 
 
 def _cell(value: float | None) -> str:
@@ -238,19 +317,6 @@ def _fold(job: dict[str, Any], scores: list[dict[str, Any]]) -> dict[str, Any]:
         "scores": {split: {s["metric"]: _number(s["value"]) for s in mine if s["split"] == split}
                    for split in ("train", "valid", "test")},
     }  # fmt: skip
-
-
-def _summary(scores: list[dict[str, Any]]) -> dict[str, Any]:
-    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for s in scores:
-        if not math.isnan(s["value"]):
-            groups[(s["split"], s["metric"])].append(s["value"])
-    mean: dict[str, dict[str, float]] = defaultdict(dict)
-    std: dict[str, dict[str, float]] = defaultdict(dict)
-    for (split, metric), values in groups.items():
-        mean[split][metric] = statistics.fmean(values)
-        std[split][metric] = statistics.pstdev(values)
-    return {"mean": dict(mean), "std": dict(std)}
 
 
 def _scores_csv(scores: list[dict[str, Any]]) -> str:

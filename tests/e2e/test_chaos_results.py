@@ -67,7 +67,8 @@ def view_of(lab: Lab) -> list[dict[str, str]]:
 
     rows = lab.query("select * from leaderboard where dataset = 'iris' order by rank, label")
     return [{
-        "rank": str(r["rank"]), "submission": r["label"], "team": r["team"],
+        "rank": "" if r["rank"] is None else str(r["rank"]),  # failed: no rank
+        "submission": r["label"], "team": r["team"],
         "state": r["state"], "folds_scored": str(r["scored"]), "folds": str(r["folds"]),
         "metric": r["metric"], "valid_mean": cell(r["valid_mean"]),
         "valid_std": cell(r["valid_std"]), "test_mean": cell(r["test_mean"]),

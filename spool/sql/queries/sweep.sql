@@ -63,6 +63,29 @@ VALUES (%(submission_id)s, %(split)s, %(metric)s, %(value)s, %(n_folds)s)
 ON CONFLICT (submission_id, split, metric)
 DO UPDATE SET value = EXCLUDED.value, n_folds = EXCLUDED.n_folds;
 
+-- name: summary_clear
+-- A submission's summaries are replaced as a whole: a retried fold's scores no longer count.
+DELETE FROM score_summaries WHERE submission_id = %(id)s;
+
+-- name: summary_insert
+INSERT INTO score_summaries (submission_id, split, metric, n_folds, mean, std)
+VALUES (%(submission_id)s, %(split)s, %(metric)s, %(n_folds)s, %(mean)s, %(std)s);
+
+-- name: summary_of
+SELECT split, metric, n_folds, mean, std FROM score_summaries
+WHERE submission_id = %(id)s ORDER BY split, metric;
+
+-- name: dataset_for_folds
+SELECT d.id, d.name, d.kind, d.store_path, d.metrics, d.manifest, d.summary,
+       d.lower_is_better,
+       EXISTS (SELECT 1 FROM dataset_folds f WHERE f.dataset_id = d.id) AS stored
+FROM datasets d WHERE d.name = %(name)s;
+
+-- name: folds_insert
+INSERT INTO dataset_folds (dataset_id, fold, train, valid)
+VALUES (%(dataset_id)s, %(fold)s, %(train)s, %(valid)s)
+ON CONFLICT DO NOTHING;
+
 -- name: bagged_of
 SELECT split, metric, value, n_folds FROM bagged_scores WHERE submission_id = %(id)s;
 
