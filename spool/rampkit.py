@@ -6,7 +6,8 @@ timeout. Here, `python -m spool.rampkit KIT OUT PARENT` imports `problem.py`, re
 the training and test data, runs `get_cv` once, and writes OUT/folds.npz and
 OUT/summary.json (the score types, the workflow's files, the sizes), or OUT/error.txt
 with what went wrong and the kit's own traceback. The executor and the sweeper import
-the same `problem.py` the same way, through `load_problem`.
+the same `problem.py` the same way, through `load_problem`, which first gives pandas the
+strings of a plain environment (`plain_strings`).
 """
 
 from __future__ import annotations
@@ -29,10 +30,27 @@ def is_kit(root: Path) -> bool:
     return (root / PROBLEM).is_file()
 
 
+def plain_strings() -> None:
+    """Strings as pandas stores them where ramp-workflow and scikit-learn alone are
+    installed: in Python, not in Arrow arrays.
+
+    datarun requires pyarrow, and with it pandas 3 reads a string column into an Arrow
+    array, which ramp-workflow's workflows cannot index (SKLearnPipeline, Estimator:
+    "only integer scalar arrays can be converted to a scalar index"); without pyarrow
+    the same `str` dtype is backed by Python objects, and ramp-test passes. Called in
+    the kit's child processes only (preparing, a fold, scoring), before the kit's code
+    runs: native datasets keep pandas' defaults."""
+    import pandas as pd
+
+    pd.set_option("mode.string_storage", "python")
+
+
 def load_problem(kit: Path) -> ModuleType:
-    """Import a kit's problem.py as ramp-test does (its external_imports/ on the path)."""
+    """Import a kit's problem.py as ramp-test does (its external_imports/ on the path),
+    in a plain environment's pandas (`plain_strings`)."""
     import importlib.util
 
+    plain_strings()
     extra = kit / "external_imports"
     if extra.is_dir() and str(extra) not in sys.path:
         sys.path.append(str(extra))

@@ -3,8 +3,10 @@
 The kits hold no data. `make_kit` writes it: from scikit-learn's datasets (a fixed-seed
 80/20 train/test split), or, for the `*_real` kits, from the real RAMP data in
 ../shared/ramp-data/ (not part of the repository: `FileNotFoundError` where it is
-absent, for the caller to turn into a skip). `ramp_test` runs ramp-workflow's own
-`ramp-test` on a submission of a made kit and returns the scores it saved.
+absent, for the caller to turn into a skip). The `*_str` kits name their classes
+(a string target column). `ramp_test` runs ramp-workflow's own `ramp-test` on a
+submission of a made kit, as in an environment with ramp-workflow and scikit-learn
+alone (no pyarrow), and returns the scores it saved.
 """
 
 from __future__ import annotations
@@ -63,6 +65,27 @@ def _diabetes() -> pd.DataFrame:
     return frame.rename(columns={"target": "progression"})
 
 
+def _named(frame: pd.DataFrame, column: str, names: dict[int, str]) -> pd.DataFrame:
+    """The target's classes by name: a string column, as many RAMP kits have."""
+    return frame.assign(**{column: frame[column].map(names)})
+
+
+def _wine_str(colour: bool) -> pd.DataFrame:
+    frame = _named(_wine(), "cultivar", {0: "barolo", 1: "grignolino", 2: "barbera"})
+    if colour:  # a string feature too
+        dark = frame["color_intensity"] > frame["color_intensity"].median()
+        frame.insert(0, "colour", ["dark" if d else "light" for d in dark])
+    return frame
+
+
+def _breast_cancer_str() -> pd.DataFrame:
+    frame = _breast_cancer().rename(columns={"benign": "diagnosis"})
+    frame = _named(frame, "diagnosis", {0: "malignant", 1: "benign"})
+    size = pd.qcut(frame["mean radius"], 3, labels=["small", "medium", "large"])
+    frame.insert(0, "size", [str(s) for s in size])  # a string feature too
+    return frame
+
+
 def _split(frame: pd.DataFrame, stratify: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     train, test = train_test_split(
         frame,
@@ -94,6 +117,13 @@ def _sklearn_data(kit: Path, name: str) -> None:
         _write(kit, *_split(_wine(), "cultivar"))
     elif name == "breast_cancer":
         _write(kit, *_split(_breast_cancer(), "benign"))
+    elif name == "iris_str":
+        iris = _named(_iris(), "species", {0: "setosa", 1: "versicolor", 2: "virginica"})
+        _write(kit, *_split(iris, "species"))
+    elif name in ("wine_str", "wine_pipeline_str"):
+        _write(kit, *_split(_wine_str(colour=name == "wine_str"), "cultivar"))
+    elif name == "breast_cancer_str":
+        _write(kit, *_split(_breast_cancer_str(), "diagnosis"))
     elif name in ("diabetes", "diabetes_fe"):
         _write(kit, *_split(_diabetes(), None))
     elif name == "external":
@@ -160,12 +190,38 @@ def _scores(row: pd.Series) -> dict[str, float]:
     return {str(k): float(v) for k, v in row.items() if k not in ("step", "n_bag", "time")}
 
 
+# ramp-test as a plain environment (ramp-workflow, scikit-learn and what they require)
+# runs it: without pyarrow, which datarun requires, and which gives pandas 3 strings that
+# ramp-workflow's workflows cannot index
+NO_PYARROW = """
+import sys
+
+
+class NoPyarrow:  # import pyarrow raises ModuleNotFoundError, as where it is absent
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "pyarrow":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+sys.meta_path.insert(0, NoPyarrow())
+"""
+WITHOUT_PYARROW = (
+    NO_PYARROW
+    + """
+from rampwf.utils.cli.testing import start
+
+sys.argv[0] = "ramp-test"
+sys.exit(start())
+"""
+)
+
+
 def ramp_test(kit: Path, submission: str, timeout: float = 600) -> RampScores:
-    """Run `ramp-test --submission <submission> --save-output` in the kit and return
-    the scores it saved: per fold and step, and bagged over all folds per step."""
-    script = Path(sys.executable).parent / "ramp-test"
+    """Run `ramp-test --submission <submission> --save-output` in the kit, pyarrow out
+    of pandas' reach, and return the scores it saved: per fold and step, and bagged over
+    all folds per step."""
     proc = subprocess.run(
-        [str(script), "--submission", submission, "--save-output"],
+        [sys.executable, "-c", WITHOUT_PYARROW, "--submission", submission, "--save-output"],
         cwd=kit,
         env={**os.environ, "TERM": "dumb"},  # no colour codes in the output
         capture_output=True,

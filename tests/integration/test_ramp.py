@@ -114,6 +114,22 @@ def test_fold_and_bagged_scores_equal_ramp_tests(
             assert std == pytest.approx(np.std(valid), rel=REL, abs=ABS)
 
 
+# A target column of class names (and string features): pandas 3 reads them as its `str`
+# dtype, Arrow-backed where pyarrow is installed (datarun requires it), which
+# SKLearnPipeline and Estimator cannot index; ramp-test in a plain environment (no
+# pyarrow) stores them in Python and passes. One kit per workflow with a class target.
+STRING_TARGET_KITS = ["iris_str", "wine_str", "wine_pipeline_str", "breast_cancer_str"]
+
+
+@pytest.mark.parametrize("kit_name", STRING_TARGET_KITS)
+def test_a_string_target_gives_ramp_tests_scores_in_a_plain_environment(
+    kit_name, spool, make_watcher, make_executor, back_half, database_url, tmp_path
+):
+    test_fold_and_bagged_scores_equal_ramp_tests(
+        kit_name, spool, make_watcher, make_executor, back_half, database_url, tmp_path
+    )
+
+
 @pytest.mark.parametrize("kit_name", ["titanic_real", "air_passengers_real"])
 def test_the_real_ramp_data_gives_ramp_tests_scores(
     kit_name, spool, make_watcher, make_executor, back_half, database_url, tmp_path

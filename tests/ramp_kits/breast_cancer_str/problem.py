@@ -1,0 +1,40 @@
+"""Breast cancer with the diagnosis by name (a string target) and a string feature
+(`size`). Estimator workflow."""
+
+import os
+
+import pandas as pd
+import rampwf as rw
+from sklearn.model_selection import StratifiedKFold
+
+problem_title = "Breast cancer classification, diagnosis names (test kit)"
+_target_column_name = "diagnosis"
+_prediction_label_names = ["benign", "malignant"]
+
+Predictions = rw.prediction_types.make_multiclass(label_names=_prediction_label_names)
+workflow = rw.workflows.Estimator()
+score_types = [
+    rw.score_types.ROCAUC(name="auc"),
+    rw.score_types.Accuracy(name="acc"),
+    rw.score_types.NegativeLogLikelihood(name="nll"),
+]
+
+
+def get_cv(X, y):
+    cv = StratifiedKFold(n_splits=3, shuffle=True, random_state=42)
+    return cv.split(X, y)
+
+
+def _read_data(path, f_name):
+    data = pd.read_csv(os.path.join(path, "data", f_name))
+    y_array = data[_target_column_name].values
+    X_df = data.drop(columns=[_target_column_name])
+    return X_df, y_array
+
+
+def get_train_data(path="."):
+    return _read_data(path, "train.csv")
+
+
+def get_test_data(path="."):
+    return _read_data(path, "test.csv")
