@@ -571,9 +571,7 @@ def executor(
     from executor.daemon import Executor
 
     runner = Executor(url, spool, executor_config(s))
-    runner.start()
-    if runner.warning:
-        out.print(f"[yellow]warning:[/] {runner.warning}")
+    runner.start()  # logs, once, what folds lack here (a warning at any verbosity)
     out.print(f"executor {runner.id} serving {s.queues} with {s.workers} workers; "
               "Ctrl-C stops it")  # fmt: skip
     runner.run(stop)

@@ -77,19 +77,38 @@ class ExecutorConfig:
                 "isolation": self.isolation.as_dict() if self.isolation else None}  # fmt: skip
 
 
+# What a fold can and cannot import when it cannot read the Python installation: only
+# what the zygote imported before forking (executor.zygote.prewarm) is there. Named in
+# the warning; a test checks each name against a real sandboxed import.
+PRELOADED_EXAMPLES = ("sklearn.svm", "sklearn.tree", "sklearn.neighbors", "sklearn.metrics")
+NOT_PRELOADED_EXAMPLES = ("sklearn.cluster", "sklearn.impute", "sklearn.neural_network")
+
+
 def sandbox_import_warning() -> str | None:
-    """Folds run as datarun-run: can that user read this Python's own files?"""
+    """Folds run as datarun-run-N: can those users read this Python's own files? If not,
+    say exactly what a submission can import and what fails."""
     spec = importlib.util.find_spec("sklearn")  # found, not imported: the parent stays small
-    for path in (Path(os.__file__), Path(spec.origin if spec and spec.origin else os.__file__)):
-        blocked = pgbin.blocking_ancestor(path)
-        if blocked is not None:
-            return (
-                f"folds run as {SANDBOX_USER}, which cannot read {blocked} where this Python "
-                "lives: submissions can use only what the executor preloads (numpy, pandas and "
-                "scikit-learn's common modules), any other import fails. Install datarun "
-                "where other users can read it (e.g. python3 -m venv /opt/datarun) to lift this."
-            )
-    return None
+    stdlib = pgbin.blocking_ancestor(Path(os.__file__))
+    packages = pgbin.blocking_ancestor(Path(spec.origin if spec and spec.origin else os.__file__))
+    blocked = stdlib or packages
+    if blocked is None:
+        return None
+    standard = (
+        "only the standard library modules those loaded"
+        if stdlib is not None
+        else "Python's standard library"
+    )
+    return (
+        f"folds run as {SANDBOX_USER}-N users, who cannot read {blocked} where this Python's "
+        "packages live, and this machine gives folds no mount namespace to show it to them: "
+        "a submission can import only what the executor loaded before starting folds "
+        "(numpy, pandas, pyarrow, scipy, joblib, ramp-workflow if installed, and scikit-learn "
+        "with the submodules its ensemble, linear_model, model_selection, pipeline and "
+        f"preprocessing need, such as {', '.join(PRELOADED_EXAMPLES)}) and {standard}. Any "
+        "other module installed there fails with ModuleNotFoundError: "
+        f"{', '.join(NOT_PRELOADED_EXAMPLES)}, any other package. Install datarun where "
+        "other users can read it (e.g. python3 -m venv /opt/datarun) to lift this."
+    )
 
 
 class Executor:

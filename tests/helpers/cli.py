@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import pwd
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 DATARUN = [sys.executable, "-m", "datarun"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(
@@ -18,3 +22,18 @@ def run(
         user=ids.pw_uid if ids else None, group=ids.pw_gid if ids else None,
         extra_groups=[] if ids else None,
     )  # fmt: skip
+
+
+def private_python(base: Path) -> tuple[list[str], dict[str, str], Path]:
+    """This Python with its packages seen under a private (0700) folder made in `base`, as
+    in a clone under `mktemp -d` or a venv under /root, wherever this checkout lives:
+    the command prefix, the environment to add, and the private folder. The packages are
+    reached through a link inside it (no copy); the standard library stays where it is."""
+    import sklearn
+
+    private = Path(tempfile.mkdtemp(prefix="private-", dir=base))
+    private.chmod(0o700)
+    packages = private / "site-packages"
+    packages.symlink_to(Path(sklearn.__file__).parents[1], target_is_directory=True)
+    path = os.pathsep.join([str(packages), str(REPO)])
+    return [sys.executable, "-S"], {"PYTHONPATH": path}, private
