@@ -27,6 +27,7 @@ from spool.bundles import MARKER
 from spool.layout import Spool
 from tests.conftest import age, drop
 from tests.helpers import bundles as B
+from tests.helpers.waiting import wait_for_line
 from watcher.intake import Outcome
 
 pytestmark = pytest.mark.chaos
@@ -64,7 +65,7 @@ def start_swapper(source: Path, target: Path, hold: Path, mode: str, skip: int):
          mode, str(skip)],
         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert swapper.stdout is not None and swapper.stdout.readline().strip() == "ready"
+    wait_for_line(swapper, "ready", 60, "the swapper to be ready")
     return swapper
 
 
