@@ -1,7 +1,10 @@
 """The HTML leaderboard: one self-contained file anyone can open from the mount.
 
 No script, no font, no stylesheet from elsewhere: the styles are inline and each
-submission's per-fold scores are a small inline SVG. Everything that comes from users
+submission's per-fold scores are a small inline SVG, all on one scale (fold k at the
+same x in every row, a score at the same height, better higher), so rows compare. A
+submission ranks only once every fold is scored; the page says the ranking direction
+of the dataset's first metric. Everything that comes from users
 (names, error messages, which are whatever their code raised) is escaped.
 """
 
@@ -27,6 +30,7 @@ tr.failed td { background: #fff4f4; }
 .state.running, .state.queued { background: #fff3d6; color: #7a5600; }
 .error { color: #a11d1d; font-family: ui-monospace, monospace; font-size: .85em; }
 svg { vertical-align: middle; }
+th .scale { display: block; font-weight: 400; color: #5b6475; font-size: .85em; }
 """
 
 
