@@ -10,6 +10,15 @@ is limited: its memory (RLIMIT_AS: its size once its libraries are loaded, plus 
 OUT/test_labels.parquet (when there is a test set: its features, and its target apart,
 so that the intake can make the labels readable by the master only), OUT/folds.npz and
 OUT/summary.json, or OUT/error.txt (one problem per line) and exits 2.
+
+How rows are split (README, "Folds anyone can reproduce", says it for users): with
+`test_fraction`, `train_test_split` (shuffled, random_state=test_seed, stratified by the
+target for a classification whose every class has two rows or more) keeps the training
+rows in its own order; the folds are then computed on those rows by the scheme's
+scikit-learn splitter (`compute_folds`), or read from the explicit folds file, whose
+numbers index those rows. folds.npz holds `train_<k>` and `valid_<k>` (positions in
+train.parquet) and `rows` (for each row of train.parquet, its 0-based row in the train
+file as dropped), from which results/<dataset>/folds.json names the train file's rows.
 """
 
 from __future__ import annotations
