@@ -218,7 +218,10 @@ class Results:
             error_rows = db.fetch_all(conn, "leaderboard_errors", {"dataset": dataset})
             found = db.fetch_one(conn, "dataset_for_folds", {"name": dataset})
         if found is not None:
-            self.publish_folds(found)
+            try:
+                self.publish_folds(found)
+            except Exception:  # the leaderboard is still written; tried again next time
+                log.exception("the folds of %s could not be published", dataset)
         folds: dict[str, dict[int, float]] = defaultdict(dict)
         for r in fold_rows:
             folds[r["label"]][int(r["fold"])] = r["value"]
