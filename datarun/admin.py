@@ -43,19 +43,43 @@ def _plain(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{key: _plain_value(value) for key, value in row.items()} for row in rows]
 
 
-def status(conn: db.Conn) -> dict[str, Any]:
-    return {
-        name: _plain(db.fetch_all(conn, f"status_{name}"))
-        for name in ("datasets", "progress", "queue", "executors")
-    }
+# `datarun status`: its sections and their columns, each named as in the text output and
+# in `--json` alike: name -> (query, {column: the query's field}).
+STATUS: dict[str, tuple[str, dict[str, str]]] = {
+    "datasets": ("status_datasets", {
+        "name": "name", "task": "task", "workflow": "workflow", "metrics": "metrics",
+        "folds": "n_folds", "submissions": "submissions"}),
+    "submissions": ("status_progress", {
+        "dataset": "dataset", "label": "label", "state": "state", "folds": "folds",
+        "queued": "queued", "running": "running", "predicted": "predicted",
+        "scored": "scored", "failed": "failed"}),
+    "queue": ("status_queue", {
+        "dataset": "dataset", "queue": "queue", "queued": "queued", "running": "running",
+        "predicted": "predicted", "scored": "scored", "failed": "failed",
+        "cancelled": "cancelled"}),
+    "executors": ("status_executors", {
+        "id": "id", "host": "host", "pid": "pid", "state": "state", "queues": "queues",
+        "workers": "workers", "running": "running", "heartbeat_age": "heartbeat_age_s",
+        "version": "version"}),
+}  # fmt: skip
+AGES = {"heartbeat_age"}  # in seconds; printed as `1.5 s`
+
+
+def status(conn: db.Conn) -> dict[str, list[dict[str, Any]]]:
+    """Each section's rows, keyed by the columns the text output shows."""
+    out = {}
+    for section, (query, columns) in STATUS.items():
+        rows = _plain(db.fetch_all(conn, query))
+        out[section] = [{name: row.get(field) for name, field in columns.items()} for row in rows]
+    return out
 
 
 def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
     table = Table(title=title, title_justify="left")
     for column in columns:
-        table.add_column(column.replace("_", " "))
+        table.add_column(column)
     for row in rows:
-        table.add_row(*[_cell(row.get(c)) for c in columns])
+        table.add_row(*[_age(row.get(c)) if c in AGES else _cell(row.get(c)) for c in columns])
     if not rows:
         table.add_row(*(["—"] + [""] * (len(columns) - 1)))
     return table
@@ -71,17 +95,12 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def render_status(data: dict[str, Any]) -> Group:
-    return Group(
-        _table("datasets", data["datasets"],
-               ["name", "task", "workflow", "n_folds", "submissions"]),
-        _table("submissions", data["progress"],
-               ["dataset", "label", "state", "queued", "running", "scored", "failed"]),
-        _table("queue", data["queue"],
-               ["dataset", "queue", "queued", "running", "predicted", "scored", "failed"]),
-        _table("executors", data["executors"],
-               ["id", "host", "pid", "state", "workers", "running", "heartbeat_age_s"]),
-    )  # fmt: skip
+def _age(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds:.1f} s"
+
+
+def render_status(data: dict[str, list[dict[str, Any]]]) -> Group:
+    return Group(*(_table(name, data[name], list(cols)) for name, (_, cols) in STATUS.items()))
 
 
 def leaderboard(conn: db.Conn, dataset: str) -> list[dict[str, Any]]:

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from datarun import __version__, admin, pgbin
+from datarun.console import live, make_console
 from datarun.embedded import EmbeddedServer
 from datarun.errors import DatarunError
 from datarun.logs import setup_logging
@@ -64,8 +63,8 @@ Identity = Annotated[Path | None, typer.Option(help="The SSH private key to use.
 RemoteDir = Annotated[str, typer.Option(help="Folder under the runners' home.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print what would be done.")]
 
-# piped output (logs, scripts, CI) gets room for whole tables, a terminal its own width
-out = Console(width=None if sys.stdout.isatty() else 160)
+# a terminal gets its own width; piped output (logs, scripts, CI) whole lines
+out = make_console()
 _state: dict[str, Any] = {"verbose": 0, "overrides": {}}
 
 
@@ -317,10 +316,10 @@ def status(
         with db.connect(url) as conn:
             out.print(admin.render_status(admin.status(conn)))
         return
-    with db.connect(url) as conn, Live(console=out, refresh_per_second=1) as live:
+    with db.connect(url) as conn, live(out, refresh_per_second=1, each=True) as show:
         try:
             while True:
-                live.update(admin.render_status(admin.status(conn)))
+                show(admin.render_status(admin.status(conn)))
                 time.sleep(2)
         except KeyboardInterrupt:
             pass

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
-from rich.live import Live
 from rich.table import Table
 
-from datarun import admin
+from datarun import admin, pgbin
+from datarun.console import live
 from datarun.embedded import EmbeddedServer
 from datarun.errors import DatarunError
 from spool import db, migrate
@@ -135,13 +135,13 @@ class Demo:
         """Live progress until every submission has its final state and results."""
         examples = files("datarun") / "examples"
         expected = sum(len(list((examples / f"{n}-submissions").iterdir())) for n in DATASETS)
-        with db.connect(url) as conn, Live(console=self.console, refresh_per_second=4) as live:
+        with db.connect(url) as conn, live(self.console) as show:
             deadline = time.monotonic() + TIMEOUT
             while True:
                 self.alive()
                 data = admin.status(conn)
-                live.update(_progress(data["progress"], data["executors"]))
-                if _finished(conn, data["progress"], expected):
+                show(_progress(data["submissions"], data["executors"]))
+                if _finished(conn, data["submissions"], expected):
                     return
                 if time.monotonic() > deadline:
                     raise DatarunError(f"the demo timed out; logs in {self.home}/log")
@@ -162,11 +162,11 @@ class Demo:
             if failure["error_detail"]:
                 self.console.print(failure["error_detail"].rstrip(), style="red", markup=False)
         results = self.spool.results
-        self.console.print("\nResults files (what users read):")
+        self.console.print(f"\nResults files (what users read), in {self.home}:")
         for path in sorted(results.glob("*/leaderboard.*")) + sorted(
             results.glob("*/*/status.json")
         ):
-            self.console.print(f"  {path}")
+            self.console.print(f"  {path.relative_to(self.home)}")
         return summary
 
     def stop(self) -> None:
@@ -180,6 +180,14 @@ class Demo:
                 proc.kill()
         EmbeddedServer(self.home, port=int(SETTINGS["DATARUN_DB_PORT"])).down()
 
+    def remove(self) -> None:
+        """Everything the demo made: its home (database, spool, logs) and the socket
+        folder its server had outside it when the home's path is too long for one."""
+        sockets = EmbeddedServer(self.home, port=int(SETTINGS["DATARUN_DB_PORT"])).socket_dir
+        if not sockets.is_relative_to(self.home):
+            shutil.rmtree(sockets, ignore_errors=True)
+        shutil.rmtree(self.home)
+
 
 def _progress(progress: list[dict[str, Any]], executors: list[dict[str, Any]]) -> Group:
     table = Table(title="folds", title_justify="left")
@@ -192,8 +200,8 @@ def _progress(progress: list[dict[str, Any]], executors: list[dict[str, Any]]) -
         table.add_row(f"{row['dataset']}/{row['label']}", str(row["queued"]), str(row["running"]),
                       str(row["scored"]), str(row["failed"]), row["state"])  # fmt: skip
     table.add_row("[b]all[/b]", *[f"[b]{totals[k]}[/b]" for k in totals], "")
-    live = [e for e in executors if e["state"] == "running"]
-    return Group(table, f"{len(live)} executors running")
+    running = [e for e in executors if e["state"] == "running"]
+    return Group(table, f"{len(running)} executors running")
 
 
 def _finished(conn: db.Conn, progress: list[dict[str, Any]], expected: int) -> bool:
@@ -203,11 +211,23 @@ def _finished(conn: db.Conn, progress: list[dict[str, Any]], expected: int) -> b
     return bool(row and row["pending"] == 0)
 
 
+def _temporary_home() -> Path:
+    """A new folder in the temporary folder ($TMPDIR), or in /tmp when that one is private
+    and we are root: the database server's user must reach it."""
+    base = Path(tempfile.gettempdir())
+    if os.geteuid() == 0 and pgbin.blocking_ancestor(base / "x") is not None:
+        base = Path("/tmp")
+    home = Path(tempfile.mkdtemp(prefix="datarun-demo-", dir=base))
+    home.chmod(0o755)
+    return home
+
+
 def run(home: Path | None, keep: bool, console: Console) -> dict[str, Any]:
-    if home is None:
-        home = Path(tempfile.mkdtemp(prefix="datarun-demo-", dir="/tmp"))
-        home.chmod(0o755)  # the database server's user must reach it when we are root
-    demo = Demo(home.absolute(), console)
+    """The demo, in `home`, or else in a temporary folder removed at the end (unless
+    `keep`: then everything stays running). When the demo fails, its home stays with the
+    logs that say why."""
+    temporary = home is None
+    demo = Demo((home or _temporary_home()).absolute(), console)
     console.print(f"datarun demo in {demo.home}: a database, a master, two executors")
     started = time.monotonic()
     try:
@@ -220,11 +240,18 @@ def run(home: Path | None, keep: bool, console: Console) -> dict[str, Any]:
             demo.stop()
         raise
     summary["seconds"] = round(time.monotonic() - started, 1)
+    summary["removed"] = temporary and not keep
     if keep:
         pids = " ".join(str(p.pid) for p in demo.processes.values())
         console.print(f"\nStill running (--keep): processes {pids}. Explore with "
                       f"`datarun --home {demo.home} status`; stop with `kill {pids}` and "
                       f"`datarun --home {demo.home} db down`.")  # fmt: skip
+    elif temporary:
+        demo.stop()
+        demo.remove()
+        console.print(f"\nAll stopped and removed ({summary['seconds']} s). To look around "
+                      "afterwards: `datarun demo --home DIR` keeps the files there, "
+                      "`--keep` leaves it all running.")  # fmt: skip
     else:
         demo.stop()
         console.print(f"\nAll stopped; everything is kept in {demo.home} "

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer.main
 
 from datarun.cli import app
+from spool import db, jobs
 from tests.helpers import bundles as B
 from tests.helpers.cli import run
 
@@ -35,7 +36,7 @@ def test_status_leaderboard_logs_submit_on_an_empty_system(env, tmp_path):
     assert run(env, "init").returncode == 0
     status = run(env, "status", "--json")
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout) == {"datasets": [], "progress": [], "queue": [],
+    assert json.loads(status.stdout) == {"datasets": [], "submissions": [], "queue": [],
                                          "executors": []}  # fmt: skip
     assert "datasets" in run(env, "status").stdout
     one_error_line(run(env, "leaderboard", "nope"), "no dataset named 'nope'")
@@ -95,3 +96,26 @@ def test_every_setting_is_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"| `{name}` |" in readme, name
+
+
+def test_status_text_and_json_use_the_same_names_and_piped_lines_are_whole(env):
+    assert run(env, "init").returncode == 0
+    host = "runner-" + "x" * 190  # longer than any terminal: a pipe gets it whole
+    with db.connect(run(env, "db", "url").stdout.strip()) as conn:
+        jobs.register_executor(conn, host=host, pid=4242, queues=["high", "low"], workers=3,
+                               version="9.9", limits={})  # fmt: skip
+    data = json.loads(run(env, "status", "--json").stdout)
+    text = run(env, "status")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    for section, rows in data.items():
+        assert section in lines, (section, text.stdout)
+        header = lines[lines.index(section) + 2]  # the title, the top border, the header
+        shown = [cell.strip() for cell in header.strip("┃│ ").split("┃")]
+        columns = [*rows[0]] if rows else shown
+        assert shown == columns, (section, shown, columns)
+    (executor,) = data["executors"]
+    assert executor["host"] == host and executor["workers"] == 3
+    assert isinstance(executor["heartbeat_age"], float)
+    row = next(line for line in lines if host in line)
+    assert re.search(r"│ \d+\.\d s +│ 9\.9 +│$", row.rstrip()), row  # an age: `1.5 s`

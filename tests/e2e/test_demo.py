@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 
@@ -14,7 +16,8 @@ from tests.helpers.cli import DATARUN, run
 
 
 def test_the_demo_runs_and_its_leaderboard_is_the_databases(env):
-    home = reachable_tmp("datarun-test-demo-") / "home"
+    # a home whose path is longer than any terminal: piped output keeps its lines whole
+    home = reachable_tmp("datarun-test-demo-") / ("a-rather-long-folder-name-" * 7) / "home"
     try:
         result = subprocess.run([*DATARUN, "demo", "--home", str(home), "--json"], env=env,
                                 capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -32,6 +35,14 @@ def test_the_demo_runs_and_its_leaderboard_is_the_databases(env):
         assert "leaderboard.html" in text and "All stopped" in text
         for row in printed["iris"][:2]:
             assert f"{row['valid_mean']:.4f} ± {row['valid_std']:.4f}" in text
+        lines = [line.rstrip() for line in text.splitlines()]
+        assert f"datarun demo in {home}: a database, a master, two executors" in lines
+        assert any(line.startswith(f"All stopped; everything is kept in {home} (")
+                   for line in lines)  # fmt: skip
+        assert re.search(r"^\d executors running$", text, re.MULTILINE), text  # its own line
+        for dataset in printed:
+            assert any(line.startswith(f"{dataset} — ranked by") for line in lines), text
+        assert not result.stderr, result.stderr
         env["DATARUN_HOME"] = str(home)  # the database, again: what was printed is in it
         assert run(env, "db", "up").returncode == 0
         with db.connect(run(env, "db", "url").stdout.strip()) as conn:
@@ -46,4 +57,33 @@ def test_the_demo_runs_and_its_leaderboard_is_the_databases(env):
         assert (home / "spool" / "results" / "iris" / "leaderboard.html").is_file()
     finally:
         run({**env, "DATARUN_HOME": str(home)}, "db", "down")
-        shutil.rmtree(home.parent, ignore_errors=True)
+        shutil.rmtree(home.parents[1], ignore_errors=True)
+
+
+def _processes_naming(text: str) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{pid}: {cmdline}")
+    return found
+
+
+def test_the_demo_without_keep_leaves_nothing_behind(env):
+    tmp = reachable_tmp("datarun-test-demo-tmp-")  # the demo's $TMPDIR: what it leaves there
+    try:
+        result = subprocess.run([*DATARUN, "demo", "--json"], env={**env, "TMPDIR": str(tmp)},
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        text = result.stdout
+        summary = json.loads(text[text.index("{\n") :])
+        assert summary["removed"] and summary["home"].startswith(f"{tmp}/datarun-demo-")
+        assert "All stopped and removed" in text
+        assert sorted(os.listdir(tmp)) == []
+        assert _processes_naming(summary["home"]) == []  # no server, master or executor
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
