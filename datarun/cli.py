@@ -304,10 +304,18 @@ def status(
     watch: Annotated[bool, typer.Option("--watch", help="Refresh every 2 s until Ctrl-C.")] = False,
 ) -> None:
     """Datasets, submissions' progress, the queue, executors and their heartbeat age.
+    Exit 3 when the embedded database is stopped (status never starts it).
 
     Example: datarun status --watch
     """
-    url = database_url(settings())
+    s = settings()
+    if s.database_url is None and not server(s).state().running:
+        # A report must not change what it reports on: after `db down` (a backup, an
+        # upgrade), starting the server again behind the operator's back would be wrong.
+        sys.stderr.write("datarun: the embedded database server is stopped; start it with "
+                         "`datarun db up` (`datarun db status` says more)\n")  # fmt: skip
+        raise typer.Exit(3)
+    url = database_url(s)
     if as_json:
         with db.connect(url) as conn:
             _print_json(admin.status(conn))

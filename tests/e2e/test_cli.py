@@ -149,3 +149,18 @@ def test_home_option_reads_the_configuration_file_in_that_home(env, tmp_path):
     (given / "datarun.toml").write_text("max_attempts = 0\n")  # errors name that file too
     bad = run(env, "--home", str(given), "config")
     assert bad.returncode == 1 and str(given / "datarun.toml") in bad.stderr, bad.stderr
+
+
+def test_status_after_db_down_says_the_database_is_down_and_leaves_it_so(env):
+    assert run(env, "init").returncode == 0
+    assert run(env, "status").returncode == 0
+    assert run(env, "db", "down").returncode == 0
+    for args in (["status"], ["status", "--json"]):
+        result = run(env, *args)
+        assert result.returncode == 3, (result.stdout, result.stderr)
+        assert result.stdout == ""
+        assert result.stderr.splitlines() == [
+            "datarun: the embedded database server is stopped; start it with `datarun db up` "
+            "(`datarun db status` says more)"
+        ]
+    assert run(env, "db", "status").returncode == 3  # still down: status did not start it
