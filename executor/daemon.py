@@ -352,6 +352,7 @@ class Executor:
             "dataset_path": str(self.spool.absolute(job.dataset_path)),
             "kind": job.kind, "workflow": job.workflow, "task": job.task, "target": job.target,
             "fold": job.fold, "classes": job.summary.get("classes") or [],
+            "scores": job.scores or [],
             "code": str(scratch / "code"), "work": str(scratch / "work"),
             "log": str(scratch / "fold.log"),
             "uid": ids[0] if ids else None, "gid": ids[1] if ids else None,

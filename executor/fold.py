@@ -204,17 +204,19 @@ def child_main(spec: dict[str, Any], data: Dataset, output: int) -> int:
             from executor import rampfold
 
             rows = data.folds[f"train_{fold}"], data.folds[f"valid_{fold}"]
-            predictions = rampfold.run(kit, code, *rows)
+            kit_predictions = rampfold.run(kit, code, *rows)
+            arrays: dict[str, np.ndarray] = {"train": kit_predictions.train}
+            if kit_predictions.test is not None:
+                arrays["test"] = kit_predictions.test
+            predictions: workflows.Predictions | workflows.Responses = kit_predictions
         else:
             assert data.train is not None
             predictions = workflows.run(
                 spec["workflow"], spec["task"], code, train=data.train, test=data.test,
                 target=spec["target"], train_rows=data.folds[f"train_{fold}"],
-                classes=spec["classes"], seed=fold,
+                classes=spec["classes"], seed=fold, scores=spec.get("scores") or [],
             )  # fmt: skip
-        arrays = {"train": predictions.train}
-        if predictions.test is not None:
-            arrays["test"] = predictions.test
+            arrays = predictions.arrays(spec["task"])
         os.chdir(spec["work"])  # wherever the submission moved
         np.savez(PREDICTIONS, **arrays)  # type: ignore[arg-type]
         result["phases"] = {"forked_at": forked, "sandbox": sandboxed - forked,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from executor import SANDBOX_FAILED
-from spool import arrays, linux
+from spool import arrays, linux, responses
 from spool.bundles import freeze, remove
 from spool.jobs import DETAIL_CHARS, REASON_CHARS, ClaimedJob, Outcome, clean_text
 from spool.layout import Spool
@@ -87,15 +87,16 @@ def _read_predictions(job: ClaimedJob, work: Path) -> tuple[bytes | None, str | 
         why = f"the fold's predictions file is missing, not a file, or over {cap} bytes"
         return data, None if data is not None else why
     width = len(summary["classes"]) if summary.get("classes") else None
-    expected = {"train": arrays.shape_of(n_train, width)}
-    if n_test:
-        expected["test"] = arrays.shape_of(n_test, width)
+    expected, optional = responses.expected(job.task, n_train, n_test, width)
+    if job.workflow != "estimator":  # probabilities or values only, as RAMP scores them
+        expected = {s: expected[s] for s in ("train", "test") if s in expected}
+        optional = frozenset()
     try:
         folder = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:
         return None, f"the fold's work folder cannot be read: {exc.strerror}"
     try:
-        return arrays.read_bytes(PREDICTIONS, expected, dir_fd=folder), None
+        return arrays.read_bytes(PREDICTIONS, expected, dir_fd=folder, optional=optional), None
     except arrays.ArraysRefused as exc:
         return None, f"the fold's predictions were refused: {exc}"
     finally:

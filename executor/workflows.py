@@ -19,14 +19,36 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from spool import responses
+
 
 @dataclass
 class Predictions:
+    """A RAMP kit's fold: its predictions' arrays."""
+
     train: np.ndarray
     test: np.ndarray | None
     train_seconds: float
     valid_seconds: float
     test_seconds: float
+
+
+@dataclass
+class Responses:
+    """A native fold: each method's output (`spool.responses`) on every row."""
+
+    train: dict[str, np.ndarray]
+    test: dict[str, np.ndarray] | None
+    train_seconds: float
+    valid_seconds: float
+    test_seconds: float
+
+    def arrays(self, task: str) -> dict[str, np.ndarray]:
+        """The prediction file's members."""
+        out = {responses.member("train", m, task): a for m, a in self.train.items()}
+        for method, values in (self.test or {}).items():
+            out[responses.member("test", method, task)] = values
+        return out
 
 
 def load_module(folder: Path, filename: str) -> ModuleType:
@@ -69,11 +91,15 @@ def _align(proba: Any, model: Any, y_fit: pd.Series, classes: list[str]) -> np.n
 
 
 class _Model:
-    """fit / predict of one workflow over DataFrames; predict gives proba or values."""
+    """fit / respond of one workflow over DataFrames. A `get_estimator()` estimator
+    answers every method the dataset's scorers take from it (`spool.responses`), as
+    `cross_validate` would call them; the other workflows answer `predict_proba` for a
+    classification, as RAMP scores them, and `predict` for a regression."""
 
-    def __init__(self, workflow: str, task: str, code: Path, classes: list[str], seed: int):
+    def __init__(self, workflow: str, task: str, code: Path, *, classes: list[str],
+                 seed: int, scores: list[str]) -> None:  # fmt: skip
         self.workflow, self.task, self.code = workflow, task, code
-        self.classes, self.seed = classes, seed
+        self.classes, self.seed, self.scores = classes, seed, scores
 
     def fit(self, X: pd.DataFrame, y: pd.Series) -> None:
         w = self.workflow
@@ -81,6 +107,7 @@ class _Model:
         if w == "estimator":
             self.model = load_module(self.code, "estimator.py").get_estimator()
             self.model.fit(X, y)
+            self.methods = self._methods()
             return
         if w in ("classifier", "regressor"):
             cls = "Classifier" if w == "classifier" else "Regressor"
@@ -104,7 +131,24 @@ class _Model:
             raw = self.model.predict_proba(self.fe.transform(X.iloc[calib_rows]))
             self.calibrator.fit(raw, y.iloc[calib_rows].to_numpy())
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
+    def _methods(self) -> set[str]:
+        """What the fitted estimator must answer: each score's own method (MissingResponse
+        naming the score when it has none), and predict_proba whenever it has one, for
+        the bagged scores."""
+        if self.task == "regression":
+            return {responses.PREDICT}
+        available = {m for m in responses.METHODS if hasattr(self.model, m)}
+        if responses.DECISION in available and not self._same_classes():
+            available.discard(responses.DECISION)  # its columns are not the dataset's
+        owner = f"the estimator {type(self.model).__name__}"
+        methods = {responses.choose(m, available, owner) for m in self.scores}
+        return methods | ({responses.PROBA} & available)
+
+    def _same_classes(self) -> bool:
+        seen = getattr(self.model, "classes_", None)
+        return seen is not None and [str(c) for c in seen] == self.classes
+
+    def respond(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
         w = self.workflow
         if w in ("classifier", "regressor"):
             features: Any = X.to_numpy()
@@ -113,11 +157,45 @@ class _Model:
         else:
             features = self.fe.transform(X)
         if self.task == "regression":
-            return np.asarray(self.model.predict(features), dtype=float).reshape(len(X))
+            values = np.asarray(self.model.predict(features))
+            if values.dtype != np.float32:  # float32 stays, as the scorer would see it
+                values = values.astype(float)
+            return {responses.PREDICT: values.reshape(len(X))}
+        if w == "estimator":
+            return {m: self._response(m, features, len(X)) for m in sorted(self.methods)}
         proba = self.model.predict_proba(features)
         if w.endswith("calibrator"):
             proba = self.calibrator.predict_proba(proba)
-        return _align(proba, self.model, self.y_fit, self.classes)
+        return {responses.PROBA: _align(proba, self.model, self.y_fit, self.classes)}
+
+    def _response(self, method: str, X: Any, rows: int) -> np.ndarray:
+        out = getattr(self.model, method)(X)
+        if method == responses.PROBA:
+            return _align(out, self.model, self.y_fit, self.classes)
+        if method == responses.PREDICT:
+            return _indices(out, self.classes, rows)
+        out = np.asarray(out)
+        if out.dtype.kind not in "iuf":
+            raise ValueError(f"decision_function returned {out.dtype} values; expected numbers")
+        out = out.astype(np.float32 if out.dtype == np.float32 else float, copy=False)
+        width = None if len(self.classes) == 2 else len(self.classes)
+        if out.shape != ((rows,) if width is None else (rows, width)):
+            raise ValueError(f"decision_function returned shape {out.shape} for {rows} rows "
+                             f"and {len(self.classes)} classes")  # fmt: skip
+        return out
+
+
+def _indices(labels: Any, classes: list[str], rows: int) -> np.ndarray:
+    """predict's labels as indices into the dataset's classes (the file holds numbers)."""
+    labels = np.asarray(labels)
+    if labels.shape != (rows,):
+        raise ValueError(f"predict returned shape {labels.shape} for {rows} rows")
+    index = {name: i for i, name in enumerate(classes)}
+    names = labels.astype(str)
+    unknown = [n for n in np.unique(names) if n not in index]
+    if unknown:
+        raise ValueError(f"the model predicts class {unknown[0]!r}, unknown to the dataset")
+    return np.asarray([index[n] for n in names], dtype=np.int64)
 
 
 def _calibration_split(y: pd.Series, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,14 +222,15 @@ def run(
     train_rows: np.ndarray,
     classes: list[str],
     seed: int,
-) -> Predictions:
+    scores: list[str],
+) -> Responses:
     X, y = train.drop(columns=[target]), train[target]
-    model = _Model(workflow, task, code, classes, seed)
+    model = _Model(workflow, task, code, classes=classes, seed=seed, scores=scores)
     start = time.perf_counter()
     model.fit(X.iloc[train_rows], y.iloc[train_rows])
     fitted = time.perf_counter()
-    pred_train = model.predict(X)
+    pred_train = model.respond(X)
     predicted = time.perf_counter()
-    pred_test = model.predict(test) if test is not None else None
+    pred_test = model.respond(test) if test is not None else None
     done = time.perf_counter()
-    return Predictions(pred_train, pred_test, fitted - start, predicted - fitted, done - predicted)
+    return Responses(pred_train, pred_test, fitted - start, predicted - fitted, done - predicted)

@@ -477,8 +477,12 @@ def _warm_workflows(X: Any, y: Any) -> None:
         Path(code, "classifier.py").write_text(WARM_CLASSIFIER, encoding="utf-8")
         workflows.run("classifier", "classification", Path(code), train=frame, test=X,
                       target="target", train_rows=np.arange(40), classes=["0", "1", "2"],
-                      seed=0)  # fmt: skip
+                      seed=0, scores=["accuracy"])  # fmt: skip
     sys.modules.pop("submission_classifier", None)
+    from spool import responses
+
+    for metric in ("accuracy", "roc_auc", "neg_log_loss", "r2"):  # scorers' methods, cached
+        responses.preference(metric)
 
 
 def _not_inherited() -> None:

@@ -17,7 +17,8 @@ believed, in an order that bounds memory and reading by the caller's expectation
 
 `expected` maps each member's name (without `.npy`) to its shape: `(rows,)` or
 `(rows, width)`; `(rows, None)` is read as `(rows,)`, so a caller may pass
-`(n, width or None)`. Every refusal is an `ArraysRefused` with a one-line reason.
+`(n, width or None)`. Names in `optional` may be absent; every other one must be there.
+Every refusal is an `ArraysRefused` with a one-line reason.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import os
 import stat
 import struct
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,12 +95,17 @@ def size_needed(expected: Expected) -> int:
 
 
 def headers(
-    source: Source, expected: Expected, *, dir_fd: int | None = None, verify: bool = False
+    source: Source,
+    expected: Expected,
+    *,
+    dir_fd: int | None = None,
+    verify: bool = False,
+    optional: Collection[str] = (),
 ) -> dict[str, Header]:
     """Every member's header, checked; no array is allocated. With `verify`, each
     member's data is also read through (in bounded chunks) to its end, so its length
     and CRC are checked too."""
-    with _Opened(source, expected, dir_fd) as archive:
+    with _Opened(source, expected, dir_fd, optional) as archive:
         out = {}
         for name, info in archive.members.items():
             with archive.open(info, name) as member:
@@ -110,10 +116,16 @@ def headers(
         return out
 
 
-def load(source: Source, expected: Expected, *, dir_fd: int | None = None) -> dict[str, np.ndarray]:
+def load(
+    source: Source,
+    expected: Expected,
+    *,
+    dir_fd: int | None = None,
+    optional: Collection[str] = (),
+) -> dict[str, np.ndarray]:
     """The expected arrays, each read only after its header is checked, into an array of
     exactly its declared size."""
-    with _Opened(source, expected, dir_fd) as archive:
+    with _Opened(source, expected, dir_fd, optional) as archive:
         out = {}
         for name, info in archive.members.items():
             with archive.open(info, name) as member:
@@ -122,7 +134,13 @@ def load(source: Source, expected: Expected, *, dir_fd: int | None = None) -> di
         return out
 
 
-def read_bytes(source: Source, expected: Expected, *, dir_fd: int | None = None) -> bytes:
+def read_bytes(
+    source: Source,
+    expected: Expected,
+    *,
+    dir_fd: int | None = None,
+    optional: Collection[str] = (),
+) -> bytes:
     """The file's bytes, checked as `headers(verify=True)` does, for a caller that copies
     the file on (the executor publishing a fold's predictions): at most
     `size_needed(expected)` bytes are read, and the bytes returned are the ones checked,
@@ -138,7 +156,7 @@ def read_bytes(source: Source, expected: Expected, *, dir_fd: int | None = None)
             handle.close()
     if len(data) != size:
         raise ArraysRefused(f"the file changed size while read ({size} then {len(data)} bytes)")
-    headers(io.BytesIO(data), expected, verify=True)
+    headers(io.BytesIO(data), expected, verify=True, optional=optional)
     return data
 
 
@@ -148,8 +166,11 @@ def read_bytes(source: Source, expected: Expected, *, dir_fd: int | None = None)
 class _Opened:
     """The zip, opened from a bounded file, with its members matched to the names."""
 
-    def __init__(self, source: Source, expected: Expected, dir_fd: int | None) -> None:
+    def __init__(
+        self, source: Source, expected: Expected, dir_fd: int | None, optional: Collection[str]
+    ) -> None:
         self.source, self.expected, self.dir_fd = source, expected, dir_fd
+        self.optional = optional
 
     def __enter__(self) -> _Opened:
         self.handle, self.owned = _open(self.source, self.dir_fd)
@@ -159,7 +180,7 @@ class _Opened:
                 _end_record(self.handle, size, self.expected)
                 self.handle.seek(0)
                 self.zip = zipfile.ZipFile(self.handle)
-            self.members = _members(self.zip, self.expected)
+            self.members = _members(self.zip, self.expected, self.optional)
         except BaseException:
             self._close()
             raise
@@ -245,7 +266,9 @@ def _end_record(handle: IO[bytes], size: int, expected: Expected) -> None:
                             f"of {len(expected)} arrays")  # fmt: skip
 
 
-def _members(archive: zipfile.ZipFile, expected: Expected) -> dict[str, zipfile.ZipInfo]:
+def _members(
+    archive: zipfile.ZipFile, expected: Expected, optional: Collection[str] = ()
+) -> dict[str, zipfile.ZipInfo]:
     """name -> member, for exactly the expected names, each once and within its bound."""
     found: dict[str, zipfile.ZipInfo] = {}
     for info in archive.infolist():
@@ -269,7 +292,7 @@ def _members(archive: zipfile.ZipFile, expected: Expected) -> dict[str, zipfile.
             raise ArraysRefused(f"'{name}' holds {info.compress_size} compressed bytes, more "
                                 f"than an array of shape {shape} can take")  # fmt: skip
         found[name] = info
-    missing = [name for name in expected if name not in found]
+    missing = [name for name in expected if name not in found and name not in optional]
     if missing:
         raise ArraysRefused(f"no {' or '.join(repr(m) for m in missing)} array")
     return found

@@ -49,6 +49,7 @@ class ClaimedJob:
     kind: str
     summary: dict[str, Any]
     target: str | None
+    scores: list[str] | None  # a native dataset's scikit-learn scorers
 
     @property
     def key(self) -> str:

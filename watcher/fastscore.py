@@ -7,9 +7,9 @@ same numpy operations scikit-learn uses, in the same order, after the same refus
 where the scorer raises ValueError (a probability above 1 or below 0, NaN, a width
 that does not fit the classes, continuous labels...), its twin raises ValueError too.
 Each twin is verified against the real scorer on its first calls in the process (same
-float bit for bit, or both refusing); one that ever differs is dropped for good and the
-real scorer used instead, so a future scikit-learn that computes or checks differently
-costs speed, never correctness.
+float bit for bit, or both refusing), then on one call in RECHECK for good; one that ever
+differs is dropped for good and the real scorer used instead. Where scikit-learn's
+arithmetic can be called on its own (log_loss's), the twin calls it rather than copies it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+try:  # log_loss's arithmetic after its checks (private: absent, the twin is not used)
+    from sklearn.metrics._classification import _log_loss as _sklearn_log_loss
+except ImportError:  # pragma: no cover - a future scikit-learn
+    _sklearn_log_loss = None
+
 CHECKS = 20  # calls compared with scikit-learn before a twin is trusted
+RECHECK = 50  # and then one call in this many, for as long as the process lives
 
 # A twin returns the scorer's value, or raises ValueError where the scorer raises one
 # (the caller turns both refusals into the same undefined score).
@@ -97,19 +103,12 @@ def _float_array(a: np.ndarray, dtype: np.dtype | type | None = None) -> np.ndar
 # ---- classification -----------------------------------------------------------------
 
 
-def _labels(proba: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
-    assert classes is not None
-    return np.asarray(classes[np.argmax(proba, axis=1)])
-
-
-def accuracy(y: np.ndarray, proba: np.ndarray, classes: np.ndarray | None) -> float:
-    predicted = _labels(proba, classes)
+def accuracy(y: np.ndarray, predicted: np.ndarray, classes: np.ndarray | None) -> float:
     _classification_targets(y, predicted)
     return float(np.average(y == predicted))
 
 
-def balanced_accuracy(y: np.ndarray, proba: np.ndarray, classes: np.ndarray | None) -> float:
-    predicted = _labels(proba, classes)
+def balanced_accuracy(y: np.ndarray, predicted: np.ndarray, classes: np.ndarray | None) -> float:
     _classification_targets(y, predicted)
     labels = np.union1d(y, predicted)
     true_index = np.searchsorted(labels, y)
@@ -146,14 +145,10 @@ def neg_log_loss(y: np.ndarray, proba: np.ndarray, classes: np.ndarray | None) -
         p = np.concatenate([1 - p, p], axis=1)
     if len(seen) != p.shape[1]:
         raise ValueError(f"y_true and y_prob contain {len(seen)} and {p.shape[1]} classes")
-    onehot = (y[:, None] == seen[None, :]).astype(p.dtype)
-    eps = np.finfo(p.dtype).eps
-    clipped = np.clip(p, eps, 1 - eps)
-    with np.errstate(divide="ignore", invalid="ignore"):  # scikit-learn's _xlogy
-        terms = onehot * np.log(clipped)
-    terms = np.where(onehot == 0.0, np.asarray(0.0, dtype=terms.dtype), terms)
-    loss = -np.sum(terms, axis=1)
-    return -1 * float(np.average(loss))
+    onehot = (y[:, None] == seen[None, :]).astype(np.int64)  # LabelBinarizer's
+    # The arithmetic is scikit-learn's own function, not a copy of it: its log, clip
+    # and sums are then the ones the scorer runs, whatever numpy dispatches them to.
+    return -1 * float(_sklearn_log_loss(onehot, p))
 
 
 # ---- regression ---------------------------------------------------------------------
@@ -189,21 +184,23 @@ def neg_mean_absolute_error(y: np.ndarray, values: np.ndarray, _: np.ndarray | N
 TWINS: dict[str, Twin] = {
     "accuracy": accuracy,
     "balanced_accuracy": balanced_accuracy,
-    "neg_log_loss": neg_log_loss,
     "neg_mean_squared_error": neg_mean_squared_error,
     "neg_mean_absolute_error": neg_mean_absolute_error,
 }
+if _sklearn_log_loss is not None:  # a scikit-learn without it scores with the real scorer
+    TWINS["neg_log_loss"] = neg_log_loss
 
 
 class Guarded:
-    """A metric's twin, checked against the real scorer until it has earned trust: each
-    early call runs both, which must both refuse (ValueError) or give the same float,
-    bit for bit. The scorer's outcome is the one returned."""
+    """A metric's twin, checked against the real scorer: each early call, then one in
+    RECHECK, runs both, which must both refuse (ValueError) or give the same float, bit
+    for bit. On a checked call the scorer's outcome is the one returned."""
 
     def __init__(self, name: str, twin: Twin | None) -> None:
         self.name = name
         self.twin = twin
         self.agreed = 0
+        self.calls = 0
 
     def __call__(
         self, y: np.ndarray, predictions: np.ndarray, classes: np.ndarray | None,
@@ -213,7 +210,8 @@ class Guarded:
         twin = self.twin
         if twin is None:
             return reference()
-        if self.agreed >= CHECKS:
+        self.calls += 1
+        if self.agreed >= CHECKS and self.calls % RECHECK:
             return twin(y, predictions, classes)
         try:
             expected: float | ValueError = reference()

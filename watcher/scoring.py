@@ -26,12 +26,16 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import get_scorer
+from sklearn.utils.metaestimators import available_if
 
-from spool import arrays
+from spool import arrays, responses
 from spool.prepare import LABELS_FILE
+from spool.responses import DECISION, PREDICT, PROBA
 from watcher.fastscore import TWINS, Guarded
 
 SPLITS = ("train", "valid", "test")
+Responses = dict[str, np.ndarray]  # method -> its output on every row of a split
+Score = tuple[str, str, float]  # split, metric, value
 
 
 class Unscorable(Exception):
@@ -55,6 +59,14 @@ class Truth:
         return None if self.classes is None else len(self.classes)
 
 
+@dataclass(frozen=True)
+class Fold:
+    """A fold's checked responses for the training rows and, if any, the test rows."""
+
+    train: Responses
+    test: Responses | None
+
+
 def load_truth(store: Path, target: str, task: str) -> Truth:
     prepared = store / "prepared"
     y_train = pd.read_parquet(prepared / "train.parquet", columns=[target])[target].to_numpy()
@@ -71,9 +83,16 @@ def load_truth(store: Path, target: str, task: str) -> Truth:
 
 
 class _FrozenClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
-    def __init__(self, proba: np.ndarray | None = None, classes: np.ndarray | None = None):
+    """Answers from a fold's stored responses, for the rows passed as X; it has only the
+    methods the file holds (`predict` is the most probable class when not stored), so a
+    scorer picks among them as it would among the estimator's own."""
+
+    def __init__(self, proba: np.ndarray | None = None, classes: np.ndarray | None = None,
+                 decision: np.ndarray | None = None, labels: np.ndarray | None = None):  # fmt: skip
         self.proba = proba
         self.classes = classes
+        self.decision = decision
+        self.labels = labels
 
     def fit(self, X: Any, y: Any) -> _FrozenClassifier:
         return self
@@ -85,13 +104,36 @@ class _FrozenClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def classes_(self) -> np.ndarray | None:
         return self.classes
 
+    @available_if(lambda self: self.proba is not None)  # type: ignore[untyped-decorator]
     def predict_proba(self, X: Any) -> np.ndarray:
         assert self.proba is not None
         return np.asarray(self.proba[np.asarray(X).ravel()])
 
+    @available_if(lambda self: self.decision is not None)  # type: ignore[untyped-decorator]
+    def decision_function(self, X: Any) -> np.ndarray:
+        assert self.decision is not None
+        return np.asarray(self.decision[np.asarray(X).ravel()])
+
+    @available_if(lambda self: self.labels is not None or self.answers())  # type: ignore[untyped-decorator]
     def predict(self, X: Any) -> np.ndarray:
         assert self.classes is not None
-        return np.asarray(self.classes[np.argmax(self.predict_proba(X), axis=1)])
+        rows = np.asarray(X).ravel()
+        if self.labels is not None:
+            return np.asarray(self.labels[rows])
+        if self.proba is not None:
+            return np.asarray(self.classes[np.argmax(self.proba[rows], axis=1)])
+        assert self.decision is not None  # only for bagged scores, averaged over folds
+        decision = self.decision[rows]
+        best = (decision > 0).astype(int) if decision.ndim == 1 else np.argmax(decision, axis=1)
+        return np.asarray(self.classes[best])
+
+    def answers(self) -> bool:
+        """Whether it answers anything predict can be derived from."""
+        return self.proba is not None or self.decision is not None
+
+    @classmethod
+    def of(cls, split: Responses, classes: np.ndarray | None) -> _FrozenClassifier:
+        return cls(split.get(PROBA), classes, split.get(DECISION), split.get(PREDICT))
 
 
 class _FrozenRegressor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
@@ -114,49 +156,76 @@ def _scorer(name: str) -> Any:
     return get_scorer(name)
 
 
-def expected(truth: Truth) -> dict[str, tuple[int, ...]]:
-    """The arrays a fold's prediction file must hold: name -> shape."""
-    width = truth.width()
-    out = {"train": arrays.shape_of(len(truth.y_train), width)}
-    if truth.y_test is not None:
-        out["test"] = arrays.shape_of(len(truth.y_test), width)
-    return out
+def expected(truth: Truth) -> tuple[dict[str, tuple[int, ...]], frozenset[str]]:
+    """The arrays a fold's prediction file may hold (name -> shape), and those it may
+    omit (`spool.responses`)."""
+    n_test = 0 if truth.y_test is None else len(truth.y_test)
+    return responses.expected(truth.task, len(truth.y_train), n_test, truth.width())
 
 
-def load_predictions(path: Path, truth: Truth) -> tuple[np.ndarray, np.ndarray | None]:
-    """The checked predictions of a fold's file, read no further than the expected
-    arrays need; Unscorable saying what is wrong otherwise."""
+def load_predictions(path: Path, truth: Truth) -> Fold:
+    """The checked responses of a fold's file, read no further than the expected arrays
+    need; Unscorable saying what is wrong otherwise."""
+    shapes, optional = expected(truth)
     try:
-        found = arrays.load(path, expected(truth))
+        found = arrays.load(path, shapes, optional=optional)
     except arrays.ArraysRefused as exc:
         raise Unscorable(str(exc)) from None
     return check(found, truth)
 
 
-def check(found: Any, truth: Truth) -> tuple[np.ndarray, np.ndarray | None]:
-    """The predictions of a fold's arrays (a mapping, or an opened .npz), or
-    Unscorable saying what is wrong."""
+def check(found: Any, truth: Truth) -> Fold:
+    """The responses of a fold's arrays (a mapping, or an opened .npz), by split and
+    method, or Unscorable saying what is wrong."""
     names = set(found.files) if hasattr(found, "files") else set(found)
-    out = {}
-    for name, shape in expected(truth).items():
+    shapes, optional = expected(truth)
+    unknown = sorted(names - set(shapes))
+    if unknown:
+        raise Unscorable(f"the prediction file has an unexpected array {unknown[0][:80]!r}")
+    splits: dict[str, Responses] = {"train": {}, "test": {}}
+    for name, shape in shapes.items():
         if name not in names:
-            raise Unscorable(f"the prediction file has no '{name}' array")
-        out[name] = _checked(found[name], shape, name, truth.task == "classification")
-    return out["train"], out.get("test")
+            if name not in optional:
+                raise Unscorable(f"the prediction file has no '{name}' array")
+            continue
+        split, _, method = name.partition("_")
+        method = method or (PROBA if truth.task == "classification" else PREDICT)
+        splits[split][method] = _checked(found[name], shape, name, truth, method)
+    if truth.task == "classification" and not splits["train"]:
+        raise Unscorable("the prediction file holds no predictions for the training rows")
+    return Fold(splits["train"], splits["test"] if truth.y_test is not None else None)
 
 
-def _checked(array: np.ndarray, shape: tuple[int, ...], name: str, proba: bool) -> np.ndarray:
+def _checked(array: np.ndarray, shape: tuple[int, ...], name: str, truth: Truth,
+             method: str) -> np.ndarray:  # fmt: skip
     if array.shape != shape:
         raise Unscorable(f"'{name}' has shape {array.shape}, expected {shape}")
     if array.dtype.kind not in arrays.KINDS:
         raise Unscorable(f"'{name}' has type {array.dtype.str}, expected bool, integers or "
                          "floats")  # fmt: skip
+    if truth.task == "classification" and method == PREDICT:
+        return _labels(array, name, truth)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
         raise Unscorable(f"'{name}' holds {bad} NaN or infinite values")
-    if proba:
+    if truth.task == "classification" and method == PROBA:
         _probabilities(array, name)
-    return array.astype(float, copy=False)
+    # float32 stays float32, as scikit-learn's check_array keeps it: the scorer then
+    # computes in float32, as it would in cross_validate
+    return array if array.dtype in (np.float32, np.float64) else array.astype(np.float64)
+
+
+def _labels(array: np.ndarray, name: str, truth: Truth) -> np.ndarray:
+    """Stored `predict` output: indices into the dataset's classes, as class labels."""
+    assert truth.classes is not None
+    if array.dtype.kind not in "iu":
+        raise Unscorable(f"'{name}' has type {array.dtype.str}, expected class indices "
+                         "(integers)")  # fmt: skip
+    outside = (array < 0) | (array >= len(truth.classes))
+    if outside.any():
+        raise Unscorable(f"'{name}' holds {int(outside.sum())} indices outside the "
+                         f"{len(truth.classes)} classes")  # fmt: skip
+    return np.asarray(truth.classes[array.astype(np.intp)])
 
 
 def _probabilities(array: np.ndarray, name: str) -> None:
@@ -189,63 +258,87 @@ def _guarded(name: str) -> Guarded:
     return Guarded(name, TWINS.get(name))
 
 
-def _score(name: str, predictions: np.ndarray, truth: Truth, rows: np.ndarray,
-           y: np.ndarray) -> float:  # fmt: skip
+def _score(name: str, split: Responses, truth: Truth, rows: np.ndarray, y: np.ndarray) -> float:
+    """The scorer `name` on `rows`, given the response scikit-learn's scorer would take
+    among those stored; Unscorable when none of them is one it takes."""
+    if truth.task == "classification":
+        estimator: Any = _FrozenClassifier.of(split, truth.classes)
+        available = {m for m in responses.METHODS if hasattr(estimator, m)}
+    else:
+        estimator = _FrozenRegressor(split[PREDICT])
+        available = {PREDICT}
+    try:
+        method = responses.choose(name, available, "the prediction file")
+    except responses.MissingResponse as exc:
+        raise Unscorable(str(exc)) from None
+
     def reference() -> float:
-        if truth.task == "classification":
-            estimator: Any = _FrozenClassifier(predictions, truth.classes)
-        else:
-            estimator = _FrozenRegressor(predictions)
         return float(_scorer(name)(estimator, rows.reshape(-1, 1), y))
 
     try:
-        return _guarded(name)(y, predictions[rows], truth.classes, reference)
+        return _guarded(name)(y, getattr(estimator, method)(rows), truth.classes, reference)
     except ValueError:
         return math.nan  # e.g. a ROC AUC on rows of one class: undefined, not an error
 
 
-def score_fold(
-    truth: Truth, fold: int, train: np.ndarray, test: np.ndarray | None, metrics: list[str]
-) -> list[tuple[str, str, float]]:
+def score_fold(truth: Truth, fold: int, preds: Fold, metrics: list[str]) -> list[Score]:
     """(split, metric, value) for train, valid and test rows of one fold."""
     fit_rows, valid_rows = truth.rows(fold)
     out = []
     for metric in metrics:
-        out.append(
-            ("train", metric, _score(metric, train, truth, fit_rows, truth.y_train[fit_rows]))
-        )
-        out.append(("valid", metric, _score(metric, train, truth, valid_rows,
+        out.append(("train", metric, _score(metric, preds.train, truth, fit_rows,
+                                            truth.y_train[fit_rows])))  # fmt: skip
+        out.append(("valid", metric, _score(metric, preds.train, truth, valid_rows,
                                             truth.y_train[valid_rows])))  # fmt: skip
-        if test is not None and truth.y_test is not None:
+        if preds.test is not None and truth.y_test is not None:
             rows = np.arange(len(truth.y_test))
-            out.append(("test", metric, _score(metric, test, truth, rows, truth.y_test)))
+            out.append(("test", metric, _score(metric, preds.test, truth, rows, truth.y_test)))
     return out
 
 
-def bagged(
-    truth: Truth, folds: dict[int, tuple[np.ndarray, np.ndarray | None]], metrics: list[str]
-) -> list[tuple[str, str, float]]:
+def bagged(truth: Truth, folds: dict[int, Fold], metrics: list[str]) -> list[Score]:
     """(split, metric, value): validation rows averaged over the folds that held them out,
-    test rows over all folds."""
+    test rows over all folds. Probabilities and decision values are averaged (in
+    float64); a class label is the most probable class of the averages, so a score of
+    an estimator that has neither gets no bagged value."""
     if not folds:
         return []
-    first = next(iter(folds.values()))[0]
-    total = np.zeros_like(first)
-    seen = np.zeros(len(first))
-    test_sum: np.ndarray | None = None
-    for fold, (train, test) in sorted(folds.items()):
+    valid: Responses = {}
+    seen = np.zeros(len(truth.y_train))
+    test: Responses = {}
+    for fold, preds in sorted(folds.items()):
         valid_rows = truth.rows(fold)[1]
-        total[valid_rows] += train[valid_rows]
         seen[valid_rows] += 1
-        if test is not None:
-            test_sum = test.copy() if test_sum is None else test_sum + test
+        for method, values in _averageable(preds.train, truth).items():
+            total = valid.setdefault(method, np.zeros(values.shape))
+            total[valid_rows] += values[valid_rows]
+        for method, values in _averageable(preds.test or {}, truth).items():
+            test[method] = test.get(method, 0) + values
     rows = np.flatnonzero(seen)
-    shape = (-1,) + (1,) * (total.ndim - 1)
-    averaged = total.copy()
-    averaged[rows] = total[rows] / seen[rows].reshape(shape)
-    out = [("valid", m, _score(m, averaged, truth, rows, truth.y_train[rows])) for m in metrics]
-    if test_sum is not None and truth.y_test is not None:
-        mean_test = test_sum / len(folds)
+    for total in valid.values():
+        total[rows] /= seen[rows].reshape((-1,) + (1,) * (total.ndim - 1))
+    out = _bag_scores("valid", valid, truth, rows, y=truth.y_train, metrics=metrics)
+    if truth.y_test is not None:
+        test = {method: total / len(folds) for method, total in test.items()}
         every = np.arange(len(truth.y_test))
-        out += [("test", m, _score(m, mean_test, truth, every, truth.y_test)) for m in metrics]
+        out += _bag_scores("test", test, truth, every, y=truth.y_test, metrics=metrics)
+    return out
+
+
+def _averageable(split: Responses, truth: Truth) -> Responses:
+    if truth.task == "regression":
+        return {m: v.astype(np.float64) for m, v in split.items()}
+    return {m: v.astype(np.float64) for m, v in split.items() if m in (PROBA, DECISION)}
+
+
+def _bag_scores(name: str, split: Responses, truth: Truth, rows: np.ndarray, *,
+                y: np.ndarray, metrics: list[str]) -> list[Score]:  # fmt: skip
+    if not split:
+        return []
+    out = []
+    for metric in metrics:
+        try:
+            out.append((name, metric, _score(metric, split, truth, rows, y[rows])))
+        except Unscorable:
+            continue  # e.g. the score takes predict_proba and the estimator has none
     return out

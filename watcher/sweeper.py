@@ -175,8 +175,8 @@ class Sweeper:
         truth = self.truth(row)
         # Headers, names and sizes are checked before any array is allocated: a small
         # file declaring a huge array, or a huge sparse one, is refused unread.
-        train, test = load_predictions(self._checked(row), truth)
-        return score_fold(truth, row["fold"], train, test, list(row["metrics"]))
+        preds = load_predictions(self._checked(row), truth)
+        return score_fold(truth, row["fold"], preds, list(row["metrics"]))
 
 
 def forget_older_attempts(folder: Path, job: int, attempt: int) -> None:

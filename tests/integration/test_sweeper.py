@@ -249,7 +249,10 @@ def test_a_sparse_prediction_file_is_refused_by_its_size_without_being_read(
     failed = job_rows(database_url)[0]
     assert failed["error"].startswith("predictions refused: the file is 1073741824 bytes, "
                                       "more than the "), failed["error"]  # fmt: skip
-    assert failed["error"].endswith("bytes that train (120, 3), test (30, 3) can take")
+    assert failed["error"].endswith("bytes that train (120, 3), train_decision_function "
+                                    "(120, 3), train_predict (120,), test (30, 3), "
+                                    "test_decision_function (30, 3), test_predict (30,) can "
+                                    "take")  # fmt: skip
     assert read < 16 << 20, read  # two good files, the truth, the database: not 1 GB
 
 

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import get_scorer, log_loss
 
+from spool import responses
 from watcher import fastscore
 from watcher.fastscore import TWINS, Guarded
 from watcher.scoring import Truth, Unscorable, _FrozenClassifier, _FrozenRegressor, check
@@ -41,6 +42,12 @@ def agree(ours: float | Exception, theirs: float | Exception) -> bool:
     if math.isnan(ours) and math.isnan(theirs):
         return True
     return struct.pack("<d", ours) == struct.pack("<d", theirs)
+
+
+def taken(name: str, estimator, rows: int) -> np.ndarray:
+    """What the scorer `name` takes from the estimator, as the sweeper hands it to a twin."""
+    method = responses.choose(name, {m for m in responses.METHODS if hasattr(estimator, m)})
+    return getattr(estimator, method)(np.arange(rows))
 
 
 def scorer(name: str, estimator, y: np.ndarray) -> float:
@@ -101,7 +108,7 @@ def test_classification_twins_equal_scikit_learn(n_classes, rows, seed, labels, 
         proba = proba * rng.uniform(0.5, 1.0, (rows, 1))
     estimator = _FrozenClassifier(proba, classes)
     for name in CLASSIFICATION:
-        ours = outcome(lambda n=name: TWINS[n](y, proba, classes))
+        ours = outcome(lambda n=name: TWINS[n](y, taken(n, estimator, rows), classes))
         assert agree(ours, outcome(lambda n=name: scorer(n, estimator, y))), name
 
 
@@ -126,7 +133,7 @@ def test_classification_twins_refuse_what_scikit_learn_refuses(
     proba = damaged(rng.dirichlet(np.ones(n_classes), rows), damage, rng)
     estimator = _FrozenClassifier(proba, classes)
     for name in CLASSIFICATION:
-        ours = outcome(lambda n=name: TWINS[n](y, proba, classes))
+        ours = outcome(lambda n=name: TWINS[n](y, taken(n, estimator, len(proba)), classes))
         theirs = outcome(lambda n=name: scorer(n, estimator, y))
         assert agree(ours, theirs), (name, damage, ours, theirs)
 
@@ -283,3 +290,50 @@ def test_the_issues_all_ones_are_refused_with_the_reason():
                                "to 1 (row 0 sums to 3)")  # fmt: skip
     with pytest.raises(Unscorable, match=r"2 values above 1 \(from 0 to 1.5\)"):
         check({"train": np.array([[0, 1.5, 0], [1.5, 0, 0], [1, 0, 0], [0, 0, 1]])}, truth)
+
+
+def confident(rng: np.random.Generator, rows: int, n_classes: int, scale: float,
+              dtype: str) -> np.ndarray:  # fmt: skip
+    """predict_proba as models give it: a softmax of logits, confident when `scale` is
+    large (many values round to 0 or 1), in the model's float type."""
+    logits = rng.normal(size=(rows, n_classes)) * scale
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).astype(dtype)
+
+
+@settings(max_examples=80, deadline=None)
+@given(n_classes=st.integers(2, 6), rows=st.integers(30, 3000), seed=st.integers(0, 2**32 - 1),
+       scale=st.sampled_from([0.3, 3.0, 40.0]), dtype=st.sampled_from(["float64", "float32"]),
+       labels=st.sampled_from(["ints", "strings"]))  # fmt: skip
+def test_twins_equal_scikit_learn_on_what_models_output(n_classes, rows, seed, scale, dtype,
+                                                         labels):  # fmt: skip
+    """Thousands of rows of model-like probabilities, float32 included (kept float32 by
+    the sweeper, as check_array keeps it): the same float to the bit."""
+    rng = np.random.default_rng(seed)
+    classes = labels_of(labels, n_classes)
+    proba = confident(rng, rows, n_classes, scale, dtype)
+    y = classes[np.argmax(proba + rng.normal(size=proba.shape) * 0.3, axis=1)]
+    estimator = _FrozenClassifier(proba, classes)
+    for name in CLASSIFICATION:
+        ours = outcome(lambda n=name: TWINS[n](y, taken(n, estimator, rows), classes))
+        theirs = outcome(lambda n=name: scorer(n, estimator, y))
+        assert agree(ours, theirs), (name, ours, theirs)
+
+
+def test_a_trusted_twin_is_still_checked_one_call_in_n(caplog):
+    """A twin that agrees at first and differs later (other data, other rows) is caught
+    within RECHECK calls, and scikit-learn's value is used from then on."""
+    calls = 0
+
+    def drifting(y, predicted, classes) -> float:
+        nonlocal calls
+        calls += 1
+        return 1.0 if calls <= fastscore.CHECKS + 3 else 0.5
+
+    guarded = Guarded("accuracy", drifting)
+    args = (np.zeros(2), np.zeros(2), np.arange(2))
+    values = [guarded(*args, lambda: 1.0) for _ in range(fastscore.CHECKS + 3 * fastscore.RECHECK)]
+    assert guarded.twin is None
+    assert 0 < values.count(0.5) < fastscore.RECHECK
+    assert values[-fastscore.RECHECK :] == [1.0] * fastscore.RECHECK
+    assert "using scikit-learn's scorer from now on" in caplog.text

@@ -50,7 +50,8 @@ RETURNING j.id, j.submission_id, j.fold, j.attempts AS attempt, j.queue;
 SELECT s.id AS submission_id, s.store_path AS submission_path,
        s.name AS submission, s.team, s.version,
        d.id AS dataset_id, d.name AS dataset, d.store_path AS dataset_path,
-       d.workflow, d.task, d.kind, d.summary, d.manifest->>'target' AS target
+       d.workflow, d.task, d.kind, d.summary, d.manifest->>'target' AS target,
+       d.manifest->'scores' AS scores
 FROM submissions s JOIN datasets d ON d.id = s.dataset_id
 WHERE s.id = %(submission_id)s;
 
