@@ -146,7 +146,8 @@ def logs(conn: db.Conn, spool: Spool, *, job: int | None, submission: int | None
             text = path.read_text(encoding="utf-8", errors="replace")
         else:
             text = "(no log yet)\n"
-        parts.append(f"{header}\n{text}")
+        # a log cut short (killed fold, capped log) may lack its last line break
+        parts.append(f"{header}\n{text}" + ("" if text.endswith("\n") else "\n"))
     return "\n".join(parts)
 
 
