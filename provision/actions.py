@@ -3,10 +3,10 @@
 On a runner, everything lives in `~/datarun/` (`--remote-dir`): `venv/`, `wheels/`
 (uploaded from the master's wheelhouse), `datarun.toml` (mode 0600: the database URL
 is a secret, so it never goes on a command line), `home/`, and what keeps the executor
-running (`provision.services`: a systemd unit, or `run.sh` with `executor.pid` and
-`executor.log`). Every step first looks whether it is needed, so applying twice
-changes nothing the second time and says so. One runner's failure is its own line in
-the summary; the others go on.
+running (`provision.services`: a systemd unit, system or user, or `run.sh` with
+`executor.lock`, `executor.pid` and `executor.log`). Every step first looks whether it
+is needed, so applying twice changes nothing the second time and says so. One runner's
+failure is its own line in the summary; the others go on.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -110,8 +110,30 @@ def _python(remote: Remote) -> str:
 
 
 def _restart(service: services.Service) -> None:
-    service.stop()
+    service.stop()  # raises when it still runs: then no second executor is started
     service.start()
+
+
+def _service(remote: Remote, base: str, sftp_base: str, report: Report,
+             dry_run: bool) -> services.Service:  # fmt: skip
+    """The way to run the executor here; lingering enabled when a user unit needs it."""
+    detected = services.detect(remote, base)
+    if detected.wants_linger:
+        if dry_run:
+            report.changes.append("would enable lingering (loginctl enable-linger)")
+            detected = replace(detected, linger=True)
+        elif (reason := services.enable_linger(remote)) is None:
+            report.changes.append("enable lingering (loginctl enable-linger)")
+            detected = replace(detected, linger=True)
+        else:  # the user unit would stop at logout: the supervisor does not
+            report.changes.append(f"no lingering ({reason}): run.sh, not systemd --user")
+    return services.build(remote, detected, base, sftp_base)
+
+
+def _put(remote: Remote, content: bytes, path: str, mode: int) -> None:
+    if "/" in path:  # the user unit's folder may not exist yet
+        remote.run(f"mkdir -p {q(path.rsplit('/', 1)[0])}")
+    remote.put(content, path, mode)
 
 
 def apply(runner: Runner, options: Options, wheels: Wheelhouse) -> Report:
@@ -157,19 +179,21 @@ def apply(runner: Runner, options: Options, wheels: Wheelhouse) -> Report:
             changed = True
             step("write datarun.toml (mode 0600)",
                  lambda: remote.put(config, f"{sftp_base}/datarun.toml", 0o600))  # fmt: skip
-        service = services.choose(remote, base, sftp_base)
+        service = _service(remote, base, sftp_base, report, options.dry_run)
         for path, (content, mode) in service.files().items():
             if remote.read(path) != content:
-                changed = changed or service.kind == "systemd"
-                step(f"write {path.rsplit('/', 1)[-1]}", partial(remote.put, content, path, mode))
+                changed = changed or service.kind != "supervisor"  # a unit is read at start
+                step(f"write {path.rsplit('/', 1)[-1]}", partial(_put, remote, content, path, mode))
+        for other in services.others(remote, service, base, sftp_base):
+            step(f"stop the executor ({other.kind}, replaced by {service.kind})", other.stop)
         if service.running():
             if changed:
                 step("restart the executor", lambda: _restart(service))
         else:
             step(f"start the executor ({service.kind})", service.start)
         if not options.dry_run:
-            _wait_heartbeat(runner, options, report, since=time.time() - 5 if report.changes
-                            else 0.0)  # fmt: skip
+            _wait_heartbeat(runner, options, report, service.log_hint,
+                            since=time.time() - 5 if report.changes else 0.0)  # fmt: skip
         report.state = "running" if not options.dry_run else "dry run"
         report.version = wheels.datarun_wheel.split("-")[1]
     if not report.changes:
@@ -195,7 +219,8 @@ def _check_spool(remote: Remote, options: Options, step: Step) -> None:
                           "(predictions/ must be)")  # fmt: skip
 
 
-def _wait_heartbeat(runner: Runner, options: Options, report: Report, since: float) -> None:
+def _wait_heartbeat(runner: Runner, options: Options, report: Report, hint: str,
+                    since: float) -> None:  # fmt: skip
     if options.heartbeat is None:
         return
     deadline = time.monotonic() + options.heartbeat_timeout
@@ -207,7 +232,7 @@ def _wait_heartbeat(runner: Runner, options: Options, report: Report, since: flo
             return
         time.sleep(1)
     raise RemoteError(f"no heartbeat from the executor within {options.heartbeat_timeout:.0f} s "
-                      "(see ~/datarun/executor.log on the runner)")  # fmt: skip
+                      f"(see {hint})")  # fmt: skip
 
 
 def inspect(runner: Runner, options: Options) -> Report:
@@ -217,6 +242,8 @@ def inspect(runner: Runner, options: Options) -> Report:
                 identity=options.identity) as remote:  # fmt: skip
         service = services.choose(remote, base, options.remote_dir)
         report.state = ("running" if service.running() else "stopped") + f" ({service.kind})"
+        for other in services.others(remote, service, base, options.remote_dir):
+            report.state += f", and a {other.kind} running"
         code, out, _ = remote.run(f"{base}/venv/bin/python -c 'import datarun; "
                                   "print(datarun.__version__)'", check=False)  # fmt: skip
         report.version = out.strip() if code == 0 else "not installed"
@@ -235,13 +262,19 @@ def stop(runner: Runner, options: Options, restart: bool = False) -> Report:
                 identity=options.identity) as remote:  # fmt: skip
         step = Step(remote, report, options.dry_run)
         service = services.choose(remote, base, options.remote_dir)
-        if service.running():
-            step("stop the executor", service.stop)
+        live = [service] if service.running() else []
+        for running in [*live, *services.others(remote, service, base, options.remote_dir)]:
+            try:
+                step(f"stop the executor ({running.kind})", running.stop)
+            except RemoteError as exc:
+                if restart:  # starting now would run a second executor beside this one
+                    raise RemoteError(f"{exc} (so not started again)") from None
+                raise
         if restart:
             step(f"start the executor ({service.kind})", service.start)
         report.state = "running" if restart else "stopped"
     if restart and not options.dry_run:
-        _wait_heartbeat(runner, options, report, since=time.time() - 5)
+        _wait_heartbeat(runner, options, report, service.log_hint, since=time.time() - 5)
     if not report.changes:
         report.changes.append("nothing to do")
     return report

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -319,3 +320,99 @@ def test_a_missing_spool_fails_before_anything_changes(lab):
         assert f"{host.name}: the spool is not mounted at /nowhere/spool" in result.stdout
     for host in lab.hosts:
         assert (host.home / "datarun" / "datarun.toml").read_bytes() == configs[host.user]
+
+
+# A stand-in for a supervisor the runner's account cannot signal (started by root by
+# hand, say): it holds the runner's supervisor lock, as a supervisor does.
+HOLD_LOCK = (
+    "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+    "fcntl.lockf(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(600)"
+)
+
+
+def _supervisors(host: Host) -> list[int]:
+    """The `sh run.sh` processes of a runner's user."""
+    uid = pwd.getpwnam(host.user).pw_uid
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (
+                entry.name.isdigit()
+                and entry.stat().st_uid == uid
+                and ((entry / "cmdline").read_bytes().split(b"\0")[:2] == [b"sh", b"run.sh"])
+            ):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _lock_file(host: Host) -> Path:
+    lock = host.home / "datarun" / "executor.lock"
+    if not lock.exists():
+        lock.touch(mode=0o600)
+        entry = pwd.getpwnam(host.user)
+        os.chown(lock, entry.pw_uid, entry.pw_gid)
+    return lock
+
+
+def test_a_pid_file_naming_another_live_process_is_not_taken_for_the_supervisor(lab):
+    host = lab.hosts[0]
+    assert not _supervisors(host)
+    entry = pwd.getpwnam(host.user)
+    # The pid the file names now belongs to another process of the same user: one the
+    # runner's account could signal, as a reused pid would be.
+    stranger = subprocess.Popen(["sleep", "300"], user=entry.pw_uid, group=entry.pw_gid)
+    try:
+        (host.home / "datarun" / "executor.pid").write_text(f"{stranger.pid}\n")
+        status = lab.provision("status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert f"{host.name} │ stopped (supervisor)" in status.stdout
+        stopped = lab.provision("stop")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert stopped.stdout.count("nothing to do") == 2
+        assert stranger.poll() is None  # not signalled
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_failed_stop_is_its_runners_line_and_restart_starts_no_second_supervisor(lab):
+    host, other = lab.hosts
+    assert not _supervisors(host)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(_lock_file(host))],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        (host.home / "datarun" / "executor.pid").write_text(f"{holder.pid}\n")
+        cannot = f"cannot stop the supervisor (pid {holder.pid}, user root): not permitted"
+        stopped = lab.provision("stop")
+        assert stopped.returncode == 1, stopped.stdout + stopped.stderr
+        assert f"{host.name}: {cannot}; it is still running" in stopped.stdout
+        assert "1 of 2 runners failed" in stopped.stdout + stopped.stderr
+        status = lab.provision("status")
+        assert f"{host.name} │ running (supervisor)" in status.stdout
+
+        restarted = lab.provision("restart")
+        assert restarted.returncode == 1, restarted.stdout + restarted.stderr
+        assert f"{host.name}: {cannot}; it is still running (so not started again)" in (
+            restarted.stdout)  # fmt: skip
+        assert not _supervisors(host)  # no second supervisor beside the one it cannot stop
+        assert len(_supervisors(other)) == 1  # the other runner restarted
+        assert holder.poll() is None
+    finally:
+        holder.kill()
+        holder.wait()
+
+    # With nothing in the way, restart replaces each runner's supervisor by one new one.
+    before = {h.user: _supervisors(h) for h in lab.hosts}
+    restarted = lab.provision("restart")
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert restarted.stdout.count("start the executor (supervisor)") == 2
+    for h in lab.hosts:
+        [pid] = _supervisors(h)
+        assert pid not in before[h.user]
+        assert int((h.home / "datarun" / "executor.pid").read_text()) == pid
+    stopped = lab.provision("stop")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert not any(_supervisors(h) for h in lab.hosts)
