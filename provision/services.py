@@ -133,25 +133,28 @@ class SystemdUnit:
         self.kind = "systemd --user" if user else "systemd"
         self.log_hint = f"journalctl {'--user ' if user else ''}-u {UNIT_NAME} on the runner"
 
-    def _systemctl(self, args: str) -> str:
-        return f"{USER_ENV}systemctl --user {args}" if self.user else f"systemctl {args}"
+    def _systemctl(self, *commands: str) -> str:
+        """`systemctl` (`--user`) commands, the user's environment set once before them."""
+        flag = " --user" if self.user else ""
+        joined = " ".join(c.replace("systemctl", f"systemctl{flag}") for c in commands)
+        return f"{USER_ENV}{joined}" if self.user else joined
 
     def files(self) -> dict[str, tuple[bytes, int]]:
         path = USER_UNIT_PATH if self.user else UNIT_PATH
         return {path: (unit_text(self.folder, self.user).encode(), 0o644)}
 
     def running(self) -> bool:
-        active = self._systemctl(f"is-active --quiet {UNIT_NAME}")
+        active = self._systemctl(f"systemctl is-active --quiet {UNIT_NAME}")
         return self.remote.run(active, check=False)[0] == 0
 
     def start(self) -> None:
         # reset-failed: a unit that hit its start limit refuses to start until reset.
-        self.remote.run(f"{self._systemctl(f'reset-failed {UNIT_NAME}')} 2>/dev/null; "
-                        f"{self._systemctl('daemon-reload')} && "
-                        f"{self._systemctl(f'enable --now {UNIT_NAME}')}")  # fmt: skip
+        self.remote.run(self._systemctl(f"systemctl reset-failed {UNIT_NAME} 2>/dev/null;",
+                                        "systemctl daemon-reload &&",
+                                        f"systemctl enable --now {UNIT_NAME}"))  # fmt: skip
 
     def stop(self) -> None:
-        self.remote.run(self._systemctl(f"stop {UNIT_NAME}"))
+        self.remote.run(self._systemctl(f"systemctl stop {UNIT_NAME}"))
         if self.running():
             raise RemoteError(f"{UNIT_NAME} is still active after systemctl stop")
 
