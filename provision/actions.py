@@ -110,8 +110,15 @@ def _python(remote: Remote) -> str:
 
 
 def _restart(service: services.Service) -> None:
-    service.stop()  # raises when it still runs: then no second executor is started
+    _stop_before_start(service)
     service.start()
+
+
+def _stop_before_start(service: services.Service) -> None:
+    try:
+        service.stop()
+    except RemoteError as exc:  # starting now would run a second executor beside it
+        raise RemoteError(f"{exc} (so not started again)") from None
 
 
 def _service(remote: Remote, base: str, sftp_base: str, report: Report,
@@ -185,7 +192,8 @@ def apply(runner: Runner, options: Options, wheels: Wheelhouse) -> Report:
                 changed = changed or service.kind != "supervisor"  # a unit is read at start
                 step(f"write {path.rsplit('/', 1)[-1]}", partial(_put, remote, content, path, mode))
         for other in services.others(remote, service, base, sftp_base):
-            step(f"stop the executor ({other.kind}, replaced by {service.kind})", other.stop)
+            step(f"stop the executor ({other.kind}, replaced by {service.kind})",
+                 partial(_stop_before_start, other))  # fmt: skip
         if service.running():
             if changed:
                 step("restart the executor", lambda: _restart(service))
@@ -264,12 +272,8 @@ def stop(runner: Runner, options: Options, restart: bool = False) -> Report:
         service = services.choose(remote, base, options.remote_dir)
         live = [service] if service.running() else []
         for running in [*live, *services.others(remote, service, base, options.remote_dir)]:
-            try:
-                step(f"stop the executor ({running.kind})", running.stop)
-            except RemoteError as exc:
-                if restart:  # starting now would run a second executor beside this one
-                    raise RemoteError(f"{exc} (so not started again)") from None
-                raise
+            stopping = partial(_stop_before_start, running) if restart else running.stop
+            step(f"stop the executor ({running.kind})", stopping)
         if restart:
             step(f"start the executor ({service.kind})", service.start)
         report.state = "running" if restart else "stopped"
