@@ -156,7 +156,8 @@ def _their_traceback(exc: BaseException, code: Path) -> str:
     """The traceback from the submission's first frame on: their code, not ours."""
     frames = traceback.extract_tb(exc.__traceback__)
     theirs = [i for i, f in enumerate(frames) if f.filename.startswith(str(code))]
-    shown = frames[theirs[0] :] if theirs else frames
+    # none of theirs (a method missing, a signature that does not fit): the error alone
+    shown = frames[theirs[0] :] if theirs else traceback.StackSummary()
     for frame in shown:  # their files by their own names, not our scratch folder's
         if frame.filename.startswith(str(code)):
             frame.filename = frame.filename[len(str(code)) + 1 :]
@@ -166,7 +167,11 @@ def _their_traceback(exc: BaseException, code: Path) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
+    from executor.workflows import ContractError
+
     text = str(exc).strip().splitlines()
+    if isinstance(exc, ContractError) and text:
+        return text[0]  # it names the submission's file and method
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 

@@ -105,31 +105,37 @@ class _Model:
         w = self.workflow
         self.y_fit = y
         if w == "estimator":
-            self.model = load_module(self.code, "estimator.py").get_estimator()
-            self.model.fit(X, y)
+            self.file = "estimator.py"
+            self.model = _make(self.code, self.file, "get_estimator")
+            _call(self.model, "fit", self.file, X, y)
             self.methods = self._methods()
             return
         if w in ("classifier", "regressor"):
-            cls = "Classifier" if w == "classifier" else "Regressor"
-            self.model = getattr(load_module(self.code, f"{w}.py"), cls)()
-            self.model.fit(X.to_numpy(), y.to_numpy())
+            self.file = f"{w}.py"
+            self.model = _make(self.code, self.file, "Classifier" if w == "classifier"
+                               else "Regressor")  # fmt: skip
+            _call(self.model, "fit", self.file, X.to_numpy(), y.to_numpy())
             return
-        self.fe = load_module(self.code, "feature_extractor.py").FeatureExtractor()
+        self.fe = _make(self.code, "feature_extractor.py", "FeatureExtractor")
         if w.endswith("calibrator"):
             fit_rows, calib_rows = _calibration_split(y, self.seed)
             X_fit, y_fit = X.iloc[fit_rows], y.iloc[fit_rows]
         else:
             X_fit, y_fit = X, y
-        self.fe.fit(X_fit, y_fit)
+        _call(self.fe, "fit", "feature_extractor.py", X_fit, y_fit)
         kind = "classifier" if "classifier" in w else "regressor"
-        module = load_module(self.code, f"{kind}.py")
-        self.model = getattr(module, kind.capitalize())()
-        self.model.fit(self.fe.transform(X_fit), y_fit.to_numpy())
+        self.file = f"{kind}.py"
+        self.model = _make(self.code, self.file, kind.capitalize())
+        _call(self.model, "fit", self.file, self._features(X_fit), y_fit.to_numpy())
         self.y_fit = y_fit
         if w.endswith("calibrator"):
-            self.calibrator = load_module(self.code, "calibrator.py").Calibrator()
-            raw = self.model.predict_proba(self.fe.transform(X.iloc[calib_rows]))
-            self.calibrator.fit(raw, y.iloc[calib_rows].to_numpy())
+            self.calibrator = _make(self.code, "calibrator.py", "Calibrator")
+            raw = _call(self.model, "predict_proba", self.file,
+                        self._features(X.iloc[calib_rows]))  # fmt: skip
+            _call(self.calibrator, "fit", "calibrator.py", raw, y.iloc[calib_rows].to_numpy())
+
+    def _features(self, X: pd.DataFrame) -> Any:
+        return _call(self.fe, "transform", "feature_extractor.py", X)
 
     def _methods(self) -> set[str]:
         """What the fitted estimator must answer: each score's own method (MissingResponse
@@ -155,17 +161,17 @@ class _Model:
         elif w == "estimator":
             features = X
         else:
-            features = self.fe.transform(X)
+            features = self._features(X)
         if self.task == "regression":
-            values = np.asarray(self.model.predict(features))
+            values = np.asarray(_call(self.model, "predict", self.file, features))
             if values.dtype != np.float32:  # float32 stays, as the scorer would see it
                 values = values.astype(float)
             return {responses.PREDICT: values.reshape(len(X))}
         if w == "estimator":
             return {m: self._response(m, features, len(X)) for m in sorted(self.methods)}
-        proba = self.model.predict_proba(features)
+        proba = _call(self.model, "predict_proba", self.file, features)
         if w.endswith("calibrator"):
-            proba = self.calibrator.predict_proba(proba)
+            proba = _call(self.calibrator, "predict_proba", "calibrator.py", proba)
         return {responses.PROBA: _align(proba, self.model, self.y_fit, self.classes)}
 
     def _response(self, method: str, X: Any, rows: int) -> np.ndarray:
@@ -183,6 +189,54 @@ class _Model:
             raise ValueError(f"decision_function returned shape {out.shape} for {rows} rows "
                              f"and {len(self.classes)} classes")  # fmt: skip
         return out
+
+
+class ContractError(Exception):
+    """The submission does not answer what its workflow calls; the message names the
+    file, the class or function, and the method."""
+
+
+ARGUMENTS = {"fit": "X, y", "get_estimator": ""}  # how the workflows call each
+
+
+def _make(code: Path, file: str, name: str) -> Any:
+    """`name()` from the submission's `file`: the class instantiated, or get_estimator()
+    called."""
+    module = load_module(code, file)
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise ContractError(f"{file} does not define {name}, which the workflow calls")
+    try:
+        return factory()
+    except TypeError as exc:
+        if _at_the_call(exc):
+            raise ContractError(f"{file}: {name}() cannot be called without arguments: "
+                                f"{exc}") from None  # fmt: skip
+        raise
+
+
+def _call(obj: Any, method: str, file: str, *args: Any) -> Any:
+    """obj.method(*args) as the workflow calls it; a method that is missing, or that
+    does not take these arguments, is a ContractError naming the file and the method."""
+    bound = getattr(obj, method, None)
+    signature = f"{type(obj).__name__}.{method}({ARGUMENTS.get(method, 'X')})"
+    if not callable(bound):
+        raise ContractError(f"{file}: {type(obj).__name__} has no method {method}; the "
+                            f"workflow calls {signature}")  # fmt: skip
+    try:
+        return bound(*args)
+    except TypeError as exc:
+        if _at_the_call(exc):
+            raise ContractError(f"{file}: the workflow calls {signature}, which fails: "
+                                f"{exc}") from None  # fmt: skip
+        raise
+
+
+def _at_the_call(exc: BaseException) -> bool:
+    """Raised by the call itself (arguments that do not fit the signature), not by
+    code it ran: the traceback ends in the calling frame."""
+    tb = exc.__traceback__
+    return tb is not None and tb.tb_next is None
 
 
 def _indices(labels: Any, classes: list[str], rows: int) -> np.ndarray:

@@ -162,6 +162,8 @@ CASES = [
     Case("sub-missing-file", "submissions/iris", sub("nofile", lambda r: (r / "classifier.py").rename(r / "clasifier.py")), "classifier.py: missing"),
     Case("sub-syntax-error", "submissions/iris", sub("syntax", lambda r: (r / "classifier.py").write_text("class Classifier(:\n    pass\n")), "classifier.py: line 1"),
     Case("sub-no-class", "submissions/iris", sub("noclass", lambda r: (r / "classifier.py").write_text("class Model:\n    pass\n")), "does not define the class Classifier"),
+    Case("sub-no-predict-proba", "submissions/iris", sub("noproba", lambda r: (r / "classifier.py").write_text("class Classifier:\n    def fit(self, X, y):\n        return self\n\n    def predict(self, X):\n        return X[:, 0]\n")), "classifier.py: the class Classifier has no method predict_proba, defined or inherited; workflow 'classifier' calls Classifier() fit(X, y), then predict_proba(X)"),
+    Case("sub-inherits-no-proba", "submissions/iris", sub("inherits", lambda r: (r / "classifier.py").write_text("class Base:\n    def predict(self, X):\n        return X\n\n\nclass Classifier(Base):\n    pass\n")), "the class Classifier has no method fit and no predict_proba"),
     Case("sub-not-utf8", "submissions/iris", sub("latin", lambda r: (r / "classifier.py").write_bytes(b"# caf\xe9\n" + GOOD)), "classifier.py: not UTF-8"),
     Case("sub-no-dataset", "submissions", sub("nodataset", nothing), "no dataset named"),
     Case("sub-dataset-conflict", "submissions/iris", sub("conflict", nothing, manifest='dataset = "wine"\n'), "make them agree"),
