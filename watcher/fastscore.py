@@ -8,8 +8,7 @@ where the scorer raises ValueError (a probability above 1 or below 0, NaN, a wid
 that does not fit the classes, continuous labels...), its twin raises ValueError too.
 Each twin is verified against the real scorer on its first calls in the process (same
 float bit for bit, or both refusing), then on one call in RECHECK for good; one that ever
-differs is dropped for good and the real scorer used instead. Where scikit-learn's
-arithmetic can be called on its own (log_loss's), the twin calls it rather than copies it.
+differs is dropped for good and the real scorer used instead.
 """
 
 from __future__ import annotations
@@ -23,13 +22,10 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-try:  # log_loss's arithmetic after its checks (private: absent, the twin is not used)
-    from sklearn.metrics._classification import _log_loss as _sklearn_log_loss
-except ImportError:  # pragma: no cover - a future scikit-learn
-    _sklearn_log_loss = None
-
 CHECKS = 20  # calls compared with scikit-learn before a twin is trusted
-RECHECK = 50  # and then one call in this many, for as long as the process lives
+# and then one call in this many, for as long as the process lives: a scorer call
+# costs about fifty twin calls, so this keeps the sweeper within a few percent
+RECHECK = 1000
 
 # A twin returns the scorer's value, or raises ValueError where the scorer raises one
 # (the caller turns both refusals into the same undefined score).
@@ -145,10 +141,16 @@ def neg_log_loss(y: np.ndarray, proba: np.ndarray, classes: np.ndarray | None) -
         p = np.concatenate([1 - p, p], axis=1)
     if len(seen) != p.shape[1]:
         raise ValueError(f"y_true and y_prob contain {len(seen)} and {p.shape[1]} classes")
-    onehot = (y[:, None] == seen[None, :]).astype(np.int64)  # LabelBinarizer's
-    # The arithmetic is scikit-learn's own function, not a copy of it: its log, clip
-    # and sums are then the ones the scorer runs, whatever numpy dispatches them to.
-    return -1 * float(_sklearn_log_loss(onehot, p))
+    # scikit-learn's _log_loss, through array_api_compat's numpy: the same ufuncs on
+    # arrays of the same dtype and C layout (clip only selects, it computes nothing)
+    onehot = (y[:, None] == seen[None, :]).astype(p.dtype)
+    eps = np.finfo(p.dtype).eps
+    clipped = np.clip(p, eps, 1 - eps)
+    with np.errstate(divide="ignore", invalid="ignore"):  # scikit-learn's _xlogy
+        terms = onehot * np.log(clipped)
+    terms = np.where(onehot == 0.0, np.asarray(0.0, dtype=terms.dtype), terms)
+    loss = -np.sum(terms, axis=1)
+    return -1 * float(np.average(loss))
 
 
 # ---- regression ---------------------------------------------------------------------
@@ -184,11 +186,10 @@ def neg_mean_absolute_error(y: np.ndarray, values: np.ndarray, _: np.ndarray | N
 TWINS: dict[str, Twin] = {
     "accuracy": accuracy,
     "balanced_accuracy": balanced_accuracy,
+    "neg_log_loss": neg_log_loss,
     "neg_mean_squared_error": neg_mean_squared_error,
     "neg_mean_absolute_error": neg_mean_absolute_error,
 }
-if _sklearn_log_loss is not None:  # a scikit-learn without it scores with the real scorer
-    TWINS["neg_log_loss"] = neg_log_loss
 
 
 class Guarded:

@@ -261,24 +261,35 @@ def _guarded(name: str) -> Guarded:
 def _score(name: str, split: Responses, truth: Truth, rows: np.ndarray, y: np.ndarray) -> float:
     """The scorer `name` on `rows`, given the response scikit-learn's scorer would take
     among those stored; Unscorable when none of them is one it takes."""
+    method = _method(name, frozenset(split), truth.task)
     if truth.task == "classification":
         estimator: Any = _FrozenClassifier.of(split, truth.classes)
-        available = {m for m in responses.METHODS if hasattr(estimator, m)}
     else:
         estimator = _FrozenRegressor(split[PREDICT])
-        available = {PREDICT}
-    try:
-        method = responses.choose(name, available, "the prediction file")
-    except responses.MissingResponse as exc:
-        raise Unscorable(str(exc)) from None
 
     def reference() -> float:
         return float(_scorer(name)(estimator, rows.reshape(-1, 1), y))
 
+    guarded = _guarded(name)
     try:
-        return _guarded(name)(y, getattr(estimator, method)(rows), truth.classes, reference)
+        if guarded.twin is None:
+            return reference()
+        return guarded(y, getattr(estimator, method)(rows), truth.classes, reference)
     except ValueError:
         return math.nan  # e.g. a ROC AUC on rows of one class: undefined, not an error
+
+
+@cache
+def _method(name: str, stored: frozenset[str], task: str) -> str:
+    """The method the scorer `name` calls on a frozen estimator holding `stored`: the
+    stored ones, and predict wherever a class can be derived (`_FrozenClassifier`)."""
+    available = set(stored)
+    if task == "classification" and stored & {PROBA, DECISION}:
+        available.add(PREDICT)
+    try:
+        return responses.choose(name, available, "the prediction file")
+    except responses.MissingResponse as exc:
+        raise Unscorable(str(exc)) from None
 
 
 def score_fold(truth: Truth, fold: int, preds: Fold, metrics: list[str]) -> list[Score]:
