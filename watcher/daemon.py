@@ -39,6 +39,21 @@ log = logging.getLogger(__name__)
 MOVE_PAIRING_SECONDS = 0.005
 
 
+def shorten_move_pairing() -> None:
+    """Set watchdog's move-pairing hold to MOVE_PAIRING_SECONDS. It is watchdog's
+    internal class attribute: should a release rename it, the assignment would silently
+    create a new one and every drop wait 500 ms again, so its absence is an error."""
+    current = getattr(InotifyMoveEventGrouper, "delay", None)
+    if isinstance(current, bool) or not isinstance(current, int | float):
+        raise DatarunError(
+            "this watchdog's InotifyMoveEventGrouper has no numeric 'delay' any more, which "
+            "datarun shortens so that a drop does not wait 500 ms behind the previous one; "
+            "install a watchdog datarun supports (pip install 'watchdog>=4,<8'), or run "
+            "`datarun master --poll`"
+        )
+    InotifyMoveEventGrouper.delay = MOVE_PAIRING_SECONDS
+
+
 class _Overflow(logging.Filter):
     """The kernel's inotify queue overflowed (a burst of thousands of drops): events
     were lost. watchdog only logs it, so we listen to that log line and rescan at
@@ -235,7 +250,7 @@ class Watcher:
             inotify_log.addFilter(overflow)
             if not inotify_log.isEnabledFor(logging.WARNING):
                 inotify_log.setLevel(logging.WARNING)  # else no record reaches the filter
-            InotifyMoveEventGrouper.delay = MOVE_PAIRING_SECONDS
+            shorten_move_pairing()
             observer = InotifyObserver(generate_full_events=True)
             observer.schedule(_Events(self._events), str(self.spool.root / "incoming"),
                               recursive=True)  # fmt: skip

