@@ -24,7 +24,7 @@ BENCHMARKS: dict[str, tuple[Main, list[str]]] = {
     "executor": (executor.main, ["--folds", "10", "--jobs", "200"]),
     "load": (ramp.load_main, ["--folds", "2", "--submissions", "2", "--trees", "5"]),
     "ramp": (ramp.main, ["--folds", "2", "--submissions", "2"]),
-    "sweep": (sweep.main, ["--files", "20", "--samples", "2"]),
+    "sweep": (sweep.main, ["--files", "200", "--samples", "2"]),  # past the twins' checks
     "scale": (scale.main, ["--queued", "2000", "--claims", "100"]),
     "memory": (memory.main, ["--submissions", "20"]),
 }
