@@ -202,11 +202,6 @@ class Settings(BaseSettings):
     def spool_path(self) -> Path:
         return self.spool if self.spool is not None else self.home / "spool"
 
-    @property
-    def embedded(self) -> bool:
-        """True when datarun runs its own server (no database URL configured)."""
-        return self.database_url is None
-
     @classmethod
     def settings_customise_sources(
         cls,

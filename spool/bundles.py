@@ -25,7 +25,6 @@ import errno
 import gzip
 import hashlib
 import os
-import shutil
 import stat
 import struct
 import tarfile
@@ -725,14 +724,3 @@ def _unlink_files(fd: int) -> list[str]:
             except IsADirectoryError:
                 folders.append(entry.name)
     return folders
-
-
-def move_tree(source: Path, dest: Path) -> None:
-    """Rename when possible; across filesystems copy then remove."""
-    try:
-        source.rename(dest)
-    except OSError as exc:
-        if exc.errno != 18:  # EXDEV
-            raise
-        shutil.copytree(source, dest, symlinks=True)
-        remove(source)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -46,3 +47,36 @@ def test_migrations_are_numbered_without_gaps():
     found = migrate.available()
     assert [m.version for m in found] == list(range(1, len(found) + 1))
     assert found[0].name == "initial"
+
+
+def _named_prefix(node: ast.JoinedStr) -> bool:
+    """An f-string that can build a query name starts with a word of its own (`f"jobs_{x}"`);
+    one that starts with a placeholder (`f"{a}_{b}"`) would match any name."""
+    first = node.values[0] if node.values else None
+    return (isinstance(first, ast.Constant) and isinstance(first.value, str)
+            and len(first.value) >= 3 and first.value[0].isalpha())  # fmt: skip
+
+
+def _names_in_code() -> tuple[set[str], list[re.Pattern[str]]]:
+    """Every string literal of the code, and every f-string as a pattern (its
+    placeholders match any word)."""
+    literals: set[str] = set()
+    patterns: list[re.Pattern[str]] = []
+    for package in ("datarun", "spool", "watcher", "executor", "provision"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    literals.add(node.value)
+                elif isinstance(node, ast.JoinedStr) and _named_prefix(node):
+                    parts = [re.escape(str(v.value)) if isinstance(v, ast.Constant) else r"\w+"
+                             for v in node.values]  # fmt: skip
+                    patterns.append(re.compile("".join(parts)))
+    return literals, patterns
+
+
+def test_every_query_defined_is_used():
+    """A statement nothing runs is dead code that still has to be read and migrated."""
+    literals, patterns = _names_in_code()
+    unused = [name for name in all_queries() if name not in literals
+              and not any(p.fullmatch(name) for p in patterns)]  # fmt: skip
+    assert not unused, unused

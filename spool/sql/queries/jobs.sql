@@ -119,7 +119,3 @@ SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' E
 FROM executors e
 WHERE e.id = j.executor_id AND e.state = 'lost' AND j.state = 'running'
 RETURNING j.id, j.state, j.queue;
-
--- name: job_state
-SELECT id, state, attempts, executor_id, error, exit_status, prediction_path, log_path
-FROM jobs WHERE id = %(id)s;

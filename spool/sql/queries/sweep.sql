@@ -86,9 +86,6 @@ INSERT INTO dataset_folds (dataset_id, fold, train, valid)
 VALUES (%(dataset_id)s, %(fold)s, %(train)s, %(valid)s)
 ON CONFLICT DO NOTHING;
 
--- name: bagged_of
-SELECT split, metric, value, n_folds FROM bagged_scores WHERE submission_id = %(id)s;
-
 -- name: results_written
 UPDATE submissions SET results_at = %(changed_at)s WHERE id = %(id)s;
 
