@@ -24,7 +24,7 @@ from executor import SANDBOX_FAILED
 from spool import arrays, linux, responses
 from spool.bundles import freeze, remove
 from spool.jobs import DETAIL_CHARS, REASON_CHARS, ClaimedJob, Outcome, clean_text
-from spool.layout import Spool
+from spool.layout import Spool, write_atomic
 
 PREDICTIONS = "pred.npz"  # as executor.fold writes it (not imported: it brings pandas)
 RAMP_COLUMNS = 1024  # a RAMP kit's prediction width is its own: bound it by the rows
@@ -105,12 +105,7 @@ def _read_predictions(job: ClaimedJob, work: Path) -> tuple[bytes | None, str | 
 
 def _publish(folder: Path, name: str, data: bytes) -> Path:
     target = folder / name
-    tmp = folder / f".{name}.tmp"  # one writer per (job, attempt): the name is its own
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(target)
+    write_atomic(target, data)
     return target
 
 

@@ -185,7 +185,8 @@ def forget_older_attempts(folder: Path, job: int, attempt: int) -> None:
     for earlier in range(1, attempt):
         for ext in ("npz", "json", "log"):
             (folder / f"{job}.{earlier}.{ext}").unlink(missing_ok=True)
-            (folder / f".{job}.{earlier}.{ext}.tmp").unlink(missing_ok=True)
+            for tmp in folder.glob(f".{job}.{earlier}.{ext}.*.tmp"):  # write_atomic's
+                tmp.unlink(missing_ok=True)
 
 
 def _metadata(path: Path) -> dict[str, Any]:

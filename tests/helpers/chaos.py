@@ -43,14 +43,15 @@ def install() -> None:
         return make_scratch(*args, **kwargs)
 
     outputs.make_scratch = claimed
-    replace = Path.replace
+    replace = os.replace
 
-    def publishing(self: Path, target: Any) -> Path:
-        if self.name.endswith(".tmp") and ".npz." in self.name:
+    def publishing(source: Any, target: Any, **kwargs: Any) -> None:
+        name = os.path.basename(os.fspath(source))
+        if name.endswith(".tmp") and ".npz." in name:  # write_atomic of a prediction file
             pause("publish")
-        return replace(self, target)
+        replace(source, target, **kwargs)
 
-    Path.replace = publishing  # type: ignore[method-assign,assignment]
+    os.replace = publishing  # type: ignore[assignment]
     from spool import registry
 
     register_submission = registry.register_submission
