@@ -468,7 +468,9 @@ class Executor:
         return lambda conn: jobs.claim(conn, executor, queues, 1, self._known)
 
     def _listen(self, stop: threading.Event) -> None:
-        def woken() -> None:
+        def woken(queue: str | None) -> None:
+            if queue is not None and queue not in self.config.queues:
+                return  # jobs of a queue we do not serve: our idle workers sleep on
             with self._wake:
                 self._generation += 1
                 self._wake.notify_all()

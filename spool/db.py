@@ -178,22 +178,23 @@ def set_role_password(url: str, role: str, password: str) -> None:
         )
 
 
-def listen(url: str, channel: str, woken: Callable[[], None], stop: threading.Event) -> None:
-    """Call `woken` for each NOTIFY on `channel` until `stop`; reconnect with back-off.
-
-    Also calls it after each reconnection: notifications sent meanwhile are lost.
-    """
+def listen(
+    url: str, channel: str, woken: Callable[[str | None], None], stop: threading.Event
+) -> None:
+    """Call `woken(payload)` for each NOTIFY on `channel` until `stop`; reconnect with
+    back-off. Also calls `woken(None)` after each (re)connection: notifications sent
+    meanwhile are lost, so whatever they were about may be waiting."""
     backoff = 0.5
     while not stop.is_set():
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
                                  application_name="datarun listener") as conn:  # fmt: skip
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                woken()
+                woken(None)
                 backoff = 0.5
                 while not stop.is_set():
-                    for _ in conn.notifies(timeout=1.0):
-                        woken()
+                    for notify in conn.notifies(timeout=1.0):
+                        woken(notify.payload)
         except psycopg.Error as exc:
             log.warning("listener: %s; reconnecting in %.1f s", _first_line(exc), backoff)
             stop.wait(backoff)
