@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
 
 from datarun.errors import DatabaseError, MigrationError
 from spool import db, migrate
+from tests.helpers import schema
 
 
 def applied_rows(url: str) -> list[dict]:
@@ -120,3 +122,15 @@ def test_schema_constraints_hold(conn):
 def test_database_errors_are_translated(conn):
     with pytest.raises(DatabaseError, match="database error"):
         db.execute_script(conn, "select * from no_such_table")
+
+
+def test_the_migrations_produce_the_schema_snapshot(empty_database_url):
+    """spool/sql/schema.sql is what the migrations make, to the character."""
+    migrate.migrate(empty_database_url)
+    made = schema.dump(empty_database_url)
+    if os.environ.get("DATARUN_WRITE_SCHEMA") == "1":
+        schema.SNAPSHOT.write_text(made, encoding="utf-8")
+    assert schema.SNAPSHOT.read_text(encoding="utf-8") == made, (
+        "spool/sql/schema.sql differs from what the migrations make: rewrite it with "
+        "DATARUN_WRITE_SCHEMA=1 python -m pytest tests/integration/test_migrate.py -k snapshot"
+    )

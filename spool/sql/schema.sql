@@ -1,0 +1,468 @@
+-- The schema the migrations (spool/sql/migrations) produce, as pg_dump writes it:
+-- read here what the tables, views and functions are now. Generated, never edited:
+-- tests/integration/test_migrate.py checks it, and rewrites it when run with
+-- DATARUN_WRITE_SCHEMA=1.
+
+CREATE FUNCTION public.datarun_touch() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    NEW.updated_at := now();
+    RETURN NEW;
+END $$;
+
+CREATE TABLE public.bagged_scores (
+    submission_id bigint NOT NULL,
+    split text NOT NULL,
+    metric text NOT NULL,
+    value double precision NOT NULL,
+    n_folds integer NOT NULL,
+    CONSTRAINT bagged_scores_split_check CHECK ((split = ANY (ARRAY['valid'::text, 'test'::text])))
+);
+
+CREATE TABLE public.datarun_migrations (
+    version integer NOT NULL,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+CREATE TABLE public.dataset_folds (
+    dataset_id bigint NOT NULL,
+    fold integer NOT NULL,
+    train bigint[] NOT NULL,
+    valid bigint[] NOT NULL
+);
+
+CREATE TABLE public.datasets (
+    id bigint NOT NULL,
+    name text NOT NULL,
+    kind text NOT NULL,
+    task text,
+    workflow text NOT NULL,
+    metrics text[] NOT NULL,
+    n_folds integer NOT NULL,
+    content_hash text NOT NULL,
+    store_path text NOT NULL,
+    manifest jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    summary jsonb DEFAULT '{}'::jsonb NOT NULL,
+    drop_name text DEFAULT ''::text NOT NULL,
+    intake_token text,
+    lower_is_better boolean DEFAULT false NOT NULL,
+    CONSTRAINT datasets_kind_check CHECK ((kind = ANY (ARRAY['native'::text, 'ramp'::text]))),
+    CONSTRAINT datasets_metrics_check CHECK ((cardinality(metrics) >= 1)),
+    CONSTRAINT datasets_n_folds_check CHECK ((n_folds >= 1)),
+    CONSTRAINT datasets_name_check CHECK ((name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$'::text)),
+    CONSTRAINT datasets_task_check CHECK ((task = ANY (ARRAY['classification'::text, 'regression'::text])))
+);
+
+ALTER TABLE public.datasets ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.datasets_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE public.events (
+    id bigint NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    kind text NOT NULL,
+    dataset_id bigint,
+    submission_id bigint,
+    job_id bigint,
+    executor_id bigint,
+    message text DEFAULT ''::text NOT NULL,
+    detail jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+
+ALTER TABLE public.events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE VIEW public.executor_load AS
+SELECT
+    NULL::bigint AS id,
+    NULL::text AS host,
+    NULL::integer AS pid,
+    NULL::text AS state,
+    NULL::text[] AS queues,
+    NULL::integer AS workers,
+    NULL::bigint AS running,
+    NULL::numeric AS heartbeat_age_s,
+    NULL::timestamp with time zone AS started_at,
+    NULL::text AS version;
+
+CREATE TABLE public.executors (
+    id bigint NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    queues text[] NOT NULL,
+    workers integer NOT NULL,
+    version text DEFAULT ''::text NOT NULL,
+    state text DEFAULT 'running'::text NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    heartbeat_at timestamp with time zone DEFAULT now() NOT NULL,
+    stopped_at timestamp with time zone,
+    limits jsonb DEFAULT '{}'::jsonb NOT NULL,
+    CONSTRAINT executors_state_check CHECK ((state = ANY (ARRAY['running'::text, 'stopping'::text, 'stopped'::text, 'lost'::text]))),
+    CONSTRAINT executors_workers_check CHECK ((workers >= 0))
+);
+
+ALTER TABLE public.executors ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.executors_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE VIEW public.folds AS
+ SELECT d.name AS dataset,
+    f.fold,
+    cardinality(f.train) AS n_train,
+    cardinality(f.valid) AS n_valid,
+    f.train,
+    f.valid
+   FROM (public.dataset_folds f
+     JOIN public.datasets d ON ((d.id = f.dataset_id)));
+
+CREATE TABLE public.jobs (
+    id bigint NOT NULL,
+    submission_id bigint NOT NULL,
+    fold integer NOT NULL,
+    state text DEFAULT 'queued'::text NOT NULL,
+    queue text NOT NULL,
+    priority smallint GENERATED ALWAYS AS (
+CASE queue
+    WHEN 'high'::text THEN 0
+    ELSE 1
+END) STORED,
+    attempts integer DEFAULT 0 NOT NULL,
+    max_attempts integer DEFAULT 3 NOT NULL,
+    executor_id bigint,
+    queued_at timestamp with time zone DEFAULT now() NOT NULL,
+    claimed_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    scored_at timestamp with time zone,
+    train_seconds double precision,
+    valid_seconds double precision,
+    test_seconds double precision,
+    cpu_seconds double precision,
+    peak_rss_bytes bigint,
+    prediction_path text,
+    log_path text,
+    error text,
+    error_detail text,
+    exit_status text,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT jobs_attempts_check CHECK ((attempts >= 0)),
+    CONSTRAINT jobs_check CHECK (((state <> ALL (ARRAY['running'::text, 'predicted'::text])) OR ((executor_id IS NOT NULL) AND (attempts >= 1)))),
+    CONSTRAINT jobs_fold_check CHECK ((fold >= 0)),
+    CONSTRAINT jobs_max_attempts_check CHECK ((max_attempts >= 1)),
+    CONSTRAINT jobs_queue_check CHECK ((queue = ANY (ARRAY['high'::text, 'low'::text]))),
+    CONSTRAINT jobs_state_check CHECK ((state = ANY (ARRAY['queued'::text, 'running'::text, 'predicted'::text, 'scored'::text, 'failed'::text, 'cancelled'::text])))
+);
+
+ALTER TABLE public.jobs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.jobs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE public.score_summaries (
+    submission_id bigint NOT NULL,
+    split text NOT NULL,
+    metric text NOT NULL,
+    n_folds integer NOT NULL,
+    mean double precision NOT NULL,
+    std double precision NOT NULL,
+    CONSTRAINT score_summaries_split_check CHECK ((split = ANY (ARRAY['train'::text, 'valid'::text, 'test'::text])))
+);
+
+CREATE TABLE public.submissions (
+    id bigint NOT NULL,
+    dataset_id bigint NOT NULL,
+    name text NOT NULL,
+    team text DEFAULT ''::text NOT NULL,
+    queue text DEFAULT 'low'::text NOT NULL,
+    content_hash text NOT NULL,
+    store_path text NOT NULL,
+    manifest jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    cancelled_at timestamp with time zone,
+    version integer DEFAULT 1 NOT NULL,
+    drop_name text DEFAULT ''::text NOT NULL,
+    intake_token text,
+    results_at timestamp with time zone,
+    CONSTRAINT submissions_name_check CHECK (((name ~ '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$'::text) AND (team ~ '^([A-Za-z0-9][A-Za-z0-9_-]{0,63})?$'::text))),
+    CONSTRAINT submissions_queue_check CHECK ((queue = ANY (ARRAY['high'::text, 'low'::text]))),
+    CONSTRAINT submissions_version_check CHECK ((version >= 1))
+);
+
+CREATE VIEW public.submission_labels AS
+ SELECT s.id AS submission_id,
+    d.name AS dataset,
+    s.team,
+    s.name,
+    s.version,
+    concat_ws('.'::text, NULLIF(s.team, ''::text), s.name, ('v'::text || s.version)) AS label,
+    s.queue,
+    s.created_at,
+    s.cancelled_at
+   FROM (public.submissions s
+     JOIN public.datasets d ON ((d.id = s.dataset_id)));
+
+CREATE VIEW public.submission_progress AS
+ SELECT l.submission_id,
+    l.dataset,
+    l.label,
+    l.team,
+    l.queue,
+    count(*) AS folds,
+    count(*) FILTER (WHERE (j.state = 'queued'::text)) AS queued,
+    count(*) FILTER (WHERE (j.state = 'running'::text)) AS running,
+    count(*) FILTER (WHERE (j.state = 'predicted'::text)) AS predicted,
+    count(*) FILTER (WHERE (j.state = 'scored'::text)) AS scored,
+    count(*) FILTER (WHERE (j.state = 'failed'::text)) AS failed,
+        CASE
+            WHEN (l.cancelled_at IS NOT NULL) THEN 'cancelled'::text
+            WHEN (count(*) FILTER (WHERE (j.state = ANY (ARRAY['queued'::text, 'running'::text, 'predicted'::text]))) > 0) THEN
+            CASE
+                WHEN (count(*) FILTER (WHERE (j.state <> 'queued'::text)) > 0) THEN 'running'::text
+                ELSE 'queued'::text
+            END
+            WHEN (count(*) FILTER (WHERE (j.state = 'failed'::text)) > 0) THEN 'failed'::text
+            ELSE 'scored'::text
+        END AS state,
+    max(j.updated_at) AS updated_at
+   FROM (public.submission_labels l
+     JOIN public.jobs j ON ((j.submission_id = l.submission_id)))
+  GROUP BY l.submission_id, l.dataset, l.label, l.team, l.queue, l.cancelled_at;
+
+CREATE VIEW public.submission_scores AS
+ SELECT l.submission_id,
+    l.dataset,
+    l.label,
+    s.split,
+    s.metric,
+    (s.n_folds)::bigint AS folds,
+    s.mean,
+    s.std
+   FROM (public.score_summaries s
+     JOIN public.submission_labels l ON ((l.submission_id = s.submission_id)));
+
+CREATE VIEW public.leaderboard AS
+ SELECT
+        CASE
+            WHEN ranked THEN rank() OVER (PARTITION BY dataset, ranked ORDER BY sort_key)
+            ELSE NULL::bigint
+        END AS rank,
+    dataset,
+    label,
+    team,
+    state,
+    scored,
+    folds,
+    metric,
+    valid_mean,
+    valid_std,
+    test_mean,
+    bagged_valid,
+    bagged_test,
+    lower_is_better
+   FROM ( SELECT p.dataset,
+            p.label,
+            p.team,
+            p.state,
+            p.scored,
+            p.folds,
+            d.metrics[1] AS metric,
+            v.mean AS valid_mean,
+            v.std AS valid_std,
+            t.mean AS test_mean,
+            bv.value AS bagged_valid,
+            bt.value AS bagged_test,
+            d.lower_is_better,
+            ((p.state = 'scored'::text) AND (v.mean IS NOT NULL)) AS ranked,
+                CASE
+                    WHEN d.lower_is_better THEN v.mean
+                    ELSE (- v.mean)
+                END AS sort_key
+           FROM (((((public.submission_progress p
+             JOIN public.datasets d ON ((d.name = p.dataset)))
+             LEFT JOIN public.submission_scores v ON (((v.submission_id = p.submission_id) AND (v.split = 'valid'::text) AND (v.metric = d.metrics[1]))))
+             LEFT JOIN public.submission_scores t ON (((t.submission_id = p.submission_id) AND (t.split = 'test'::text) AND (t.metric = d.metrics[1]))))
+             LEFT JOIN public.bagged_scores bv ON (((bv.submission_id = p.submission_id) AND (bv.split = 'valid'::text) AND (bv.metric = d.metrics[1]))))
+             LEFT JOIN public.bagged_scores bt ON (((bt.submission_id = p.submission_id) AND (bt.split = 'test'::text) AND (bt.metric = d.metrics[1]))))
+          WHERE (p.state <> 'cancelled'::text)) b;
+
+CREATE VIEW public.queue AS
+ SELECT d.name AS dataset,
+    j.queue,
+    count(*) FILTER (WHERE (j.state = 'queued'::text)) AS queued,
+    count(*) FILTER (WHERE (j.state = 'running'::text)) AS running,
+    count(*) FILTER (WHERE (j.state = 'predicted'::text)) AS predicted,
+    count(*) FILTER (WHERE (j.state = 'scored'::text)) AS scored,
+    count(*) FILTER (WHERE (j.state = 'failed'::text)) AS failed,
+    count(*) FILTER (WHERE (j.state = 'cancelled'::text)) AS cancelled
+   FROM ((public.jobs j
+     JOIN public.submissions s ON ((s.id = j.submission_id)))
+     JOIN public.datasets d ON ((d.id = s.dataset_id)))
+  GROUP BY d.name, j.queue;
+
+CREATE VIEW public.recent_failures AS
+ SELECT j.finished_at AS at,
+    l.dataset,
+    l.label,
+    j.fold,
+    j.attempts,
+    j.id AS job,
+    j.error,
+    j.exit_status,
+    j.log_path
+   FROM (public.jobs j
+     JOIN public.submission_labels l ON ((l.submission_id = j.submission_id)))
+  WHERE (j.state = 'failed'::text)
+  ORDER BY j.finished_at DESC NULLS LAST;
+
+CREATE TABLE public.scores (
+    job_id bigint NOT NULL,
+    split text NOT NULL,
+    metric text NOT NULL,
+    value double precision NOT NULL,
+    CONSTRAINT scores_split_check CHECK ((split = ANY (ARRAY['train'::text, 'valid'::text, 'test'::text])))
+);
+
+ALTER TABLE public.submissions ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.submissions_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+ALTER TABLE ONLY public.bagged_scores
+    ADD CONSTRAINT bagged_scores_pkey PRIMARY KEY (submission_id, split, metric);
+
+ALTER TABLE ONLY public.datarun_migrations
+    ADD CONSTRAINT datarun_migrations_pkey PRIMARY KEY (version);
+
+ALTER TABLE ONLY public.dataset_folds
+    ADD CONSTRAINT dataset_folds_pkey PRIMARY KEY (dataset_id, fold);
+
+ALTER TABLE ONLY public.datasets
+    ADD CONSTRAINT datasets_content_hash_key UNIQUE (content_hash);
+
+ALTER TABLE ONLY public.datasets
+    ADD CONSTRAINT datasets_name_key UNIQUE (name);
+
+ALTER TABLE ONLY public.datasets
+    ADD CONSTRAINT datasets_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.events
+    ADD CONSTRAINT events_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.executors
+    ADD CONSTRAINT executors_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.jobs
+    ADD CONSTRAINT jobs_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.jobs
+    ADD CONSTRAINT jobs_submission_id_fold_key UNIQUE (submission_id, fold);
+
+ALTER TABLE ONLY public.score_summaries
+    ADD CONSTRAINT score_summaries_pkey PRIMARY KEY (submission_id, split, metric);
+
+ALTER TABLE ONLY public.scores
+    ADD CONSTRAINT scores_pkey PRIMARY KEY (job_id, split, metric);
+
+ALTER TABLE ONLY public.submissions
+    ADD CONSTRAINT submissions_content_key UNIQUE (dataset_id, team, content_hash);
+
+ALTER TABLE ONLY public.submissions
+    ADD CONSTRAINT submissions_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.submissions
+    ADD CONSTRAINT submissions_version_key UNIQUE (dataset_id, team, name, version);
+
+CREATE INDEX events_at_idx ON public.events USING btree (at);
+
+CREATE INDEX events_job_idx ON public.events USING btree (job_id) WHERE (job_id IS NOT NULL);
+
+CREATE INDEX executors_live_idx ON public.executors USING btree (heartbeat_at) WHERE (state = ANY (ARRAY['running'::text, 'stopping'::text]));
+
+CREATE INDEX jobs_claim_idx ON public.jobs USING btree (priority, id) WHERE (state = 'queued'::text);
+
+CREATE INDEX jobs_predicted_idx ON public.jobs USING btree (id) WHERE (state = 'predicted'::text);
+
+CREATE INDEX jobs_running_idx ON public.jobs USING btree (executor_id, id) WHERE (state = 'running'::text);
+
+CREATE INDEX jobs_submission_idx ON public.jobs USING btree (submission_id, state);
+
+CREATE INDEX jobs_updated_idx ON public.jobs USING btree (submission_id, updated_at);
+
+CREATE INDEX submissions_content_hash_idx ON public.submissions USING btree (content_hash);
+
+CREATE OR REPLACE VIEW public.executor_load AS
+ SELECT e.id,
+    e.host,
+    e.pid,
+    e.state,
+    e.queues,
+    e.workers,
+    count(j.id) AS running,
+    round(EXTRACT(epoch FROM (now() - e.heartbeat_at)), 1) AS heartbeat_age_s,
+    e.started_at,
+    e.version
+   FROM (public.executors e
+     LEFT JOIN public.jobs j ON (((j.executor_id = e.id) AND (j.state = 'running'::text))))
+  GROUP BY e.id;
+
+CREATE TRIGGER jobs_touch BEFORE UPDATE ON public.jobs FOR EACH ROW EXECUTE FUNCTION public.datarun_touch();
+
+ALTER TABLE ONLY public.bagged_scores
+    ADD CONSTRAINT bagged_scores_submission_id_fkey FOREIGN KEY (submission_id) REFERENCES public.submissions(id);
+
+ALTER TABLE ONLY public.dataset_folds
+    ADD CONSTRAINT dataset_folds_dataset_id_fkey FOREIGN KEY (dataset_id) REFERENCES public.datasets(id);
+
+ALTER TABLE ONLY public.events
+    ADD CONSTRAINT events_dataset_id_fkey FOREIGN KEY (dataset_id) REFERENCES public.datasets(id);
+
+ALTER TABLE ONLY public.events
+    ADD CONSTRAINT events_executor_id_fkey FOREIGN KEY (executor_id) REFERENCES public.executors(id);
+
+ALTER TABLE ONLY public.events
+    ADD CONSTRAINT events_job_id_fkey FOREIGN KEY (job_id) REFERENCES public.jobs(id);
+
+ALTER TABLE ONLY public.events
+    ADD CONSTRAINT events_submission_id_fkey FOREIGN KEY (submission_id) REFERENCES public.submissions(id);
+
+ALTER TABLE ONLY public.jobs
+    ADD CONSTRAINT jobs_executor_id_fkey FOREIGN KEY (executor_id) REFERENCES public.executors(id);
+
+ALTER TABLE ONLY public.jobs
+    ADD CONSTRAINT jobs_submission_id_fkey FOREIGN KEY (submission_id) REFERENCES public.submissions(id);
+
+ALTER TABLE ONLY public.score_summaries
+    ADD CONSTRAINT score_summaries_submission_id_fkey FOREIGN KEY (submission_id) REFERENCES public.submissions(id);
+
+ALTER TABLE ONLY public.scores
+    ADD CONSTRAINT scores_job_id_fkey FOREIGN KEY (job_id) REFERENCES public.jobs(id);
+
+ALTER TABLE ONLY public.submissions
+    ADD CONSTRAINT submissions_dataset_id_fkey FOREIGN KEY (dataset_id) REFERENCES public.datasets(id);
