@@ -87,10 +87,7 @@ def _read_predictions(job: ClaimedJob, work: Path) -> tuple[bytes | None, str | 
         why = f"the fold's predictions file is missing, not a file, or over {cap} bytes"
         return data, None if data is not None else why
     width = len(summary["classes"]) if summary.get("classes") else None
-    expected, optional = responses.expected(job.task, n_train, n_test, width)
-    if job.workflow != "estimator":  # probabilities or values only, as RAMP scores them
-        expected = {s: expected[s] for s in ("train", "test") if s in expected}
-        optional = frozenset()
+    expected, optional = responses.expected(job.task, n_train, n_test, width, job.workflow)
     try:
         folder = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:

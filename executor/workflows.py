@@ -244,12 +244,11 @@ def _indices(labels: Any, classes: list[str], rows: int) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.shape != (rows,):
         raise ValueError(f"predict returned shape {labels.shape} for {rows} rows")
-    index = {name: i for i, name in enumerate(classes)}
-    names = labels.astype(str)
-    unknown = [n for n in np.unique(names) if n not in index]
-    if unknown:
-        raise ValueError(f"the model predicts class {unknown[0]!r}, unknown to the dataset")
-    return np.asarray([index[n] for n in names], dtype=np.int64)
+    found = pd.Index(classes).get_indexer(labels.astype(str))
+    if (found < 0).any():
+        unknown = labels[np.flatnonzero(found < 0)[0]]
+        raise ValueError(f"the model predicts class {str(unknown)!r}, unknown to the dataset")
+    return np.asarray(found, dtype=np.int64)
 
 
 def _calibration_split(y: pd.Series, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -38,6 +38,12 @@ def member(split: str, method: str, task: str | None) -> str:
     return split if method == primary else f"{split}_{method}"
 
 
+def parse(name: str, task: str | None) -> tuple[str, str]:
+    """(split, method) of a prediction file's array: `member`'s inverse."""
+    split, _, method = name.partition("_")
+    return split, method or (PREDICT if task == "regression" else PROBA)
+
+
 @cache
 def preference(metric: str) -> tuple[str, ...]:
     """The methods scikit-learn's scorer `metric` may call, most preferred first."""
@@ -65,12 +71,19 @@ def needed(metrics: Iterable[str], available: Collection[str]) -> set[str]:
 
 
 def expected(
-    task: str | None, n_train: int, n_test: int, n_classes: int | None
+    task: str | None,
+    n_train: int,
+    n_test: int,
+    n_classes: int | None,
+    workflow: str = "estimator",
 ) -> tuple[dict[str, tuple[int, ...]], frozenset[str]]:
-    """The arrays a native fold's file may hold (name -> shape) and those it may omit."""
+    """The arrays a native fold's file may hold (name -> shape) and those it may omit.
+    Only an `estimator` gives more than probabilities or values, which then must be
+    there."""
     splits = {"train": n_train, **({"test": n_test} if n_test else {})}
-    if task == "regression" or not n_classes:
-        return {s: arrays.shape_of(n, None) for s, n in splits.items()}, frozenset()
+    if task == "regression" or not n_classes or workflow != "estimator":
+        width = None if task == "regression" else (n_classes or None)
+        return {s: arrays.shape_of(n, width) for s, n in splits.items()}, frozenset()
     decision_width = None if n_classes == 2 else n_classes
     out: dict[str, tuple[int, ...]] = {}
     for split, rows in splits.items():

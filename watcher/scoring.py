@@ -188,8 +188,7 @@ def check(found: Any, truth: Truth) -> Fold:
             if name not in optional:
                 raise Unscorable(f"the prediction file has no '{name}' array")
             continue
-        split, _, method = name.partition("_")
-        method = method or (PROBA if truth.task == "classification" else PREDICT)
+        split, method = responses.parse(name, truth.task)
         splits[split][method] = _checked(found[name], shape, name, truth, method)
     if truth.task == "classification" and not splits["train"]:
         raise Unscorable("the prediction file holds no predictions for the training rows")
