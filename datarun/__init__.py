@@ -1,3 +1,5 @@
 """datarun: train and score ML submissions on CV folds, by dropping folders into a spool."""
 
-__version__ = "0.1.0"
+from spool.version import __version__
+
+__all__ = ["__version__"]

@@ -19,8 +19,8 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
-from datarun.errors import DatarunError
 from spool import bundles, db, rampkit
+from spool.errors import DatarunError
 from spool.layout import Spool
 from spool.manifests import DATASET_MANIFEST
 

@@ -24,11 +24,11 @@ from rich.table import Table
 from datarun import __version__, admin, pgbin
 from datarun.console import live, make_console
 from datarun.embedded import EmbeddedServer
-from datarun.errors import DatarunError
 from datarun.logs import setup_logging
 from datarun.settings import Settings, effective, load_settings, sources
 from spool import db, jobs, migrate
 from spool.bundles import Limits
+from spool.errors import DatarunError
 from spool.layout import Spool
 from spool.urls import describe_host, mask_url
 

@@ -24,12 +24,12 @@ from typing import Any
 from rich.console import Console, Group
 from rich.table import Table
 
-from datarun import admin, pgbin
+from datarun import admin
 from datarun.console import live
 from datarun.embedded import EmbeddedServer
-from datarun.errors import DatarunError
 from spool import db, migrate
-from spool.layout import Spool
+from spool.errors import DatarunError
+from spool.layout import Spool, blocking_ancestor
 
 TIMEOUT = 240
 # Quick intervals: the demo should feel live, not be gentle on a busy cluster.
@@ -215,7 +215,7 @@ def _temporary_home() -> Path:
     """A new folder in the temporary folder ($TMPDIR), or in /tmp when that one is private
     and we are root: the database server's user must reach it."""
     base = Path(tempfile.gettempdir())
-    if os.geteuid() == 0 and pgbin.blocking_ancestor(base / "x") is not None:
+    if os.geteuid() == 0 and blocking_ancestor(base / "x") is not None:
         base = Path("/tmp")
     home = Path(tempfile.mkdtemp(prefix="datarun-demo-", dir=base))
     home.chmod(0o755)

@@ -30,9 +30,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from datarun import pgbin
-from datarun.errors import DataFolderRefused, EmbeddedServerError
 from spool import db
-from spool.layout import write_atomic
+from spool.errors import DataFolderRefused, EmbeddedServerError
+from spool.layout import blocking_ancestor, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class EmbeddedServer:
     # ---- steps --------------------------------------------------------------------
 
     def _prepare_home(self) -> None:
-        blocked = pgbin.blocking_ancestor(self.home) if pgbin.is_root() else None
+        blocked = blocking_ancestor(self.home) if pgbin.is_root() else None
         if blocked is not None:
             raise EmbeddedServerError(
                 f"the database server runs as user {pgbin.SERVER_USER}, which cannot reach "

@@ -17,8 +17,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from datarun import sysuser
-from datarun.errors import DatarunError, EmbeddedServerError
+from spool import sysuser
+from spool.errors import DatarunError, EmbeddedServerError
+from spool.layout import blocking_ancestor
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +58,6 @@ def wheel_version() -> str:
 
 def bin_dir(root: Path) -> Path:
     return root / PACKAGE / "pginstall" / "bin"
-
-
-def blocking_ancestor(path: Path) -> Path | None:
-    """The first existing folder above `path` that other users cannot traverse, if any."""
-    for parent in reversed(path.absolute().parents):
-        if not parent.exists():
-            break
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            return parent
-    return None
 
 
 def server_identity() -> RunAs:

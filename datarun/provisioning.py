@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from datarun.embedded import EmbeddedServer
-from datarun.errors import DatarunError
 from datarun.settings import Settings
 from provision import actions, runners, wheels
 from spool import db
+from spool.errors import DatarunError
 from spool.urls import mask_url
 
 

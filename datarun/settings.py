@@ -27,7 +27,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from datarun.errors import ConfigError
+from spool.errors import ConfigError
 from spool.urls import mask_url
 
 log = logging.getLogger(__name__)

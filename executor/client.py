@@ -13,8 +13,8 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
-from datarun.errors import DatarunError
 from spool.environment import child_environment
+from spool.errors import DatarunError
 
 log = logging.getLogger(__name__)
 

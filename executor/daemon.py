@@ -26,8 +26,6 @@ from pathlib import Path
 from tempfile import gettempdir
 from typing import Any
 
-from datarun import __version__, pgbin
-from datarun.errors import ConfigError, DatabaseError, DatabaseUnavailable
 from executor import mounts, outputs
 from executor.client import ZygoteClient, ZygoteDied
 from executor.isolation import Isolation
@@ -40,8 +38,10 @@ from executor.sandbox import (
     remove_files_of,
 )
 from spool import db, jobs
+from spool.errors import ConfigError, DatabaseError, DatabaseUnavailable
 from spool.jobs import ClaimedJob, Outcome
-from spool.layout import Spool
+from spool.layout import Spool, blocking_ancestor
+from spool.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ def sandbox_import_warning() -> str | None:
     """Folds run as datarun-run-N: can those users read this Python's own files? If not,
     say exactly what a submission can import and what fails."""
     spec = importlib.util.find_spec("sklearn")  # found, not imported: the parent stays small
-    stdlib = pgbin.blocking_ancestor(Path(os.__file__))
-    packages = pgbin.blocking_ancestor(Path(spec.origin if spec and spec.origin else os.__file__))
+    stdlib = blocking_ancestor(Path(os.__file__))
+    packages = blocking_ancestor(Path(spec.origin if spec and spec.origin else os.__file__))
     blocked = stdlib or packages
     if blocked is None:
         return None
@@ -160,7 +160,7 @@ class Executor:
             scratch = self.config.scratch or Path(gettempdir())
             for point in mounts.release_stale(scratch, outputs.SCRATCH_PREFIX):
                 log.info("unmounted %s, left by an executor that is gone", point)
-            blocked = None if isolated else pgbin.blocking_ancestor(scratch / "x")
+            blocked = None if isolated else blocking_ancestor(scratch / "x")
             if blocked is not None:
                 raise ConfigError(
                     f"the sandbox users ({SANDBOX_USER}-N) cannot enter {blocked}, so folds "

@@ -20,10 +20,10 @@ import signal
 import threading
 from pathlib import Path
 
-from datarun import sysuser
-from datarun.errors import ConfigError
 from executor import mounts
+from spool import sysuser
 from spool.bundles import remove
+from spool.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

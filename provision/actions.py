@@ -23,11 +23,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from datarun.errors import DatarunError
 from provision import services
 from provision.runners import Runner
 from provision.ssh import Remote, RemoteError, q
 from provision.wheels import Wheelhouse
+from spool.errors import DatarunError
 
 log = logging.getLogger(__name__)
 

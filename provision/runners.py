@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datarun.errors import DatarunError
+from spool.errors import DatarunError
 
 ADDRESS = re.compile(r"^(?:(?P<user>[A-Za-z_][A-Za-z0-9_.-]*)@)?(?P<host>[A-Za-z0-9_.-]+)"
                      r"(?::(?P<port>\d{1,5}))?$")  # fmt: skip

@@ -19,8 +19,8 @@ from typing import Any
 
 import paramiko
 
-from datarun.errors import DatarunError
 from provision.runners import Runner
+from spool.errors import DatarunError
 
 CONNECT_TIMEOUT = 10
 _REMEMBER_LOCK = threading.Lock()

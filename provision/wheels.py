@@ -17,8 +17,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import datarun
-from datarun.errors import DatarunError
+import spool
+from spool.errors import DatarunError
+from spool.version import __version__
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,10 @@ class Wheelhouse:
 
 
 def _source() -> str:
-    root = Path(datarun.__file__).resolve().parents[1]
+    root = Path(spool.__file__).resolve().parents[1]
     if (root / "pyproject.toml").is_file():
         return str(root)
-    return f"datarun=={datarun.__version__}"
+    return f"datarun=={__version__}"
 
 
 def _pip_wheel(args: list[str], into: Path) -> None:
@@ -50,7 +51,7 @@ def _pip_wheel(args: list[str], into: Path) -> None:
 
 
 def build(home: Path, extras: tuple[str, ...] = ()) -> Wheelhouse:
-    folder = home / "wheelhouse" / datarun.__version__
+    folder = home / "wheelhouse" / __version__
     home.mkdir(parents=True, exist_ok=True)
     marker = folder / "wheelhouse.json"
     known = json.loads(marker.read_text()) if marker.is_file() else {"extras": None}

@@ -38,7 +38,7 @@ from typing import IO, Any
 import numpy as np
 from numpy.lib import format as npformat
 
-from datarun.errors import DatarunError
+from spool.errors import DatarunError
 
 Expected = Mapping[str, tuple[int | None, ...]]
 Source = str | os.PathLike[str] | IO[bytes]

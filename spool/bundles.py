@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from datarun.errors import BundleError
+from spool.errors import BundleError
 
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
 MARKER = ".ready"  # written last into a folder (or as <archive>.ready) means "complete"

@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg.rows import class_row, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from datarun.errors import Conflict, DatabaseError, DatabaseUnavailable
+from spool.errors import Conflict, DatabaseError, DatabaseUnavailable
 from spool.queries import query
 from spool.urls import describe_host, mask_url
 

@@ -15,8 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from datarun import sysuser
-from spool import linux, newroot
+from spool import linux, newroot, sysuser
 
 KIT_USER = "datarun-kit"
 KIT_ROOT = "/run/datarun-kit-root"  # each child mounts its new root here, privately

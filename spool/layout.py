@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import threading
 import time
 import unicodedata
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from datarun.errors import DatarunError
+from spool.errors import DatarunError
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,17 @@ def stamp(now: datetime | None = None) -> str:
 # older `.<name>[.<pid>].tmp`; nothing else in results/ is hidden and ends in .tmp.
 TEMPORARY = re.compile(r"^\.(?P<name>.+?)(?:\.(?P<pid>\d+)(?:\.(?P<thread>\d+))?)?\.tmp$")
 TEMPORARY_GRACE = 10.0  # seconds: a younger temporary may be another process's, mid-write
+
+
+def blocking_ancestor(path: Path) -> Path | None:
+    """The first existing folder above `path` that other users cannot traverse, if any."""
+    for parent in reversed(path.absolute().parents):
+        if not parent.exists():
+            break
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            return parent
+    return None
 
 
 def temporary_name(path: Path) -> Path:

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from datarun.errors import BundleError
+from spool.errors import BundleError
 
 DATASET_MANIFEST = "dataset.toml"
 SUBMISSION_MANIFEST = "submission.toml"

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from importlib.resources import files
 
-from datarun.errors import DatabaseError, MigrationError
 from spool import db
+from spool.errors import DatabaseError, MigrationError
 
 log = logging.getLogger(__name__)
 

@@ -34,10 +34,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from datarun.errors import BundleError
 from spool import kitsandbox
 from spool.bundles import own
 from spool.environment import child_environment
+from spool.errors import BundleError
 from spool.manifests import DATASET_MANIFEST, DatasetManifest, parse_dataset_manifest
 
 if TYPE_CHECKING:

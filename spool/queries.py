@@ -6,7 +6,7 @@ import re
 from functools import cache
 from importlib.resources import files
 
-from datarun.errors import DatarunError
+from spool.errors import DatarunError
 
 _HEADER = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from datarun.errors import BundleError
+from spool.errors import BundleError
 
 PROBLEM = "problem.py"
 RAMP_EXTRA = "RAMP kits need ramp-workflow: pip install 'datarun[ramp]'"

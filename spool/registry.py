@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from datarun.errors import BundleError, Conflict
 from spool import db
+from spool.errors import BundleError, Conflict
 from spool.manifests import DatasetManifest
 
 

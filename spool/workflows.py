@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from datarun.errors import BundleError
+from spool.errors import BundleError
 from spool.manifests import WORKFLOW_FILES
 
 MAX_CODE_BYTES = 256 * 1024  # parsing costs hundreds of bytes of memory per byte of code

@@ -25,8 +25,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 
-from datarun.errors import DatabaseUnavailable, DatarunError
 from spool import bundles, db
+from spool.errors import DatabaseUnavailable, DatarunError
 from spool.layout import Spool
 from watcher.intake import Intake, IntakeConfig, Kind, NotLeader, Outcome
 

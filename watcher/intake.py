@@ -30,9 +30,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from datarun.errors import BundleError, BundleWaiting, DatabaseUnavailable, DatarunError
 from spool import bundles, rampkit, registry
 from spool.bundles import Limits, shown
+from spool.errors import BundleError, BundleWaiting, DatabaseUnavailable, DatarunError
 from spool.layout import Spool, escaped, label, stamp, write_atomic
 from spool.manifests import (
     DATASET_MANIFEST,

@@ -19,8 +19,8 @@ from datetime import datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from datarun.errors import DatabaseUnavailable, DatarunError
 from spool import db
+from spool.errors import DatabaseUnavailable, DatarunError
 from spool.layout import Spool
 from watcher.daemon import Watcher
 from watcher.results import Results

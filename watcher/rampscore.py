@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from datarun.errors import DatarunError
 from spool import kitsandbox
 from spool.environment import child_environment
+from spool.errors import DatarunError
 
 Values = list[tuple[str, str, float]]  # (split, metric, value)
 

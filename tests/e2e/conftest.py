@@ -14,6 +14,7 @@ import pytest
 
 import datarun
 from datarun import pgbin
+from spool.layout import blocking_ancestor
 from tests.conftest import reachable_tmp
 from tests.helpers.cli import DATARUN, run
 
@@ -35,7 +36,7 @@ def _unreachable_reason() -> str | None:
     needed = [Path(sys.executable).resolve(), Path(datarun.__file__), Path(psycopg.__file__),
               pgbin.installed_root(), Path(os.__file__)]  # fmt: skip
     for path in needed:
-        blocked = pgbin.blocking_ancestor(path)
+        blocked = blocking_ancestor(path)
         if blocked is not None:
             return f"{path} sits under the private folder {blocked}"
     return None

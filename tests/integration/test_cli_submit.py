@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from datarun import admin
-from datarun.errors import DatarunError
+from spool.errors import DatarunError
 from tests.conftest import age
 from tests.helpers import bundles as B
 from tests.helpers.ramp import make_kit

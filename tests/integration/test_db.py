@@ -5,8 +5,8 @@ import socket
 import pytest
 
 from datarun.embedded import EmbeddedServer
-from datarun.errors import DatabaseUnavailable
 from spool import db
+from spool.errors import DatabaseUnavailable
 
 
 def closed_port() -> int:

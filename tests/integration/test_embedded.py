@@ -17,8 +17,8 @@ import pytest
 
 from datarun import pgbin
 from datarun.embedded import EmbeddedServer
-from datarun.errors import DatabaseUnavailable, DataFolderRefused, EmbeddedServerError
 from spool import db
+from spool.errors import DatabaseUnavailable, DataFolderRefused, EmbeddedServerError
 from tests.conftest import reachable_tmp
 
 DATARUN = [sys.executable, "-m", "datarun"]

@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from datarun.errors import DatabaseError, MigrationError
 from spool import db, migrate
+from spool.errors import DatabaseError, MigrationError
 from tests.helpers import schema
 
 

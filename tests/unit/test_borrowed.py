@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 
-from datarun.errors import DatarunError
+from spool.errors import DatarunError
 from watcher import daemon
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from datarun.errors import BundleError
 from spool.bundles import Limits, archive_kind, content_hash, copy_folder, freeze, remove, stem
+from spool.errors import BundleError
 
 
 def test_a_frozen_bundle_is_read_only_and_still_removable_by_datarun(tmp_path):

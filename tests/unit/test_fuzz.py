@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datarun.errors import BundleError
 from spool.bundles import Limits, extract
+from spool.errors import BundleError
 from spool.manifests import (
     DatasetManifest,
     SubmissionManifest,

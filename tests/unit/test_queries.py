@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from datarun.errors import DatarunError
 from spool import migrate
+from spool.errors import DatarunError
 from spool.queries import all_queries, parse, query
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from datarun.errors import ConfigError
 from datarun.settings import config_file, effective, load_settings, sources
+from spool.errors import ConfigError
 
 
 def write(path: Path, text: str) -> Path:

@@ -9,7 +9,7 @@ import pwd
 import shutil
 import subprocess
 
-from datarun.errors import DatarunError
+from spool.errors import DatarunError
 
 log = logging.getLogger(__name__)
 
