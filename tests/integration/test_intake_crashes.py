@@ -19,7 +19,10 @@ import pytest
 from spool import db, layout, registry
 from tests.conftest import drop, staged
 from tests.helpers import bundles as B
+from watcher import answers as answers_module
 from watcher import intake as intake_module
+from watcher import register as register_module
+from watcher import tokens as tokens_module
 
 pytestmark = pytest.mark.chaos
 
@@ -68,7 +71,9 @@ def kill_at():
         monkeypatch.setattr(Path, "mkdir", before(Path.mkdir))
         monkeypatch.setattr(os, "unlink", before(os.unlink))
         monkeypatch.setattr(os, "rmdir", before(os.rmdir))
-        monkeypatch.setattr(intake_module, "write_atomic", before(layout.write_atomic))
+        # every module of the intake that writes a file
+        for module in (tokens_module, answers_module, register_module):
+            monkeypatch.setattr(module, "write_atomic", before(layout.write_atomic))
         for name in ("register_submission", "register_dataset"):
             monkeypatch.setattr(registry, name, after(getattr(registry, name)))
         return reaper
@@ -209,7 +214,7 @@ def test_a_drop_that_keeps_killing_the_master_is_set_aside(
 
     for _ in range(intake_module.MAX_STARTS):
         with monkeypatch.context() as patched:
-            patched.setattr(intake_module, "check_submission", out_of_memory)
+            patched.setattr(register_module, "check_submission", out_of_memory)
             victim = make_watcher()
             with pytest.raises(Killed):
                 victim.run_once()
