@@ -134,6 +134,7 @@ def logs(conn: db.Conn, spool: Spool, *, job: int | None, submission: int | None
     rows = db.fetch_all(conn, "job_logs", {"job": job, "submission": submission})
     if not rows:
         raise DatarunError("no such job or submission (see `datarun status`)")
+    tries = db.fetch_all(conn, "attempts_of_jobs", {"jobs": [r["id"] for r in rows]})
     parts = []
     for r in rows:
         reason = f": {r['error']}" if r["error"] else ""
@@ -141,6 +142,9 @@ def logs(conn: db.Conn, spool: Spool, *, job: int | None, submission: int | None
             f"== {r['dataset']}/{r['label']} fold {r['fold']} "
             f"(job {r['id']}, attempt {r['attempts']}, {r['state']}{reason})"
         )
+        mine = [t for t in tries if t["job_id"] == r["id"]]
+        if mine:
+            header += "\n" + "\n".join(_attempt_line(n, t) for n, t in enumerate(mine, 1))
         path = spool.absolute(r["log_path"]) if r["log_path"] else None
         if path is not None and path.is_file():
             text = path.read_text(encoding="utf-8", errors="replace")
@@ -149,6 +153,17 @@ def logs(conn: db.Conn, spool: Spool, *, job: int | None, submission: int | None
         # a log cut short (killed fold, capped log) may lack its last line break
         parts.append(f"{header}\n{text}" + ("" if text.endswith("\n") else "\n"))
     return "\n".join(parts)
+
+
+def _attempt_line(n: int, t: dict[str, Any]) -> str:
+    """`try 2: attempt 1 on host pid 12, failed (exit 1) after 0.4 s: ValueError: ...`"""
+    where = f" on {t['host']} pid {t['pid']}" if t["host"] is not None else ""
+    took = ""
+    if t["finished_at"] is not None:
+        took = f" after {(t['finished_at'] - t['claimed_at']).total_seconds():.1f} s"
+    status = f" ({t['exit_status']})" if t["exit_status"] else ""
+    reason = f": {t['reason']}" if t["reason"] else ""
+    return f"   try {n}: attempt {t['attempt']}{where}, {t['outcome']}{status}{took}{reason}"
 
 
 def submit(spool: Spool, source: Path, dataset: str | None) -> Path:

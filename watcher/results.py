@@ -126,6 +126,7 @@ class Results:
             assert sub is not None
             jobs = db.fetch_all(conn, "submission_jobs", {"id": ident})
             scores = db.fetch_all(conn, "submission_fold_scores", {"id": ident})
+            tries = db.fetch_all(conn, "submission_attempts", {"id": ident})
         tag = label(sub["name"], sub["team"], sub["version"])
         folder = self.spool.submission_results(sub["dataset"], tag)
         state = _state(jobs, sub["cancelled_at"] is not None)
@@ -148,7 +149,7 @@ class Results:
             "state": state, "queue": sub["queue"], "metrics": list(sub["metrics"]),
             "registered_at": sub["created_at"].isoformat(),
             "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "folds": [_fold(job, scores) for job in jobs],
+            "folds": [_fold(job, scores, tries) for job in jobs],
             "mean": dict(means), "std": dict(stds),
             "bagged": {split: {m: _number(v) for s, m, v in bag if s == split}
                        for split in ("valid", "test")} if bag else None,
@@ -308,7 +309,9 @@ def _cell(value: float | None) -> str:
     return "" if value is None or math.isnan(value) else repr(float(value))
 
 
-def _fold(job: dict[str, Any], scores: list[dict[str, Any]]) -> dict[str, Any]:
+def _fold(
+    job: dict[str, Any], scores: list[dict[str, Any]], tries: list[dict[str, Any]]
+) -> dict[str, Any]:
     mine = [s for s in scores if s["fold"] == job["fold"]]
     return {
         "fold": job["fold"], "state": job["state"], "attempts": job["attempts"],
@@ -319,6 +322,20 @@ def _fold(job: dict[str, Any], scores: list[dict[str, Any]]) -> dict[str, Any]:
         "peak_rss_bytes": job["peak_rss_bytes"],
         "scores": {split: {s["metric"]: _number(s["value"]) for s in mine if s["split"] == split}
                    for split in ("train", "valid", "test")},
+        "history": [_attempt(t) for t in tries if t["fold"] == job["fold"]],
+    }  # fmt: skip
+
+
+def _attempt(row: dict[str, Any]) -> dict[str, Any]:
+    """One attempt of a fold, oldest first: a retried or re-run fold keeps the reason
+    of each earlier attempt here, while its `error` is the last one's."""
+    where = f"{row['host']} pid {row['pid']}" if row["host"] is not None else None
+    return {
+        "attempt": row["attempt"], "outcome": row["outcome"], "reason": row["reason"],
+        "exit_status": row["exit_status"], "executor": where,
+        "claimed_at": row["claimed_at"].isoformat(),
+        "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
+        "cpu_seconds": row["cpu_seconds"], "peak_rss_bytes": row["peak_rss_bytes"],
     }  # fmt: skip
 
 

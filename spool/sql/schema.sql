@@ -11,6 +11,31 @@ BEGIN
     RETURN NEW;
 END $$;
 
+CREATE TABLE public.attempts (
+    id bigint NOT NULL,
+    job_id bigint NOT NULL,
+    attempt integer NOT NULL,
+    executor_id bigint,
+    claimed_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    outcome text DEFAULT 'running'::text NOT NULL,
+    reason text,
+    exit_status text,
+    cpu_seconds double precision,
+    peak_rss_bytes bigint,
+    CONSTRAINT attempts_attempt_check CHECK ((attempt >= 1)),
+    CONSTRAINT attempts_outcome_check CHECK ((outcome = ANY (ARRAY['running'::text, 'predicted'::text, 'scored'::text, 'failed'::text, 'requeued'::text, 'handed back'::text, 'cancelled'::text])))
+);
+
+ALTER TABLE public.attempts ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.attempts_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 CREATE TABLE public.bagged_scores (
     submission_id bigint NOT NULL,
     split text NOT NULL,
@@ -172,25 +197,6 @@ END) STORED,
     CONSTRAINT jobs_state_check CHECK ((state = ANY (ARRAY['queued'::text, 'running'::text, 'predicted'::text, 'scored'::text, 'failed'::text, 'cancelled'::text])))
 );
 
-ALTER TABLE public.jobs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
-    SEQUENCE NAME public.jobs_id_seq
-    START WITH 1
-    INCREMENT BY 1
-    NO MINVALUE
-    NO MAXVALUE
-    CACHE 1
-);
-
-CREATE TABLE public.score_summaries (
-    submission_id bigint NOT NULL,
-    split text NOT NULL,
-    metric text NOT NULL,
-    n_folds integer NOT NULL,
-    mean double precision NOT NULL,
-    std double precision NOT NULL,
-    CONSTRAINT score_summaries_split_check CHECK ((split = ANY (ARRAY['train'::text, 'valid'::text, 'test'::text])))
-);
-
 CREATE TABLE public.submissions (
     id bigint NOT NULL,
     dataset_id bigint NOT NULL,
@@ -223,6 +229,47 @@ CREATE VIEW public.submission_labels AS
     s.cancelled_at
    FROM (public.submissions s
      JOIN public.datasets d ON ((d.id = s.dataset_id)));
+
+CREATE VIEW public.job_attempts AS
+ SELECT l.dataset,
+    l.label,
+    j.fold,
+    j.id AS job,
+    row_number() OVER (PARTITION BY a.job_id ORDER BY a.id) AS try,
+    a.attempt,
+    a.outcome,
+    a.reason,
+    a.exit_status,
+    a.claimed_at,
+    a.finished_at,
+    round(EXTRACT(epoch FROM (a.finished_at - a.claimed_at)), 3) AS seconds,
+    a.cpu_seconds,
+    a.peak_rss_bytes,
+    e.host,
+    e.pid
+   FROM (((public.attempts a
+     JOIN public.jobs j ON ((j.id = a.job_id)))
+     JOIN public.submission_labels l ON ((l.submission_id = j.submission_id)))
+     LEFT JOIN public.executors e ON ((e.id = a.executor_id)));
+
+ALTER TABLE public.jobs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.jobs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE public.score_summaries (
+    submission_id bigint NOT NULL,
+    split text NOT NULL,
+    metric text NOT NULL,
+    n_folds integer NOT NULL,
+    mean double precision NOT NULL,
+    std double precision NOT NULL,
+    CONSTRAINT score_summaries_split_check CHECK ((split = ANY (ARRAY['train'::text, 'valid'::text, 'test'::text])))
+);
 
 CREATE VIEW public.submission_progress AS
  SELECT l.submission_id,
@@ -354,6 +401,9 @@ ALTER TABLE public.submissions ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY 
     CACHE 1
 );
 
+ALTER TABLE ONLY public.attempts
+    ADD CONSTRAINT attempts_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY public.bagged_scores
     ADD CONSTRAINT bagged_scores_pkey PRIMARY KEY (submission_id, split, metric);
 
@@ -399,6 +449,10 @@ ALTER TABLE ONLY public.submissions
 ALTER TABLE ONLY public.submissions
     ADD CONSTRAINT submissions_version_key UNIQUE (dataset_id, team, name, version);
 
+CREATE INDEX attempts_job ON public.attempts USING btree (job_id, id);
+
+CREATE INDEX attempts_open ON public.attempts USING btree (job_id) WHERE (finished_at IS NULL);
+
 CREATE INDEX events_at_idx ON public.events USING btree (at);
 
 CREATE INDEX events_job_idx ON public.events USING btree (job_id) WHERE (job_id IS NOT NULL);
@@ -433,6 +487,12 @@ CREATE OR REPLACE VIEW public.executor_load AS
   GROUP BY e.id;
 
 CREATE TRIGGER jobs_touch BEFORE UPDATE ON public.jobs FOR EACH ROW EXECUTE FUNCTION public.datarun_touch();
+
+ALTER TABLE ONLY public.attempts
+    ADD CONSTRAINT attempts_executor_id_fkey FOREIGN KEY (executor_id) REFERENCES public.executors(id);
+
+ALTER TABLE ONLY public.attempts
+    ADD CONSTRAINT attempts_job_id_fkey FOREIGN KEY (job_id) REFERENCES public.jobs(id);
 
 ALTER TABLE ONLY public.bagged_scores
     ADD CONSTRAINT bagged_scores_submission_id_fkey FOREIGN KEY (submission_id) REFERENCES public.submissions(id);

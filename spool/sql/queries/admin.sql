@@ -49,3 +49,10 @@ SELECT count(*) AS pending FROM (
 -- The executors a provisioned runner started (they carry its name as their host).
 SELECT id, state, pid, version, workers, running, heartbeat_age_s, started_at
 FROM executor_load WHERE host = %(name)s ORDER BY id DESC;
+
+-- name: attempts_of_jobs
+SELECT a.job_id, a.attempt, a.outcome, a.reason, a.exit_status, a.claimed_at,
+       a.finished_at, e.host, e.pid
+FROM attempts a LEFT JOIN executors e ON e.id = a.executor_id
+WHERE a.job_id = ANY(%(jobs)s)
+ORDER BY a.job_id, a.id;

@@ -31,19 +31,25 @@ WHERE id = %(executor)s;
 -- One committed statement: lock the next queued jobs (high before low, then oldest)
 -- skipping rows other executors hold, mark them ours with the next attempt number.
 -- What the fold needs about its submission comes from `submission_info`, cached.
+-- Each claim opens the job's row in `attempts`.
 WITH next AS (
     SELECT id FROM jobs
     WHERE state = 'queued' AND priority = ANY(%(priorities)s)
     ORDER BY priority, id
     LIMIT %(n)s
     FOR UPDATE SKIP LOCKED
-)
+), claimed AS (
 UPDATE jobs j
 SET state = 'running', attempts = j.attempts + 1, executor_id = %(executor)s,
     claimed_at = now(), finished_at = NULL, error = NULL, error_detail = NULL,
     exit_status = NULL
 FROM next WHERE j.id = next.id
-RETURNING j.id, j.submission_id, j.fold, j.attempts AS attempt, j.queue;
+RETURNING j.id, j.submission_id, j.fold, j.attempts AS attempt, j.queue
+), opened AS (
+    INSERT INTO attempts (job_id, attempt, executor_id)
+    SELECT id, attempt, %(executor)s FROM claimed
+)
+SELECT id, submission_id, fold, attempt, queue FROM claimed;
 
 -- name: submission_info
 -- Immutable once registered, so executors cache it.
@@ -56,7 +62,10 @@ FROM submissions s JOIN datasets d ON d.id = s.dataset_id
 WHERE s.id = %(submission_id)s;
 
 -- name: job_predicted
--- Fenced: only the executor holding this very attempt completes it.
+-- Fenced: only the executor holding this very attempt completes it. Like every
+-- statement that ends an attempt, it closes the job's open row in `attempts` and
+-- returns the job's id (none: the attempt was no longer ours).
+WITH done AS (
 UPDATE jobs
 SET state = 'predicted', finished_at = now(), prediction_path = %(prediction_path)s,
     log_path = %(log_path)s, train_seconds = %(train_seconds)s,
@@ -64,26 +73,53 @@ SET state = 'predicted', finished_at = now(), prediction_path = %(prediction_pat
     cpu_seconds = %(cpu_seconds)s, peak_rss_bytes = %(peak_rss_bytes)s,
     exit_status = %(exit_status)s
 WHERE id = %(id)s AND attempts = %(attempt)s AND executor_id = %(executor)s
-  AND state = 'running';
+  AND state = 'running'
+RETURNING id, finished_at, exit_status, cpu_seconds, peak_rss_bytes
+), closed AS (
+    UPDATE attempts a
+    SET outcome = 'predicted', finished_at = done.finished_at,
+        exit_status = done.exit_status, cpu_seconds = done.cpu_seconds,
+        peak_rss_bytes = done.peak_rss_bytes
+    FROM done WHERE a.job_id = done.id AND a.finished_at IS NULL
+)
+SELECT id FROM done;
 
 -- name: job_failed
+WITH done AS (
 UPDATE jobs
 SET state = 'failed', finished_at = now(), error = %(error)s, error_detail = %(detail)s,
     log_path = %(log_path)s, cpu_seconds = %(cpu_seconds)s,
     peak_rss_bytes = %(peak_rss_bytes)s, exit_status = %(exit_status)s
 WHERE id = %(id)s AND attempts = %(attempt)s AND executor_id = %(executor)s
-  AND state = 'running';
+  AND state = 'running'
+RETURNING id, finished_at, error, exit_status, cpu_seconds, peak_rss_bytes
+), closed AS (
+    UPDATE attempts a
+    SET outcome = 'failed', finished_at = done.finished_at, reason = done.error,
+        exit_status = done.exit_status, cpu_seconds = done.cpu_seconds,
+        peak_rss_bytes = done.peak_rss_bytes
+    FROM done WHERE a.job_id = done.id AND a.finished_at IS NULL
+)
+SELECT id FROM done;
 
 -- name: job_hand_back
 -- A clean stop gives the job back without counting an attempt.
+WITH done AS (
 UPDATE jobs
 SET state = 'queued', attempts = attempts - 1, executor_id = NULL, claimed_at = NULL
 WHERE id = %(id)s AND attempts = %(attempt)s AND executor_id = %(executor)s
-  AND state = 'running';
+  AND state = 'running'
+RETURNING id
+), closed AS (
+    UPDATE attempts a SET outcome = 'handed back', finished_at = now()
+    FROM done WHERE a.job_id = done.id AND a.finished_at IS NULL
+)
+SELECT id FROM done;
 
 -- name: job_requeue
 -- The machine's fault, not the fold's (its runner died, a result it could not keep):
 -- the attempt counts, and the job runs again, or fails once it used them all.
+WITH done AS (
 UPDATE jobs
 SET state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
     error = CASE WHEN attempts >= max_attempts
@@ -95,7 +131,14 @@ SET state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
     claimed_at = CASE WHEN attempts >= max_attempts THEN claimed_at ELSE NULL END
 WHERE id = %(id)s AND attempts = %(attempt)s AND executor_id = %(executor)s
   AND state = 'running'
-RETURNING state, queue;
+RETURNING id, state, queue
+), closed AS (
+    UPDATE attempts a
+    SET outcome = CASE done.state WHEN 'failed' THEN 'failed' ELSE 'requeued' END,
+        finished_at = now(), reason = %(error)s, exit_status = %(exit_status)s
+    FROM done WHERE a.job_id = done.id AND a.finished_at IS NULL
+)
+SELECT state, queue FROM done;
 
 -- name: executors_mark_lost
 -- Executors silent for longer than the lease.
@@ -107,6 +150,7 @@ RETURNING id, host, pid;
 -- name: jobs_reap
 -- Jobs held by lost executors: queued again for their next attempt, or failed once
 -- they used all their attempts.
+WITH done AS (
 UPDATE jobs j
 SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' END,
     error = CASE WHEN j.attempts >= j.max_attempts
@@ -118,4 +162,12 @@ SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' E
     claimed_at = CASE WHEN j.attempts >= j.max_attempts THEN j.claimed_at ELSE NULL END
 FROM executors e
 WHERE e.id = j.executor_id AND e.state = 'lost' AND j.state = 'running'
-RETURNING j.id, j.state, j.queue;
+RETURNING j.id, j.state, j.queue, e.host, e.pid
+), closed AS (
+    UPDATE attempts a
+    SET outcome = CASE done.state WHEN 'failed' THEN 'failed' ELSE 'requeued' END,
+        finished_at = now(),
+        reason = format('its executor (%%s pid %%s) stopped answering', done.host, done.pid)
+    FROM done WHERE a.job_id = done.id AND a.finished_at IS NULL
+)
+SELECT id, state, queue FROM done;

@@ -21,13 +21,26 @@ VALUES (%(job_id)s, %(split)s, %(metric)s, %(value)s)
 ON CONFLICT DO NOTHING;
 
 -- name: job_scored
--- Fenced like every completion: only the attempt whose file was scored.
-UPDATE jobs SET state = 'scored', scored_at = now()
-WHERE id = %(id)s AND attempts = %(attempt)s AND state = 'predicted';
+-- Fenced like every completion: only the attempt whose file was scored. Its row in
+-- `attempts` is the job's last one.
+WITH done AS (
+    UPDATE jobs SET state = 'scored', scored_at = now()
+    WHERE id = %(id)s AND attempts = %(attempt)s AND state = 'predicted'
+    RETURNING id
+)
+UPDATE attempts a SET outcome = 'scored'
+FROM done
+WHERE a.id = (SELECT max(id) FROM attempts WHERE job_id = done.id);
 
 -- name: job_unscorable
-UPDATE jobs SET state = 'failed', error = %(error)s, error_detail = %(detail)s
-WHERE id = %(id)s AND attempts = %(attempt)s AND state = 'predicted';
+WITH done AS (
+    UPDATE jobs SET state = 'failed', error = %(error)s, error_detail = %(detail)s
+    WHERE id = %(id)s AND attempts = %(attempt)s AND state = 'predicted'
+    RETURNING id, error
+)
+UPDATE attempts a SET outcome = 'failed', reason = done.error
+FROM done
+WHERE a.id = (SELECT max(id) FROM attempts WHERE job_id = done.id);
 
 -- name: submissions_changed
 -- Submissions whose jobs changed since their results files were last written.
@@ -125,10 +138,15 @@ WITH marked AS (
     SELECT id, state FROM jobs
     WHERE submission_id = %(id)s AND state IN ('queued', 'running', 'predicted')
     FOR UPDATE
+), done AS (
+    UPDATE jobs j SET state = 'cancelled', finished_at = now()
+    FROM before WHERE j.id = before.id
+    RETURNING j.id, before.state
+), closed AS (
+    UPDATE attempts a SET outcome = 'cancelled', finished_at = now()
+    FROM done WHERE a.job_id = done.id AND a.finished_at IS NULL
 )
-UPDATE jobs j SET state = 'cancelled', finished_at = now()
-FROM before WHERE j.id = before.id
-RETURNING j.id, before.state;
+SELECT id, state FROM done;
 
 -- name: submission_by_label
 SELECT submission_id AS id FROM submission_labels
@@ -160,3 +178,13 @@ JOIN jobs j ON j.submission_id = s.id
 WHERE s.id = ANY(%(ids)s) AND d.kind = 'ramp' AND s.cancelled_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM jobs k WHERE k.submission_id = s.id AND k.state <> 'scored')
 ORDER BY s.id, j.fold;
+
+-- name: submission_attempts
+-- Every attempt of each of a submission's folds, oldest first (status.json's history).
+SELECT j.fold, a.attempt, a.outcome, a.reason, a.exit_status, a.claimed_at,
+       a.finished_at, a.cpu_seconds, a.peak_rss_bytes, e.host, e.pid
+FROM attempts a
+JOIN jobs j ON j.id = a.job_id
+LEFT JOIN executors e ON e.id = a.executor_id
+WHERE j.submission_id = %(id)s
+ORDER BY j.fold, a.id;
