@@ -1,5 +1,6 @@
-"""Prepare a native dataset bundle: read its data, check it, split off the test set,
-compute the CV folds once, and write them where executors read them.
+"""Prepare a native dataset bundle: read its data, check it, split off the test set
+(`spool.datafiles`), compute the CV folds once (`spool.folds`), and write them where
+executors read them.
 
 This runs in a child process (`python -m spool.prepare [--memory-mb N] [--file-mb N]
 [--module spool.rampkit] BUNDLE OUT PARENT`), with a timeout, never inside a daemon:
@@ -15,7 +16,7 @@ How rows are split (README, "Folds anyone can reproduce", says it for users): wi
 `test_fraction`, `train_test_split` (shuffled, random_state=test_seed, stratified by the
 target for a classification whose every class has two rows or more) keeps the training
 rows in its own order; the folds are then computed on those rows by the scheme's
-scikit-learn splitter (`compute_folds`), or read from the explicit folds file, whose
+scikit-learn splitter (`spool.folds`), or read from the explicit folds file, whose
 numbers index those rows. folds.npz holds `train_<k>` and `valid_<k>` (positions in
 train.parquet) and `rows` (for each row of train.parquet, its 0-based row in the train
 file as dropped), from which results/<dataset>/folds.json names the train file's rows.
@@ -35,13 +36,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spool import kitsandbox
-from spool.bundles import own
+from spool.datafiles import check_data, one_line, read_data, split_test
 from spool.environment import child_environment
 from spool.errors import BundleError
-from spool.manifests import DATASET_MANIFEST, DatasetManifest, parse_dataset_manifest
+from spool.folds import compute_folds
+from spool.manifests import DATASET_MANIFEST, parse_dataset_manifest
+from spool.trees import own
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 FOLDS_FILE = "folds.npz"
@@ -132,187 +134,22 @@ def _too_large(exc: BaseException) -> bool:
     )
 
 
-def _read(bundle: Path, rel: str) -> pd.DataFrame:
-    import pandas as pd
-
-    path = bundle / rel
-    if not path.is_file():
-        raise BundleError(f"{DATASET_MANIFEST}: data file {rel!r} is not in the bundle")
-    try:
-        if rel.lower().endswith((".parquet", ".pq")):
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise BundleError(f"{rel}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    except MemoryError:
-        raise
-    except Exception as exc:
-        if "out of memory" in str(exc).lower():  # pandas' C parser says so in a ParserError
-            raise MemoryError(_one_line(exc)) from None
-        kind = "Parquet" if rel.lower().endswith((".parquet", ".pq")) else "CSV"
-        raise BundleError(f"{rel}: cannot be read as {kind}: {_one_line(exc)}") from None
-    if len(frame) == 0 or len(frame.columns) == 0:
-        raise BundleError(f"{rel}: has no rows; the data is empty")
-    if any("\x00" in str(c) for c in frame.columns):
-        raise BundleError(f"{rel}: a column name contains a NUL character; remove it")
-    return frame
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def _check(
-    frame: pd.DataFrame, m: DatasetManifest, rel: str, *, is_test: bool = False
-) -> pd.DataFrame:
-    import pandas as pd
-
-    if m.target not in frame.columns:
-        shown = ", ".join(map(str, list(frame.columns)[:8]))
-        raise BundleError(
-            f"{rel}: target column {m.target!r} is not in the data (columns: {shown}); "
-            f"fix 'target' in {DATASET_MANIFEST} or the data's header"
-        )
-    missing = [c for c in m.data.drop_columns if c not in frame.columns]
-    if missing:
-        raise BundleError(f"{DATASET_MANIFEST}: data.drop_columns names {missing} not in {rel}")
-    y = frame[m.target]
-    if y.isna().any():
-        empty = int(y.isna().sum())
-        raise BundleError(f"{rel}: target column {m.target!r} has {empty} empty values")
-    if m.task == "regression" and not pd.api.types.is_numeric_dtype(y):
-        raise BundleError(f"{rel}: target column {m.target!r} must be numeric for regression")
-    if pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y):
-        import numpy as np
-
-        kind = np.complex128 if pd.api.types.is_complex_dtype(y) else np.float64
-        infinite = int(np.isinf(y.to_numpy(dtype=kind)).sum())
-        if infinite:  # no score is defined on them (inf - inf is NaN)
-            raise BundleError(
-                f"{rel}: target column {m.target!r} has {infinite} infinite values; "
-                "every target must be a finite number"
-            )
-    if m.task == "classification" and not is_test and y.nunique() < 2:
-        raise BundleError(f"{rel}: target column {m.target!r} has a single class; need two or more")
-    if m.cv.group_column and m.cv.group_column not in frame.columns:
-        raise BundleError(f"{rel}: cv.group_column {m.cv.group_column!r} is not in the data")
-    return frame.drop(columns=m.data.drop_columns)
-
-
-def _split_test(
-    train: pd.DataFrame, m: DatasetManifest
-) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    from sklearn.model_selection import train_test_split
-
-    if m.data.test_fraction is None:
-        return train, None
-    y = train[m.target]
-    stratify = None
-    if m.task == "classification" and y.value_counts().min() >= 2:
-        stratify = y
-    try:
-        kept, held = train_test_split(
-            train, test_size=m.data.test_fraction, random_state=m.data.test_seed,
-            stratify=stratify,
-        )  # fmt: skip
-    except ValueError as exc:
-        raise BundleError(f"{DATASET_MANIFEST}: data.test_fraction: {_one_line(exc)}") from None
-    return kept, held.reset_index(drop=True)  # kept's index: its rows in the train file
-
-
-def compute_folds(
-    train: pd.DataFrame, m: DatasetManifest, bundle: Path
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    import numpy as np
-    from sklearn import model_selection as ms
-
-    cv = m.cv
-    y = train[m.target].to_numpy()
-    groups = train[cv.group_column].to_numpy() if cv.group_column else None
-    seed = cv.seed if cv.shuffle else None
-    if cv.scheme == "explicit":
-        assert cv.folds_file is not None
-        return _explicit_folds(bundle, cv.folds_file, len(train))
-    splitters: dict[str, Any] = {
-        "kfold": lambda: ms.KFold(cv.n_splits, shuffle=cv.shuffle, random_state=seed),
-        "stratified_kfold": lambda: ms.StratifiedKFold(
-            cv.n_splits, shuffle=cv.shuffle, random_state=seed
-        ),
-        "shuffle_split": lambda: ms.ShuffleSplit(
-            cv.n_splits, test_size=cv.valid_size, random_state=cv.seed
-        ),
-        "stratified_shuffle_split": lambda: ms.StratifiedShuffleSplit(
-            cv.n_splits, test_size=cv.valid_size, random_state=cv.seed
-        ),
-        "group_kfold": lambda: ms.GroupKFold(cv.n_splits),
-        "time_series_split": lambda: ms.TimeSeriesSplit(cv.n_splits),
-    }
-    try:
-        splitter = splitters[cv.scheme]()
-        return [
-            (np.asarray(t, dtype=np.int64), np.asarray(v, dtype=np.int64))
-            for t, v in splitter.split(np.zeros(len(y)), y, groups)
-        ]
-    except ValueError as exc:
-        raise BundleError(f"{DATASET_MANIFEST}: cv: {_one_line(exc)}") from None
-
-
-def _explicit_folds(bundle: Path, rel: str, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    import numpy as np
-
-    path = bundle / rel
-    if not path.is_file():
-        raise BundleError(f"{DATASET_MANIFEST}: cv.folds_file {rel!r} is not in the bundle")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{rel}: not valid JSON: {_one_line(exc)}") from None
-    if not isinstance(raw, list) or not raw:
-        raise BundleError(
-            f"{rel}: expected a non-empty JSON list of {{train: [...], valid: [...]}}"
-        )
-    folds = []
-    for i, fold in enumerate(raw):
-        if not isinstance(fold, dict) or set(fold) != {"train", "valid"}:
-            raise BundleError(f"{rel}: fold {i}: expected an object with 'train' and 'valid'")
-        parts = []
-        for key in ("train", "valid"):
-            values = fold[key]
-            if not (
-                isinstance(values, list)
-                and values
-                and all(isinstance(x, int) and not isinstance(x, bool) for x in values)
-            ):
-                raise BundleError(
-                    f"{rel}: fold {i}: '{key}' must be a non-empty list of row numbers"
-                )
-            if min(values) < 0 or max(values) >= n:
-                raise BundleError(f"{rel}: fold {i}: '{key}' has row numbers outside 0..{n - 1}")
-            parts.append(np.asarray(values, dtype=np.int64))
-        if np.intersect1d(parts[0], parts[1]).size:
-            raise BundleError(f"{rel}: fold {i}: rows are in both 'train' and 'valid'")
-        folds.append((parts[0], parts[1]))
-    return folds
-
-
 def prepare(bundle: Path, out: Path) -> dict[str, Any]:
     """The child's work; raises BundleError for anything the organizer must fix."""
     import numpy as np
 
     m = parse_dataset_manifest((bundle / DATASET_MANIFEST).read_bytes())
     # Row i of the frame is row i of the train file (a Parquet file's own index aside).
-    train = _check(_read(bundle, m.data.train), m, m.data.train).reset_index(drop=True)
+    train = check_data(read_data(bundle, m.data.train), m, m.data.train).reset_index(drop=True)
     test: pd.DataFrame | None = None
     if m.data.test is not None:
-        test = _check(_read(bundle, m.data.test), m, m.data.test, is_test=True)
+        test = check_data(read_data(bundle, m.data.test), m, m.data.test, is_test=True)
         absent = [c for c in train.columns if c not in test.columns]
         if absent:
             raise BundleError(f"{m.data.test}: lacks columns of the training data: {absent[:8]}")
         test = test[list(train.columns)]
     else:
-        train, test = _split_test(train, m)
+        train, test = split_test(train, m)
     rows = train.index.to_numpy(dtype=np.int64)  # each training row's row in the train file
     train = train.reset_index(drop=True)
     folds = compute_folds(train, m, bundle)
@@ -326,7 +163,7 @@ def prepare(bundle: Path, out: Path) -> dict[str, Any]:
     except Exception as exc:
         if _too_large(exc):
             raise
-        raise BundleError(f"{m.data.train}: a column mixes types: {_one_line(exc)}") from None
+        raise BundleError(f"{m.data.train}: a column mixes types: {one_line(exc)}") from None
     arrays = {f"train_{i}": t for i, (t, _) in enumerate(folds)}
     arrays.update({f"valid_{i}": v for i, (_, v) in enumerate(folds)})
     arrays["rows"] = rows  # how results/<dataset>/folds.json names rows of the train file
