@@ -29,6 +29,7 @@ from sklearn.metrics import get_scorer
 from sklearn.utils.metaestimators import available_if
 
 from spool import arrays, responses
+from spool.npzformat import KINDS
 from spool.prepare import LABELS_FILE
 from spool.responses import DECISION, PREDICT, PROBA
 from watcher.fastscore import TWINS, Guarded
@@ -199,7 +200,7 @@ def _checked(array: np.ndarray, shape: tuple[int, ...], name: str, truth: Truth,
              method: str) -> np.ndarray:  # fmt: skip
     if array.shape != shape:
         raise Unscorable(f"'{name}' has shape {array.shape}, expected {shape}")
-    if array.dtype.kind not in arrays.KINDS:
+    if array.dtype.kind not in KINDS:
         raise Unscorable(f"'{name}' has type {array.dtype.str}, expected bool, integers or "
                          "floats")  # fmt: skip
     if truth.task == "classification" and method == PREDICT:

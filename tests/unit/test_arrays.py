@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.lib import format as npformat
 
-from spool import arrays
+from spool import arrays, npzformat
 from spool.arrays import ArraysRefused
 
 pytestmark = [pytest.mark.chaos, pytest.mark.filterwarnings("ignore:Duplicate name")]
@@ -126,8 +126,8 @@ def raw_zip(entries: list[tuple[str, bytes, int, int]]) -> bytes:
         central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, zipfile.ZIP_DEFLATED,
                                0, 0, crc, len(stream), size, len(raw), 0, 0, 0, 0, 0,
                                offset) + raw  # fmt: skip
-    end = arrays.EOCD.pack(b"PK\x05\x06", 0, 0, len(entries), len(entries), len(central),
-                           len(out), 0)  # fmt: skip
+    end = npzformat.EOCD.pack(b"PK\x05\x06", 0, 0, len(entries), len(entries), len(central),
+                              len(out), 0)  # fmt: skip
     return bytes(out + central + end)
 
 
@@ -230,12 +230,12 @@ def test_a_zip64_end_record_is_read_and_checked(tmp_path):
     def zip64(path: Path, entries: int) -> Path:
         data = good(tmp_path / "plain.npz").read_bytes()
         eocd = data[-22:]
-        _, _, _, _, _, size, offset, _ = arrays.EOCD.unpack(eocd)
+        _, _, _, _, _, size, offset, _ = npzformat.EOCD.unpack(eocd)
         body = data[:-22]
-        record = arrays.ZIP64_EOCD.pack(b"PK\x06\x06", 44, 45, 45, 0, 0, entries, entries,
-                                        size, offset)  # fmt: skip
-        locator = arrays.ZIP64_LOCATOR.pack(b"PK\x06\x07", 0, len(body), 1)
-        end = arrays.EOCD.pack(b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, size, offset, 0)
+        record = npzformat.ZIP64_EOCD.pack(b"PK\x06\x06", 44, 45, 45, 0, 0, entries, entries,
+                                           size, offset)  # fmt: skip
+        locator = npzformat.ZIP64_LOCATOR.pack(b"PK\x06\x07", 0, len(body), 1)
+        end = npzformat.EOCD.pack(b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, size, offset, 0)
         path.write_bytes(body + record + locator + end)
         return path
 
@@ -302,7 +302,7 @@ def test_every_file_numpy_writes_fits_in_size_needed(tmp_path_factory, rows, wid
     kind = np.dtype(dtype)
     saved = {}  # random bytes: incompressible, deflate's worst case
     for name, spec in expected.items():
-        shape = arrays._shape(name, spec)
+        shape = npzformat.expected_shape(name, spec)
         raw = rng.integers(0, 2 if kind.kind == "b" else 256, int(np.prod(shape)) * kind.itemsize,
                            dtype=np.uint8)  # fmt: skip
         saved[name] = raw.view(kind).reshape(shape)
