@@ -147,8 +147,7 @@ def apply(runner: Runner, options: Options, wheels: Wheelhouse) -> Report:
     report = Report(runner.name)
     base = f"$HOME/{options.remote_dir}"
     sftp_base = options.remote_dir
-    with Remote(runner, known_hosts=options.known_hosts, accept_new=options.accept_new,
-                identity=options.identity) as remote:  # fmt: skip
+    with _connect(runner, options) as remote:
         step = Step(remote, report, options.dry_run)
         python = _python(remote)
         _check_spool(remote, options, step)  # before anything changes on the runner
@@ -156,31 +155,8 @@ def apply(runner: Runner, options: Options, wheels: Wheelhouse) -> Report:
         if remote.run(f"test -x {base}/venv/bin/python", check=False)[0] != 0:
             step(f"create a virtual environment ({python})",
                  lambda: remote.run(f"{python} -m venv {base}/venv"))  # fmt: skip
-        present = remote.listing(f"{sftp_base}/wheels")
-        missing = {n: s for n, s in wheels.files().items() if present.get(n) != s}
-        if missing:
-            size = sum(missing.values()) / 2**20
-
-            def upload() -> None:
-                for name in missing:
-                    remote.put_file(wheels.folder / name, f"{sftp_base}/wheels/{name}")
-
-            step(f"upload {len(missing)} wheels ({size:.0f} MB)", upload)
-        installed = (remote.read(f"{sftp_base}/installed.txt") or b"").decode().strip()
-        wanted = " ".join([wheels.digest, *wheels.extras])  # datarun's wheel and the extras
-        changed = False
-        if installed != wanted:
-            changed = True
-            pip = (f"{base}/venv/bin/python -m pip install --quiet --no-index --find-links "
-                   f"{base}/wheels")  # fmt: skip
-            wheel = f"{base}/wheels/{wheels.datarun_wheel}"
-
-            def install() -> None:
-                remote.run(f"{pip} {wheel} " + " ".join(q(e) for e in wheels.extras))
-                remote.run(f"{pip} --force-reinstall --no-deps {wheel}")
-                remote.put(wanted.encode(), f"{sftp_base}/installed.txt", 0o644)
-
-            step(f"install datarun {wheels.datarun_wheel.split('-')[1]}", install)
+        _upload_wheels(remote, wheels, sftp_base, step)
+        changed = _install(remote, wheels, base, sftp_base, step)
         config = config_text(runner, options).encode()
         if remote.read(f"{sftp_base}/datarun.toml") != config:
             changed = True
@@ -204,9 +180,58 @@ def apply(runner: Runner, options: Options, wheels: Wheelhouse) -> Report:
                             since=time.time() - 5 if report.changes else 0.0)  # fmt: skip
         report.state = "running" if not options.dry_run else "dry run"
         report.version = wheels.datarun_wheel.split("-")[1]
+    return _done(report)
+
+
+def _upload_wheels(remote: Remote, wheels: Wheelhouse, sftp_base: str, step: Step) -> None:
+    """The wheels the runner lacks, or holds at another size, uploaded by SFTP."""
+    present = remote.listing(f"{sftp_base}/wheels")
+    missing = {n: s for n, s in wheels.files().items() if present.get(n) != s}
+    if missing:
+        size = sum(missing.values()) / 2**20
+
+        def upload() -> None:
+            for name in missing:
+                remote.put_file(wheels.folder / name, f"{sftp_base}/wheels/{name}")
+
+        step(f"upload {len(missing)} wheels ({size:.0f} MB)", upload)
+
+
+def _install(remote: Remote, wheels: Wheelhouse, base: str, sftp_base: str,
+             step: Step) -> bool:  # fmt: skip
+    """Install datarun's wheel and the extras from the uploaded wheels, when the runner's
+    `installed.txt` says it has other ones; whether it did (or would)."""
+    installed = (remote.read(f"{sftp_base}/installed.txt") or b"").decode().strip()
+    wanted = " ".join([wheels.digest, *wheels.extras])  # datarun's wheel and the extras
+    if installed == wanted:
+        return False
+    pip = (f"{base}/venv/bin/python -m pip install --quiet --no-index --find-links "
+           f"{base}/wheels")  # fmt: skip
+    wheel = f"{base}/wheels/{wheels.datarun_wheel}"
+
+    def install() -> None:
+        remote.run(f"{pip} {wheel} " + " ".join(q(e) for e in wheels.extras))
+        remote.run(f"{pip} --force-reinstall --no-deps {wheel}")
+        remote.put(wanted.encode(), f"{sftp_base}/installed.txt", 0o644)
+
+    step(f"install datarun {wheels.datarun_wheel.split('-')[1]}", install)
+    return True
+
+
+def _done(report: Report) -> Report:
     if not report.changes:
         report.changes.append("nothing to do")
     return report
+
+
+def _connect(runner: Runner, options: Options) -> Remote:
+    return Remote(runner, known_hosts=options.known_hosts, accept_new=options.accept_new,
+                  identity=options.identity)  # fmt: skip
+
+
+def _show_heartbeat(report: Report, row: dict[str, Any]) -> None:
+    report.executors = f"{row['count']} ({row['workers']} workers)"
+    report.heartbeat_age = f"{row['age']:.1f} s"
 
 
 def _check_spool(remote: Remote, options: Options, step: Step) -> None:
@@ -235,8 +260,7 @@ def _wait_heartbeat(runner: Runner, options: Options, report: Report, hint: str,
     while time.monotonic() < deadline:
         row = options.heartbeat(runner.name, since)
         if row is not None:
-            report.executors = f"{row['count']} ({row['workers']} workers)"
-            report.heartbeat_age = f"{row['age']:.1f} s"
+            _show_heartbeat(report, row)
             return
         time.sleep(1)
     raise RemoteError(f"no heartbeat from the executor within {options.heartbeat_timeout:.0f} s "
@@ -246,8 +270,7 @@ def _wait_heartbeat(runner: Runner, options: Options, report: Report, hint: str,
 def inspect(runner: Runner, options: Options) -> Report:
     report = Report(runner.name)
     base = f"$HOME/{options.remote_dir}"
-    with Remote(runner, known_hosts=options.known_hosts, accept_new=options.accept_new,
-                identity=options.identity) as remote:  # fmt: skip
+    with _connect(runner, options) as remote:
         service = services.choose(remote, base, options.remote_dir)
         report.state = ("running" if service.running() else "stopped") + f" ({service.kind})"
         for other in services.others(remote, service, base, options.remote_dir):
@@ -258,16 +281,14 @@ def inspect(runner: Runner, options: Options) -> Report:
     if options.heartbeat is not None:
         row = options.heartbeat(runner.name, 0.0)
         if row is not None:
-            report.executors = f"{row['count']} ({row['workers']} workers)"
-            report.heartbeat_age = f"{row['age']:.1f} s"
+            _show_heartbeat(report, row)
     return report
 
 
 def stop(runner: Runner, options: Options, restart: bool = False) -> Report:
     report = Report(runner.name)
     base = f"$HOME/{options.remote_dir}"
-    with Remote(runner, known_hosts=options.known_hosts, accept_new=options.accept_new,
-                identity=options.identity) as remote:  # fmt: skip
+    with _connect(runner, options) as remote:
         step = Step(remote, report, options.dry_run)
         service = services.choose(remote, base, options.remote_dir)
         live = [service] if service.running() else []
@@ -279,17 +300,14 @@ def stop(runner: Runner, options: Options, restart: bool = False) -> Report:
         report.state = "running" if restart else "stopped"
     if restart and not options.dry_run:
         _wait_heartbeat(runner, options, report, service.log_hint, since=time.time() - 5)
-    if not report.changes:
-        report.changes.append("nothing to do")
-    return report
+    return _done(report)
 
 
 def execute(runner: Runner, options: Options, command: str) -> Report:
     """Run an admin's command on a runner, inside its environment (venv first on PATH)."""
     report = Report(runner.name)
     base = f"$HOME/{options.remote_dir}"
-    with Remote(runner, known_hosts=options.known_hosts, accept_new=options.accept_new,
-                identity=options.identity) as remote:  # fmt: skip
+    with _connect(runner, options) as remote:
         if options.dry_run:
             report.changes.append(f"would run: {command}")
             return report
