@@ -18,6 +18,24 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+FOLDS_FILE = "folds.npz"
+SUMMARY_FILE = "summary.json"  # written last: its presence says the preparation succeeded
+
+
+def write_prepared(
+    out: Path,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    summary: dict[str, Any],
+    **extra: np.ndarray,
+) -> None:
+    """A prepared folder's folds and summary, as native datasets and RAMP kits write them."""
+    import numpy as np
+
+    arrays = {f"train_{i}": t for i, (t, _) in enumerate(folds)}
+    arrays.update({f"valid_{i}": v for i, (_, v) in enumerate(folds)})
+    np.savez(out / FOLDS_FILE, **arrays, **extra)  # type: ignore[arg-type]
+    (out / SUMMARY_FILE).write_text(json.dumps(summary), encoding="utf-8")
+
 
 def compute_folds(
     train: pd.DataFrame, m: DatasetManifest, bundle: Path

@@ -39,16 +39,14 @@ from spool import kitsandbox
 from spool.datafiles import check_data, one_line, read_data, split_test
 from spool.environment import child_environment
 from spool.errors import BundleError
-from spool.folds import compute_folds
+from spool.folds import SUMMARY_FILE, compute_folds, write_prepared
 from spool.manifests import DATASET_MANIFEST, parse_dataset_manifest
 from spool.trees import own
 
 if TYPE_CHECKING:
     import pandas as pd
 
-FOLDS_FILE = "folds.npz"
 LABELS_FILE = "test_labels.parquet"
-SUMMARY_FILE = "summary.json"
 ERROR_FILE = "error.txt"
 UNLIMITED = 4  # the child's exit code when it cannot set its limits: the machine's fault
 
@@ -164,10 +162,6 @@ def prepare(bundle: Path, out: Path) -> dict[str, Any]:
         if _too_large(exc):
             raise
         raise BundleError(f"{m.data.train}: a column mixes types: {one_line(exc)}") from None
-    arrays = {f"train_{i}": t for i, (t, _) in enumerate(folds)}
-    arrays.update({f"valid_{i}": v for i, (_, v) in enumerate(folds)})
-    arrays["rows"] = rows  # how results/<dataset>/folds.json names rows of the train file
-    np.savez(out / FOLDS_FILE, **arrays)  # type: ignore[arg-type]
     y = train[m.target]
     summary = {
         "n_train": len(train),
@@ -179,7 +173,8 @@ def prepare(bundle: Path, out: Path) -> dict[str, Any]:
         if m.task == "classification"
         else None,
     }
-    (out / SUMMARY_FILE).write_text(json.dumps(summary), encoding="utf-8")
+    # rows: how results/<dataset>/folds.json names rows of the train file
+    write_prepared(out, folds, summary, rows=rows)
     return summary
 
 

@@ -12,7 +12,6 @@ strings of a plain environment (`plain_strings`).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -21,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from spool.errors import BundleError
+from spool.folds import write_prepared
 
 PROBLEM = "problem.py"
 RAMP_EXTRA = "RAMP kits need ramp-workflow: pip install 'datarun[ramp]'"
@@ -138,9 +138,6 @@ def prepare(kit: Path, out: Path) -> dict[str, Any]:
         problems.append(f"{PROBLEM}: the workflow names no submission file (element_names)")
     if problems:
         raise BundleError("\n".join(problems))
-    arrays = {f"train_{i}": t for i, (t, _) in enumerate(folds)}
-    arrays.update({f"valid_{i}": v for i, (_, v) in enumerate(folds)})
-    np.savez(out / "folds.npz", **arrays)  # type: ignore[arg-type]
     summary = {
         "kind": "ramp",
         "title": str(getattr(problem, "problem_title", "")),
@@ -152,7 +149,7 @@ def prepare(kit: Path, out: Path) -> dict[str, Any]:
         "n_folds": len(folds),
         "classes": None,
     }
-    (out / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    write_prepared(out, folds, summary)
     return summary
 
 
