@@ -36,16 +36,15 @@ class Isolation:
             "namespaces": self.namespaces,
         }
 
-    @classmethod
-    def from_dict(cls, iso: dict[str, Any]) -> Isolation:
-        """What as_dict said (the zygote's side of it)."""
+    @staticmethod
+    def hierarchy(limits: dict[str, Any]) -> Hierarchy | None:
+        """The hierarchy a spec's limits name (the zygote's side of as_dict)."""
+        iso = limits.get("isolation") or {}
+        if not iso.get("cgroups"):
+            return None
         pids = iso.get("cgroup_pids")
-        hierarchy = (
-            Hierarchy(int(iso["cgroups"]), Path(iso["cgroup_memory"]), Path(pids) if pids else None)
-            if iso.get("cgroups")
-            else None
-        )
-        return cls(hierarchy, bool(iso.get("namespaces")))
+        return Hierarchy(int(iso["cgroups"]), Path(iso["cgroup_memory"]),
+                                 Path(pids) if pids else None)  # fmt: skip
 
     def describe(self) -> str:
         h = self.cgroups

@@ -1,6 +1,6 @@
 """The few Linux calls the sandboxes need (a fold's; a RAMP kit's children on the
 master) that Python 3.11's `os` lacks, through libc: unshare, setns, mount, umount2,
-pivot_root and mount_setattr."""
+pivot_root and mount_setattr; and the size of this process's address space."""
 
 from __future__ import annotations
 
@@ -115,3 +115,13 @@ PR_SET_NO_NEW_PRIVS = 38
 def no_new_privs() -> None:
     """No privilege from setuid or setgid programs (crontab, at) from here on."""
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+def vm_size() -> int:
+    """This process's address space in bytes (VmSize): what an RLIMIT_AS must leave
+    room beyond, since the libraries already loaded count against it."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0

@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spool import kitsandbox
+from spool import kitsandbox, linux
 from spool.datafiles import check_data, one_line, read_data, split_test
 from spool.environment import child_environment
 from spool.errors import BundleError
@@ -188,13 +188,6 @@ def die_with_parent(parent: int) -> None:
         os._exit(3)
 
 
-def _vm_size() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def confine(memory_mb: int, file_mb: int) -> None:
     """The fold's kind of limits: memory beyond what the libraries take once loaded and
     warmed up (pyarrow reserves its pools at first use), and the largest file written
@@ -210,7 +203,7 @@ def confine(memory_mb: int, file_mb: int) -> None:
     pd.read_parquet(io.BytesIO(buffer.getvalue()))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if memory_mb:
-        room = _vm_size() + memory_mb * 2**20
+        room = linux.vm_size() + memory_mb * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (room, room))
     if file_mb:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -150,14 +150,16 @@ def note_reclaims(lab: Lab, kills: list[Kill]) -> None:
     pending = [k for k in kills if k.reclaimed_after is None]
     if not pending:
         return
-    rows = lab.query("select id, attempts, extract(epoch from claimed_at)::float8 as claimed"
-                     " from jobs where id = any(%(ids)s)",
+    # from the attempts kept, not the job row: a job re-claimed and killed again since
+    # is queued with no claim time
+    rows = lab.query("select job_id, attempt, extract(epoch from claimed_at)::float8 as claimed"
+                     " from attempts where job_id = any(%(ids)s)",
                      {"ids": [k.job for k in pending]})  # fmt: skip
-    by_id = {r["id"]: r for r in rows}
+    claimed = {(r["job_id"], r["attempt"]): r["claimed"] for r in rows}
     for kill in pending:
-        row = by_id[kill.job]
-        if row["attempts"] > kill.attempt:
-            kill.reclaimed_after = row["claimed"] - kill.at
+        at = claimed.get((kill.job, kill.attempt + 1))
+        if at is not None:
+            kill.reclaimed_after = at - kill.at
 
 
 def test_sigkilled_executors_lose_nothing_and_score_each_job_once(lab: Lab):
@@ -227,7 +229,15 @@ def test_sigkilled_executors_lose_nothing_and_score_each_job_once(lab: Lab):
     assert list(lab.scratch.iterdir()) == []
 
     worst = max(k.reclaimed_after or 0.0 for k in kills)
-    report = ", ".join(f"{k.point} {k.reclaimed_after:.2f}s" for k in kills)
+    # when each killed attempt was given back (its row in attempts), then re-claimed
+    ended = {(r["job_id"], r["attempt"]): r["t"] for r in lab.query(
+        "select job_id, attempt, extract(epoch from finished_at)::float8 as t from attempts"
+        " where job_id = any(%(ids)s)", {"ids": [k.job for k in kills]})}  # fmt: skip
+    report = ", ".join(
+        f"{k.point} {k.reclaimed_after:.2f}s (given back after "
+        f"{(ended.get((k.job, k.attempt)) or k.at) - k.at:.2f}s)"
+        for k in kills
+    )
     print(
         f"\n{len(kills)} kills; re-claimed after: {report}; worst {worst:.2f} s "
         f"(lease {LEASE:g} s + reap {REAP:g} s)"

