@@ -1,7 +1,9 @@
 """Executor chaos: three executors over 300 fold jobs, one SIGKILLed every few seconds
 (at a claim, mid-fold, while publishing a prediction file) and restarted. Every job
-ends scored exactly once, and every killed job is claimed again within the lease plus
-the reap interval (plus the end of a fold that a busy worker must finish first)."""
+ends scored exactly once, every killed job is given back within the lease plus the
+reap interval, and is then the next job a worker claims: no job queued behind it goes
+first. (How long that takes depends on when a worker is free; with executors killed
+and restarting, at times none is, so the test does not bound it.)"""
 
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ pytestmark = pytest.mark.chaos
 
 LEASE = 3.0
 REAP = LEASE / 2  # executors and the master reap every half lease
-FOLD = 0.7  # the longest fold below
+BEAT = 0.5
+COMMIT = 0.3  # a claim that starts this soon after a give-back may not see it yet
 SUBMISSIONS, FOLDS, KILLS = 60, 5, 12
 NAPPING = hostile("import random, time; time.sleep(random.uniform(0.3, 0.7))").replace(
     "return None", "import numpy as np; return np.full((len(X), 3), 1 / 3)"
@@ -83,7 +86,7 @@ def lab(env, tmp_path) -> Iterator[Lab]:
     chaos.mkdir()
     scratch = reachable_tmp("datarun-test-scratch-")  # the sandbox user enters it
     env.update(DATARUN_SWEEP_SECONDS="0.5", DATARUN_LEASE_SECONDS=str(LEASE),
-               DATARUN_HEARTBEAT_SECONDS="0.5", DATARUN_POLL_SECONDS="0.5",
+               DATARUN_HEARTBEAT_SECONDS=str(BEAT), DATARUN_POLL_SECONDS="0.5",
                DATARUN_RESCAN_SECONDS="2", DATARUN_STOP_GRACE_SECONDS="5",
                DATARUN_SCRATCH_DIR=str(scratch), CHAOS_DIR=str(chaos),
                PYTHONPATH=str(Path(__file__).parents[2]))  # fmt: skip
@@ -228,19 +231,28 @@ def test_sigkilled_executors_lose_nothing_and_score_each_job_once(lab: Lab):
     assert {p.name for p in (spool / "predictions").iterdir()} == expected
     assert list(lab.scratch.iterdir()) == []
 
-    worst = max(k.reclaimed_after or 0.0 for k in kills)
-    # when each killed attempt was given back (its row in attempts), then re-claimed
-    ended = {(r["job_id"], r["attempt"]): r["t"] for r in lab.query(
-        "select job_id, attempt, extract(epoch from finished_at)::float8 as t from attempts"
-        " where job_id = any(%(ids)s)", {"ids": [k.job for k in kills]})}  # fmt: skip
-    report = ", ".join(
-        f"{k.point} {k.reclaimed_after:.2f}s (given back after "
-        f"{(ended.get((k.job, k.attempt)) or k.at) - k.at:.2f}s)"
-        for k in kills
-    )
-    print(
-        f"\n{len(kills)} kills; re-claimed after: {report}; worst {worst:.2f} s "
-        f"(lease {LEASE:g} s + reap {REAP:g} s)"
-    )
-    assert all(k.reclaimed_after is not None for k in kills)
-    assert worst <= LEASE + REAP + FOLD + 0.5, report
+    check_give_backs(lab, kills)
+
+
+def check_give_backs(lab: Lab, kills: list[Kill]) -> None:
+    """Each killed attempt was given back in time, and its job was the next claimed."""
+    rows = lab.query("select job_id, attempt, extract(epoch from claimed_at)::float8 as c,"
+                     " extract(epoch from finished_at)::float8 as f from attempts")  # fmt: skip
+    claims = sorted((r["c"], r["job_id"]) for r in rows)
+    ended = {(r["job_id"], r["attempt"]): r["f"] for r in rows}
+    lines, late, jumped = [], [], []
+    for k in kills:
+        given_back = ended[(k.job, k.attempt)]
+        assert k.reclaimed_after is not None, f"job {k.job} was never claimed again"
+        reclaimed = k.at + k.reclaimed_after
+        ahead = [job for at, job in claims
+                 if given_back + COMMIT < at < reclaimed and job > k.job]  # fmt: skip
+        lines.append(f"{k.point} job {k.job}: given back after {given_back - k.at:.2f} s, "
+                     f"claimed {reclaimed - given_back:.2f} s later"
+                     + (f" after jobs {ahead} queued behind it" if ahead else ""))  # fmt: skip
+        late += [k] if given_back - k.at > LEASE + REAP + BEAT + 0.5 else []
+        jumped += [k] if ahead else []
+    report = "\n".join(lines)
+    print(f"\n{len(kills)} kills (lease {LEASE:g} s, reap every {REAP:g} s):\n{report}")
+    assert not late, report
+    assert not jumped, report
