@@ -1,4 +1,8 @@
-"""The executor's side of the zygote: start it, send it folds, wait for their ends."""
+"""The executor's side of the zygote: start it, send it folds, wait for their ends.
+
+The JSON lines it writes and reads are the zygote's protocol (executor.zygote); a
+fold's spec and its end cross here as `FoldSpec.to_dict` and `FoldDone.from_message`.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
+from executor.messages import FoldDone, FoldSpec
 from spool.environment import child_environment
 from spool.errors import DatarunError
 
@@ -28,7 +33,7 @@ class _Session:
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
-        self.pending: dict[str, Future[dict[str, Any]]] = {}
+        self.pending: dict[str, Future[FoldDone]] = {}
         self.groups: dict[str, int] = {}  # each running fold's process group
         self.ready = threading.Event()
         self.ended: str | None = None  # why it is gone, once its output ended
@@ -81,14 +86,14 @@ class ZygoteClient:
         except (BrokenPipeError, OSError) as exc:
             raise ZygoteDied(f"the fold runner is gone: {exc}") from exc
 
-    def run(self, key: str, spec: dict[str, Any]) -> Future[dict[str, Any]]:
-        """Start a fold; the future resolves with the zygote's `done` message, or fails
-        with ZygoteDied if the zygote dies first (never stays pending)."""
+    def run(self, key: str, spec: FoldSpec) -> Future[FoldDone]:
+        """Start a fold; the future resolves with how it ended (or why it could not
+        start), or fails with ZygoteDied if the zygote dies first (never stays pending)."""
         self.start()
-        future: Future[dict[str, Any]] = Future()
+        future: Future[FoldDone] = Future()
         with self._lock:  # the reader fails what is pending under the same lock
             session = self._session
-            self._send_locked(session, {"op": "run", "key": key, "spec": spec})
+            self._send_locked(session, {"op": "run", "key": key, "spec": spec.to_dict()})
             assert session is not None
             session.pending[key] = future
         return future
@@ -120,7 +125,7 @@ class ZygoteClient:
                     session.groups.pop(key, None)
                     future = session.pending.pop(key, None)
                 if future is not None:
-                    future.set_result(message)
+                    future.set_result(FoldDone.from_message(message))
         try:  # its output ended: it is dying or dead; say how, for the folds' reasons
             code = session.proc.wait(timeout=5)
             how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"

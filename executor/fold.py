@@ -23,15 +23,19 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from executor import mounts
+from executor import mounts, workflows
+from executor.messages import FoldResult, FoldSpec
 from spool import linux
+
+if TYPE_CHECKING:  # imported in the child, and only for a RAMP kit's fold
+    from executor.rampfold import Kit
 
 RESULT = "result.json"
 PREDICTIONS = "pred.npz"
@@ -59,7 +63,7 @@ def load_dataset(store: Path, kind: str = "native", target: str | None = None) -
     return Dataset(pd.read_parquet(prepared / "train.parquet"), features, arrays)
 
 
-def isolate(spec: dict[str, Any], output: int) -> None:
+def isolate(spec: FoldSpec, output: int) -> None:
     """Own session, output to the zygote's pipe, nothing else inherited, a clean
     environment: what a RAMP kit's own code (trusted) may run under, before `confine`."""
     os.setsid()
@@ -74,46 +78,47 @@ def isolate(spec: dict[str, Any], output: int) -> None:
     sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     os.environ.clear()
-    os.environ.update(spec["env"])
+    os.environ.update(spec.env)
     sys.dont_write_bytecode = True
 
 
-def confine(spec: dict[str, Any]) -> None:
+def confine(spec: FoldSpec) -> None:
     """Limits, control groups, namespaces, the sandbox user, the work folder: for
     submission code."""
-    limits = spec["limits"]
-    isolated = bool((limits.get("isolation") or {}).get("namespaces"))
+    limits = spec.limits
+    isolated = limits.namespaces
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if limits.get("cpu_seconds"):
-        cpu = int(limits["cpu_seconds"])
+    if limits.cpu_seconds:
+        cpu = int(limits.cpu_seconds)
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
-    if limits.get("memory_mb"):
+    if limits.memory_mb:
         # Per process, even under a memory cgroup: one allocation too large is then a
         # MemoryError the fold reports, not a kill.
-        room = linux.vm_size() + int(limits["memory_mb"]) * 2**20
+        room = linux.vm_size() + int(limits.memory_mb) * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (room, room))
-    if limits.get("disk_mb") and not isolated:  # without a tmpfs: per file, at least
-        size = int(limits["disk_mb"]) * 2**20
+    if limits.disk_mb and not isolated:  # without a tmpfs: per file, at least
+        size = int(limits.disk_mb) * 2**20
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-    for join in spec.get("cgroups") or ():  # the fold's groups, before its code
+    for join in spec.cgroups:  # the fold's groups, before its code
         with open(join, "w", encoding="ascii") as handle:
             handle.write("0")
-    if spec.get("uid") is not None:
+    if spec.uid is not None:
         linux.no_new_privs()  # no crontab, no at: nothing outlives the fold
-        flags = linux.CLONE_NEWNET if limits.get("network") == "none" else 0
+        flags = linux.CLONE_NEWNET if limits.network == "none" else 0
         if isolated:  # its own mounts, and SysV IPC objects that go with it
             flags |= linux.CLONE_NEWNS | linux.CLONE_NEWIPC
         if flags:
             linux.unshare(flags)
         if isolated:
             mounts.enter_root(spec)
-        if limits.get("max_processes"):
-            n = int(limits["max_processes"])
+        if limits.max_processes:
+            n = int(limits.max_processes)
             resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
         os.setgroups([])
-        os.setgid(int(spec["gid"]))
-        os.setuid(int(spec["uid"]))
-    os.chdir(spec["work"])
+        assert spec.gid is not None  # given with the uid
+        os.setgid(int(spec.gid))
+        os.setuid(int(spec.uid))
+    os.chdir(spec.work)
     _keep_room()
 
 
@@ -162,92 +167,124 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def child_main(spec: dict[str, Any], data: Dataset, output: int) -> int:
+def child_main(spec: FoldSpec, data: Dataset, output: int) -> int:
     """Runs in the forked child; returns its exit code (0: predictions written)."""
     forked = time.time()
     isolate(spec, output)
-    code = Path(spec["code"])
-    result: dict[str, Any] = {"versions": _versions()}
+    versions = _versions()
+    try:
+        kit = _confine_with_kit(spec)
+    except KitUnreadable as unreadable:
+        return _report(replace(unreadable.result, versions=versions), work=spec.work)
+    result = _train_and_predict(spec, data, kit, forked=forked, sandboxed=time.time())
+    return _report(replace(result, versions=versions), work=spec.work)
+
+
+class KitUnreadable(Exception):
+    """A RAMP kit's problem or data could not be read: the fold fails, saying so."""
+
+    def __init__(self, result: FoldResult) -> None:
+        super().__init__(result.error)
+        self.result = result
+
+
+def _confine_with_kit(spec: FoldSpec) -> Kit | None:
+    """Confine the child; for a RAMP kit, load its problem and data (None otherwise).
+    A kit's problem.py is the organizer's code, but not root's: with namespaces its
+    folder is in the fold's own root, so it runs confined, as the fold's user. Without
+    them the sandbox user may not reach the store, so it runs before confine."""
+    ramp = spec.kind == "ramp"
+    late = ramp and spec.limits.namespaces
     kit = None
-    ramp = spec.get("kind") == "ramp"
-    # A kit's problem.py is the organizer's code, but not root's: with namespaces its
-    # folder is in the fold's own root, so it runs confined, as the fold's user. Without
-    # them the sandbox user may not reach the store, so it runs before confine.
-    late = ramp and bool((spec["limits"].get("isolation") or {}).get("namespaces"))
     if ramp and not late:
         try:
             kit = _load_kit(spec)
         except BaseException as exc:
             confine(spec)  # into the work folder, where the result is written
-            return _kit_failed(result, exc, spec)
+            raise KitUnreadable(_kit_failed(exc)) from exc
     confine(spec)
     if late:
         try:
             kit = _load_kit(spec)
         except BaseException as exc:
-            return _kit_failed(result, exc, spec)
-    sandboxed = time.time()
+            raise KitUnreadable(_kit_failed(exc)) from exc
+    return kit
+
+
+def _train_and_predict(
+    spec: FoldSpec, data: Dataset, kit: Kit | None, *, forked: float, sandboxed: float
+) -> FoldResult:
+    """Run the submission on the fold and save its predictions: how it went."""
+    code = Path(spec.code)
     reserve = bytearray(256 << 10)  # freed to report a MemoryError
-    from executor import workflows
-
     try:
-        fold = int(spec["fold"])
-        if kit is not None:
-            from executor import rampfold
-
-            rows = data.folds[f"train_{fold}"], data.folds[f"valid_{fold}"]
-            kit_predictions = rampfold.run(kit, code, *rows)
-            arrays: dict[str, np.ndarray] = {"train": kit_predictions.train}
-            if kit_predictions.test is not None:
-                arrays["test"] = kit_predictions.test
-            predictions: workflows.Predictions | workflows.Responses = kit_predictions
-        else:
-            assert data.train is not None
-            predictions = workflows.run(
-                spec["workflow"], spec["task"], code, train=data.train, test=data.test,
-                target=spec["target"], train_rows=data.folds[f"train_{fold}"],
-                classes=spec["classes"], seed=fold, scores=spec.get("scores") or [],
-            )  # fmt: skip
-            arrays = predictions.arrays(spec["task"])
-        os.chdir(spec["work"])  # wherever the submission moved
+        predictions, arrays = _predict(spec, data, kit)
+        os.chdir(spec.work)  # wherever the submission moved
         np.savez(PREDICTIONS, **arrays)  # type: ignore[arg-type]
-        result["phases"] = {"forked_at": forked, "sandbox": sandboxed - forked,
-                            "saved": time.time() - sandboxed}  # fmt: skip
-        result.update(
+        phases = {"forked_at": forked, "sandbox": sandboxed - forked,
+                  "saved": time.time() - sandboxed}  # fmt: skip
+        return FoldResult(
             ok=True, train_seconds=predictions.train_seconds,
             valid_seconds=predictions.valid_seconds, test_seconds=predictions.test_seconds,
+            phases=phases,
         )  # fmt: skip
     except MemoryError:
         del reserve
-        result.update(ok=False, error=f"memory limit of {spec['limits'].get('memory_mb')} MB "
-                      "exceeded", traceback="MemoryError")  # fmt: skip
+        return FoldResult(error=f"memory limit of {spec.limits.memory_mb} MB exceeded",
+                          traceback="MemoryError")  # fmt: skip
     except BaseException as exc:
         theirs = _their_traceback(exc, code)
-        result.update(ok=False, error=_disk_reason(exc, spec) or _one_line(exc),
-                      traceback=theirs)  # fmt: skip
         sys.stderr.write(theirs)
-    return _report(result, work=spec["work"])
+        return FoldResult(error=_disk_reason(exc, spec) or _one_line(exc), traceback=theirs)
 
 
-def _load_kit(spec: dict[str, Any]) -> Any:
+def _predict(
+    spec: FoldSpec, data: Dataset, kit: Kit | None
+) -> tuple[workflows.Predictions | workflows.Responses, dict[str, np.ndarray]]:
+    """The kit's workflow or the native one, on this fold: (their timings, the arrays
+    of the predictions file)."""
+    fold = int(spec.fold)
+    code = Path(spec.code)
+    if kit is not None:
+        from executor import rampfold
+
+        rows = data.folds[f"train_{fold}"], data.folds[f"valid_{fold}"]
+        kit_predictions = rampfold.run(kit, code, *rows)
+        arrays: dict[str, np.ndarray] = {"train": kit_predictions.train}
+        if kit_predictions.test is not None:
+            arrays["test"] = kit_predictions.test
+        return kit_predictions, arrays
+    assert data.train is not None
+    assert spec.task is not None and spec.target is not None  # a native dataset has both
+    responses = workflows.run(
+        spec.workflow, spec.task, code, train=data.train, test=data.test,
+        target=spec.target, train_rows=data.folds[f"train_{fold}"],
+        classes=list(spec.classes), seed=fold, scores=list(spec.scores),
+    )  # fmt: skip
+    return responses, responses.arrays(spec.task)
+
+
+def _load_kit(spec: FoldSpec) -> Kit:
     from executor import rampfold
 
-    return rampfold.load(Path(spec["dataset_path"]) / "bundle")
+    return rampfold.load(Path(spec.dataset_path) / "bundle")
 
 
-def _kit_failed(result: dict[str, Any], exc: BaseException, spec: dict[str, Any]) -> int:
-    return _report(result, f"the RAMP kit's data could not be read: {_one_line(exc)}",
-                   traceback.format_exc(), work=spec["work"])  # fmt: skip
+def _kit_failed(exc: BaseException) -> FoldResult:
+    """Within the `except` that caught `exc` (its traceback is the one being handled)."""
+    detail = traceback.format_exc()
+    sys.stderr.write(detail)
+    return FoldResult(error=f"the RAMP kit's data could not be read: {_one_line(exc)}",
+                      traceback=detail)  # fmt: skip
 
 
-def _disk_reason(exc: BaseException, spec: dict[str, Any]) -> str | None:
+def _disk_reason(exc: BaseException, spec: FoldSpec) -> str | None:
     """A full work folder or private /tmp (ENOSPC), or a file past RLIMIT_FSIZE (EFBIG),
     said as the fold's disk limit."""
-    limits = spec["limits"]
-    disk = limits.get("disk_mb")
+    disk = spec.limits.disk_mb
     if not disk or not isinstance(exc, OSError):
         return None
-    if exc.errno == errno.ENOSPC and (limits.get("isolation") or {}).get("namespaces"):
+    if exc.errno == errno.ENOSPC and spec.limits.namespaces:
         return (f"disk limit of {disk} MB exceeded (work/, or /tmp, /var/tmp and /dev/shm "
                 f"together): {_one_line(exc)}")  # fmt: skip
     if exc.errno == errno.EFBIG:
@@ -255,14 +292,9 @@ def _disk_reason(exc: BaseException, spec: dict[str, Any]) -> str | None:
     return None
 
 
-def _report(
-    result: dict[str, Any], error: str | None = None, detail: str = "", *, work: str
-) -> int:
+def _report(result: FoldResult, *, work: str) -> int:
     """Write result.json in the work folder (wherever the submission left the cwd);
     the exit code."""
-    if error is not None:
-        result.update(ok=False, error=error, traceback=detail)
-        sys.stderr.write(detail)
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -270,8 +302,8 @@ def _report(
         with contextlib.suppress(OSError):
             os.unlink(ROOM)  # its room is now result.json's
         with open(RESULT, "w", encoding="utf-8") as handle:
-            json.dump(result, handle)
+            json.dump(result.to_dict(), handle)
     except OSError as exc:
         sys.stderr.write(f"\n{type(exc).__name__}: {exc} (writing {RESULT})\n")
         return 1
-    return 0 if result["ok"] else 1
+    return 0 if result.ok else 1

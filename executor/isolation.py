@@ -36,15 +36,16 @@ class Isolation:
             "namespaces": self.namespaces,
         }
 
-    @staticmethod
-    def hierarchy(limits: dict[str, Any]) -> Hierarchy | None:
-        """The hierarchy a spec's limits name (the zygote's side of as_dict)."""
-        iso = limits.get("isolation") or {}
-        if not iso.get("cgroups"):
-            return None
+    @classmethod
+    def from_dict(cls, iso: dict[str, Any]) -> Isolation:
+        """What as_dict said (the zygote's side of it)."""
         pids = iso.get("cgroup_pids")
-        return Hierarchy(int(iso["cgroups"]), Path(iso["cgroup_memory"]),
-                                 Path(pids) if pids else None)  # fmt: skip
+        hierarchy = (
+            Hierarchy(int(iso["cgroups"]), Path(iso["cgroup_memory"]), Path(pids) if pids else None)
+            if iso.get("cgroups")
+            else None
+        )
+        return cls(hierarchy, bool(iso.get("namespaces")))
 
     def describe(self) -> str:
         h = self.cgroups

@@ -22,11 +22,14 @@ import errno
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from spool import linux, newroot
 from spool.linux import MNT_DETACH, MS_NODEV, MS_NOSUID
 from spool.newroot import plan
+
+if TYPE_CHECKING:  # messages imports isolation, which imports this module
+    from executor.messages import FoldSpec
 
 __all__ = ["NEWROOT", "enter_root", "mount_work", "plan", "release_scratch", "release_stale"]
 
@@ -35,14 +38,14 @@ log = logging.getLogger(__name__)
 NEWROOT = "/run/datarun-fold-root"  # where each fold mounts its new root before pivoting
 
 
-def enter_root(spec: dict[str, Any]) -> None:
+def enter_root(spec: FoldSpec) -> None:
     """In the fold's child, as root, in a fresh mount namespace (and the fold's PID
     namespace): build the fold's root and pivot into it. Leaves the cwd at `/`."""
-    read_only = [spec["code"]]
-    if spec.get("kind") == "ramp":  # the kit's own files, as ramp-test shows them
-        read_only.append(str(Path(spec["dataset_path"]) / "bundle"))
-    newroot.enter(NEWROOT, read_only=read_only, writable=[spec["work"]],  # work: a tmpfs
-                  tmp_mb=int(spec["limits"].get("disk_mb") or 1024))  # fmt: skip
+    read_only = [spec.code]
+    if spec.kind == "ramp":  # the kit's own files, as ramp-test shows them
+        read_only.append(str(Path(spec.dataset_path) / "bundle"))
+    newroot.enter(NEWROOT, read_only=read_only, writable=[spec.work],  # work: a tmpfs
+                  tmp_mb=int(spec.limits.disk_mb or 1024))  # fmt: skip
 
 
 # ---- the executor's side: work/ as a tmpfs -------------------------------------------

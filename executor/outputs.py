@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from executor import SANDBOX_FAILED
+from executor.messages import FoldDone, FoldLimits, FoldResult
 from spool import arrays, linux, responses
 from spool.bundles import freeze, remove
 from spool.jobs import DETAIL_CHARS, REASON_CHARS, ClaimedJob, Outcome, clean_text
@@ -106,29 +107,27 @@ def _publish(folder: Path, name: str, data: bytes) -> Path:
     return target
 
 
-def _reason(
-    done: dict[str, Any], result: dict[str, Any] | None, limits: dict[str, Any], log_tail: str
-) -> str:
+def _reason(done: FoldDone, result: FoldResult | None, limits: FoldLimits, log_tail: str) -> str:
     """One line saying why a fold failed."""
-    if done.get("op") == "error":
-        return f"the fold could not start: {done.get('message')}"
-    if done.get("timed_out"):
-        return f"timeout after {limits['timeout']:g} s"
-    if done.get("killed"):
+    if done.start_error is not None:
+        return f"the fold could not start: {done.start_error}"
+    if done.timed_out:
+        return f"timeout after {limits.timeout:g} s"
+    if done.killed:
         return "stopped: the job was cancelled or given back"
-    if done.get("oom"):  # the fold's control group: all its processes and tmpfs files
+    if done.oom:  # the fold's control group: all its processes and tmpfs files
         return (
-            f"memory limit of {limits.get('memory_mb')} MB exceeded (the fold's "
+            f"memory limit of {limits.memory_mb} MB exceeded (the fold's "
             "processes together, their shared memory and temporary files included)"
         )
-    if result and result.get("error"):
-        return str(result["error"])[:500]
-    if done.get("disk_full"):
-        return f"disk limit of {limits.get('disk_mb')} MB exceeded in work/"
-    code = done.get("exit_code")
-    if isinstance(code, int) and code < 0:
-        if -code == signal.SIGXCPU and limits.get("cpu_seconds"):
-            return f"CPU time limit of {limits['cpu_seconds']:g} s exceeded"
+    if result is not None and result.error:
+        return result.error[:500]
+    if done.disk_full:
+        return f"disk limit of {limits.disk_mb} MB exceeded in work/"
+    code = done.exit_code
+    if code is not None and code < 0:
+        if -code == signal.SIGXCPU and limits.cpu_seconds:
+            return f"CPU time limit of {limits.cpu_seconds:g} s exceeded"
         try:
             name = signal.Signals(-code).name
         except ValueError:
@@ -143,7 +142,7 @@ RESULT_TEXT = {"error": REASON_CHARS, "traceback": DETAIL_CHARS}
 RESULT_SECONDS = ("train_seconds", "valid_seconds", "test_seconds")
 
 
-def parse_result(raw: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+def parse_result(raw: bytes | None) -> tuple[FoldResult | None, str | None]:
     """The fold's result.json, which its own code could have written: every field is
     checked for its type before anything reads it. (result, why it is malformed)."""
     if raw is None:
@@ -154,13 +153,14 @@ def parse_result(raw: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
         return None, "the fold's result file is not valid JSON"
     if not isinstance(loaded, dict):
         return None, "the fold's result file is not a JSON object"
-    result: dict[str, Any] = {"ok": loaded.get("ok") is True}
+    text: dict[str, str | None] = {}
     for name, cap in RESULT_TEXT.items():
         value = loaded.get(name)
         if value is not None and not isinstance(value, str):
             return None, f"the fold's result file is malformed: {name} is not text"
         one_line = name == "error"  # NUL, lone surrogates and such, out before use
-        result[name] = clean_text(value, cap, one_line=one_line) if value is not None else None
+        text[name] = clean_text(value, cap, one_line=one_line) if value is not None else None
+    seconds: dict[str, float | None] = {}
     for name in RESULT_SECONDS:
         value = loaded.get(name)
         if value is not None and not (
@@ -168,61 +168,48 @@ def parse_result(raw: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
             and math.isfinite(value) and value >= 0
         ):  # fmt: skip
             return None, f"the fold's result file is malformed: {name} is not a duration"
-        result[name] = None if value is None else float(value)
+        seconds[name] = None if value is None else float(value)
     versions = loaded.get("versions")
-    if isinstance(versions, dict) and all(
+    if not (isinstance(versions, dict) and all(
         isinstance(k, str) and isinstance(v, str) and len(k) + len(v) < 200
         for k, v in versions.items()
-    ):
-        result["versions"] = dict(list(versions.items())[:20])
-    else:
-        result["versions"] = None
-    return result, None
+    )):  # fmt: skip
+        versions = None
+    return FoldResult(
+        ok=loaded.get("ok") is True, error=text["error"], traceback=text["traceback"],
+        train_seconds=seconds["train_seconds"], valid_seconds=seconds["valid_seconds"],
+        test_seconds=seconds["test_seconds"],
+        versions=dict(list(versions.items())[:20]) if versions is not None else None,
+    ), None  # fmt: skip
 
 
 def collect(
-    job: ClaimedJob, scratch: Path, done: dict[str, Any], *, spec: dict[str, Any],
+    job: ClaimedJob, scratch: Path, done: FoldDone, *, limits: FoldLimits,
     spool: Spool, executor: dict[str, Any],
 ) -> Outcome:  # fmt: skip
     """Publish what the fold produced and say how it went."""
-    work = scratch / "work"
-    result, malformed = parse_result(_read_untrusted(work, "result.json", MAX_RESULT))
-    if malformed:
-        result = {"error": malformed}
-    ok = done.get("op") == "done" and done.get("exit_code") == 0
-    ok = ok and bool(result and result.get("ok"))
-    predictions, refused = _read_predictions(job, work) if ok else (None, None)
-    if ok and predictions is None:
-        ok, result = False, {"error": refused}
+    result, predictions = _what_it_left(job, scratch / "work", done)
+    ok = predictions is not None
+    error = None if ok else _reason(done, result, limits, _last_line(scratch / "fold.log"))
+    theirs = result.traceback if error and result is not None else None
     folder = spool.predictions
-    error = None if ok else _reason(done, result, spec["limits"], _last_line(scratch / "fold.log"))
-    log_path = folder / f"{job.key}.log"
-    with open(log_path, "wb") as handle:  # a failure's reason first, then the output
-        if error:
-            theirs = (result or {}).get("traceback") or ""
-            handle.write(f"{error}\n{theirs.rstrip()}\n\n--- the fold's output ---\n".encode())
-        try:
-            with open(scratch / "fold.log", "rb") as source:
-                shutil.copyfileobj(source, handle)
-        except OSError:
-            pass
+    log_path = _publish_log(folder / f"{job.key}.log", scratch / "fold.log", error, theirs)
     npz = _publish(folder, f"{job.key}.npz", predictions) if predictions is not None else None
-    base = int(done.get("base_rss_kb") or 0) * 1024
-    peak = int(done.get("peak_rss_kb") or 0) * 1024 or None
-    group = done.get("memory_peak_bytes")  # the fold's control group: all its processes
-    own = group if isinstance(group, int) else (max(0, peak - base) if peak else None)
+    peak, own, group = _memory(done)
     meta = {
         "job": job.id, "attempt": job.attempt, "dataset": job.dataset,
         "submission": job.submission, "team": job.team, "version": job.version,
         "fold": job.fold, **executor,
-        "wall_seconds": done.get("wall_seconds"), "cpu_seconds": done.get("cpu_seconds"),
+        "wall_seconds": done.wall_seconds, "cpu_seconds": done.cpu_seconds,
         "peak_rss_bytes": peak, "fold_rss_bytes": own,
-        "memory_measured_by": "cgroup" if isinstance(group, int) else "rusage",
-        "exit_code": done.get("exit_code"), "timed_out": bool(done.get("timed_out")),
-        "log_bytes": done.get("log_bytes"), "log_dropped": done.get("log_dropped"),
-        "error": error, "traceback": (result or {}).get("traceback") if error else None,
-        **{k: (result or {}).get(k) for k in ("train_seconds", "valid_seconds",
-                                               "test_seconds", "versions")},
+        "memory_measured_by": "cgroup" if group is not None else "rusage",
+        "exit_code": done.exit_code, "timed_out": done.timed_out,
+        "log_bytes": done.log_bytes, "log_dropped": done.log_dropped,
+        "error": error, "traceback": theirs,
+        "train_seconds": result.train_seconds if result else None,
+        "valid_seconds": result.valid_seconds if result else None,
+        "test_seconds": result.test_seconds if result else None,
+        "versions": result.versions if result else None,
     }  # fmt: skip
     _publish(folder, f"{job.key}.json", json.dumps(meta, indent=2).encode())
 
@@ -231,16 +218,58 @@ def collect(
 
     return Outcome(
         error=error,
-        detail=meta["traceback"],
+        detail=theirs,
         exit_status="ok" if ok else _status(done),
         prediction_path=relative(npz),
         log_path=relative(log_path),
-        train_seconds=meta["train_seconds"] if ok else None,
-        valid_seconds=meta["valid_seconds"] if ok else None,
-        test_seconds=meta["test_seconds"] if ok else None,
-        cpu_seconds=done.get("cpu_seconds"),
-        peak_rss_bytes=group if isinstance(group, int) else peak,
+        train_seconds=result.train_seconds if ok and result else None,
+        valid_seconds=result.valid_seconds if ok and result else None,
+        test_seconds=result.test_seconds if ok and result else None,
+        cpu_seconds=done.cpu_seconds,
+        peak_rss_bytes=group if group is not None else peak,
     )
+
+
+def _what_it_left(
+    job: ClaimedJob, work: Path, done: FoldDone
+) -> tuple[FoldResult | None, bytes | None]:
+    """The fold's own account, and its predictions only if it ended well and says so
+    (read no further than its dataset expects): a malformed account or refused
+    predictions become the reason the fold failed."""
+    result, malformed = parse_result(_read_untrusted(work, "result.json", MAX_RESULT))
+    if malformed:
+        result = FoldResult(error=malformed)
+    if not (done.ended and done.exit_code == 0 and result is not None and result.ok):
+        return result, None
+    predictions, refused = _read_predictions(job, work)
+    if predictions is None:
+        return FoldResult(error=refused), None
+    return result, predictions
+
+
+def _publish_log(target: Path, output: Path, error: str | None, theirs: str | None) -> Path:
+    """The fold's log in predictions/: a failure's reason and traceback first, then
+    what the fold printed (as the zygote capped it)."""
+    with open(target, "wb") as handle:
+        if error:
+            said = f"{error}\n{(theirs or '').rstrip()}\n\n--- the fold's output ---\n"
+            handle.write(said.encode())
+        try:
+            with open(output, "rb") as source:
+                shutil.copyfileobj(source, handle)
+        except OSError:
+            pass
+    return target
+
+
+def _memory(done: FoldDone) -> tuple[int | None, int | None, int | None]:
+    """(the largest process's peak, the fold's own peak above what it was forked
+    with, the whole fold's peak from its control group, if it had one), in bytes."""
+    base = int(done.base_rss_kb or 0) * 1024
+    peak = int(done.peak_rss_kb or 0) * 1024 or None
+    group = done.memory_peak_bytes  # the fold's control group: all its processes
+    own = group if group is not None else (max(0, peak - base) if peak else None)
+    return peak, own, group
 
 
 def _last_line(path: Path) -> str:
@@ -254,11 +283,11 @@ def _last_line(path: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def _status(done: dict[str, Any]) -> str:
-    if done.get("timed_out"):
+def _status(done: FoldDone) -> str:
+    if done.timed_out:
         return "timeout"
-    code = done.get("exit_code")
-    if isinstance(code, int) and code < 0:
+    code = done.exit_code
+    if code is not None and code < 0:
         return f"signal {-code}"
     return f"exit {code}"
 

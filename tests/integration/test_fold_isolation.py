@@ -13,13 +13,14 @@ import os
 import pwd
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from executor.daemon import Executor
 from executor.isolation import Isolation
+from executor.messages import FoldDone, FoldSpec
 from executor.sandbox import SANDBOX_USER, release_scratch
 from spool.layout import Spool
 from tests.conftest import reachable_tmp
@@ -145,12 +146,12 @@ def reasons(url: str) -> dict[str, set[str]]:
     return out
 
 
-def recording(executor: Executor) -> dict[str, dict[str, Any]]:
-    """The zygote's `done` message of every fold the executor runs, by job key."""
-    seen: dict[str, dict[str, Any]] = {}
+def recording(executor: Executor) -> dict[str, FoldDone]:
+    """How the zygote saw every fold the executor runs end, by job key."""
+    seen: dict[str, FoldDone] = {}
     run = executor.zygote.run
 
-    def run_and_record(key: str, spec: dict[str, Any]) -> Any:
+    def run_and_record(key: str, spec: FoldSpec) -> Future[FoldDone]:
         future = run(key, spec)
         future.add_done_callback(lambda f: seen.__setitem__(key, f.result()))
         return future
@@ -180,9 +181,9 @@ def test_memory_is_limited_for_the_fold_as_a_whole(
     assert got == {"hogs": {memory}, "shm": {memory}}
     for key, message in done.items():
         hostile_fold = names[key] != "good"
-        assert message["oom"] is hostile_fold, (names[key], message)
-        assert message["exit_code"] == (-9 if hostile_fold else 0), (names[key], message)
-        peak = message["memory_peak_bytes"]  # the fold's own, every process together
+        assert message.oom is hostile_fold, (names[key], message)
+        assert message.exit_code == (-9 if hostile_fold else 0), (names[key], message)
+        peak = message.memory_peak_bytes  # the fold's own, every process together
         assert peak is not None and (peak > 400 * 2**20) is hostile_fold, (names[key], peak)
         assert peak <= 512 * 2**20
     assert not list(Path("/dev/shm").glob("hog"))  # its own /dev/shm, gone with it
@@ -206,7 +207,7 @@ def test_work_and_tmp_are_limited_to_fold_disk_mb(
     assert got == {"work": {disk}, "tmp": {disk}, "shm": {disk}}
     names = names_by_key(database_url)
     for key, message in done.items():  # only work/ is on the executor's side, to be read
-        assert message["disk_full"] is (names[key] == "work"), (names[key], message)
+        assert message.disk_full is (names[key] == "work"), (names[key], message)
 
 
 @isolated
@@ -268,4 +269,4 @@ def test_without_control_groups_or_namespaces_folds_still_run(
         "good": {"predicted"},
         "fills": {"disk limit of 64 MB exceeded (one file): OSError: [Errno 27] File too large"},
     }
-    assert all(m["memory_peak_bytes"] is None and m["oom"] is False for m in done.values())
+    assert all(m.memory_peak_bytes is None and m.oom is False for m in done.values())

@@ -6,13 +6,13 @@ from __future__ import annotations
 def test_the_executor_says_when_folds_cannot_import_beyond_what_it_preloads(monkeypatch):
     from pathlib import Path
 
-    from executor import daemon
+    from executor import preflight
 
-    monkeypatch.setattr(daemon, "blocking_ancestor", lambda path: Path("/root"))
-    warning = daemon.sandbox_import_warning()
+    monkeypatch.setattr(preflight, "blocking_ancestor", lambda path: Path("/root"))
+    warning = preflight.sandbox_import_warning()
     assert warning is not None and "cannot read /root" in warning
-    monkeypatch.setattr(daemon, "blocking_ancestor", lambda path: None)
-    assert daemon.sandbox_import_warning() is None
+    monkeypatch.setattr(preflight, "blocking_ancestor", lambda path: None)
+    assert preflight.sandbox_import_warning() is None
 
 
 def test_the_address_space_an_rlimit_must_leave_room_beyond_is_measured():
