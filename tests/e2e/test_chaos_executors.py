@@ -1,4 +1,4 @@
-"""Executor chaos: three executors over 200 fold jobs, one SIGKILLed every few seconds
+"""Executor chaos: three executors over 120 fold jobs, one SIGKILLed every few seconds
 (at a claim, mid-fold, while publishing a prediction file) and restarted. Every job
 ends scored exactly once, every killed job is given back within the lease plus the
 reap interval, and is then the next job a worker claims: no job queued behind it goes
@@ -34,7 +34,7 @@ LEASE = 3.0
 REAP = LEASE / 2  # executors and the master reap every half lease
 BEAT = 0.5
 COMMIT = 0.3  # a claim that starts this soon after a give-back may not see it yet
-SUBMISSIONS, FOLDS, KILLS = 40, 5, 12
+SUBMISSIONS, FOLDS, KILLS = 24, 5, 12
 NAPPING = hostile("import random, time; time.sleep(random.uniform(0.3, 0.7))").replace(
     "return None", "import numpy as np; return np.full((len(X), 3), 1 / 3)"
 )
