@@ -1,7 +1,9 @@
-"""What the benchmarks share: a throw-away embedded server and spool, bundle writers."""
+"""What the benchmarks share: a throw-away embedded server (or, in `all --quick`, a
+throw-away database on one shared server) and spool, bundle writers."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import statistics
@@ -9,11 +11,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
-from datarun.embedded import EmbeddedServer
-from spool import migrate
+from datarun.embedded import DB_NAME, EmbeddedServer
+from spool import db, migrate
 from spool.layout import Spool
 
 CLASSIFIER = """\
@@ -48,32 +51,87 @@ n_splits = {folds}
 """
 
 
+PORT = 55433
+TEMPLATE = "bench_template"  # a migrated database that shared testbeds are copies of
+
+
 @dataclass
 class Bed:
     """A running embedded server with a migrated database and an empty spool."""
 
     server: EmbeddedServer
     spool: Spool
+    database: str = DB_NAME
 
     @property
     def url(self) -> str:
-        return self.server.url()
+        return self.server.url(self.database)
+
+
+_shared: ContextVar[EmbeddedServer | None] = ContextVar("bench_shared_server", default=None)
+_numbers = itertools.count(1)
+
+
+def _scratch() -> Path:
+    base = Path(tempfile.mkdtemp(prefix="datarun-bench-", dir="/tmp"))
+    base.chmod(0o755)  # the server's user must reach its home inside
+    return base
+
+
+@contextmanager
+def shared_server() -> Iterator[None]:
+    """Inside, each testbed is a fresh database on one server rather than a fresh server:
+    starting a server (initdb, start) takes seconds, copying a migrated template a
+    fraction of one. For `all --quick` only: a full run keeps a server per benchmark,
+    so that none inherits another's WAL, checkpoints or caches."""
+    base = _scratch()
+    server = EmbeddedServer(base / "home", port=PORT)
+    token = _shared.set(server)
+    try:
+        server.up()
+        db.ensure_database(server.url(), TEMPLATE)
+        migrate.migrate(server.url(TEMPLATE))
+        yield
+    finally:
+        _shared.reset(token)
+        server.down()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @contextmanager
 def testbed() -> Iterator[Bed]:
-    base = Path(tempfile.mkdtemp(prefix="datarun-bench-", dir="/tmp"))
-    base.chmod(0o755)
-    server = EmbeddedServer(base / "home", port=55433)
+    base = _scratch()
+    shared = _shared.get()
+    server = shared or EmbeddedServer(base / "home", port=PORT)
+    name = f"bench_{next(_numbers)}" if shared else DB_NAME
     try:
-        server.up()
-        migrate.migrate(server.url())
+        if shared:
+            db.ensure_database(server.url(), name, template=TEMPLATE)
+        else:
+            server.up()
+        migrate.migrate(server.url(name))  # nothing left to apply on a copy of the template
         spool = Spool(base / "spool")
         spool.create()
-        yield Bed(server, spool)
+        yield Bed(server, spool, name)
     finally:
-        server.down()
+        if shared:
+            db.drop_database(server.url(), name)  # WITH (FORCE): ends what is still connected
+        else:
+            server.down()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def connected(bed: Bed) -> set[str]:
+    """The application names of the sessions on the bed's database."""
+    with db.connect(bed.url) as conn:
+        rows = conn.execute("select application_name as name from pg_stat_activity"
+                            " where datname = current_database()").fetchall()  # fmt: skip
+    return {row["name"] for row in rows}
+
+
+def idle_until(since: float, seconds: float) -> None:
+    """Sleep until `seconds` after `since` (time.monotonic()), if that is still ahead."""
+    time.sleep(max(0.0, since + seconds - time.monotonic()))
 
 
 def write_dataset(where: Path, name: str = "iris", folds: int = 3) -> Path:

@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 registered.append(float(row["reg"]) - dropped)
                 claimed.append(float(row["claim"]) - dropped)
         finally:
-            for proc in procs:
+            for proc in procs:  # both at once: each takes a second or so to stop
                 proc.terminate()
+            for proc in procs:
                 proc.wait(timeout=60)
     r50, c50 = percentile(registered, 50), percentile(claimed, 50)
     print(

@@ -7,6 +7,10 @@ it, and it writes their results; its peak RSS (VmHWM) is read once every
 submission's status.json exists. The executor starts with 2 workers and is read after
 it has registered and idled for 3 s: its parent only, the zygote (which holds numpy,
 pandas and scikit-learn for the folds) is reported beside it. Targets: <= 200 MB each.
+The idle times are options (a quick run shortens them); the master's is counted from
+its start and the executor's from its registration, and neither ends before the
+process is up (the master's watcher and sweeper connected, the executor's zygote
+forked).
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import Bed, settle, testbed, write_dataset, write_submission
+from bench.common import (
+    Bed,
+    connected,
+    idle_until,
+    settle,
+    testbed,
+    write_dataset,
+    write_submission,
+)
 from spool import db
 
 MB = 2**20
@@ -53,11 +65,21 @@ def wait(check: object, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def master_peak(submissions: int) -> tuple[float, float]:
+def zygotes(pid: int) -> list[int]:
+    return [int(child) for child in
+            Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]  # fmt: skip
+
+
+def master_peak(submissions: int, idle_seconds: float = 5.0) -> tuple[float, float]:
     with testbed() as bed:
         master = start(bed, "master")
+        started = time.monotonic()
         try:
-            time.sleep(5)
+            # up: its sweeper's pool open, its watcher watching (it connects in its first
+            # pass, after its observer has started)
+            wait(lambda: {"datarun watcher", "datarun sweeper"} <= connected(bed), 120,
+                 "the master")  # fmt: skip
+            idle_until(started, idle_seconds)
             idle = status_kb(master.pid, "VmHWM") / 1024
             settle(write_dataset(bed.spool.root / "src", "iris", 3)).rename(
                 bed.spool.incoming_datasets / "iris"
@@ -80,15 +102,17 @@ def master_peak(submissions: int) -> tuple[float, float]:
     return idle, peak
 
 
-def executor_rss() -> tuple[float, float]:
+def executor_rss(idle_seconds: float = 3.0) -> tuple[float, float]:
     with testbed() as bed:
         executor = start(bed, "executor", "--workers", "2")
         try:
             wait(lambda: count(bed, "select count(*) as n from executors") == 1, 120, "executor")
-            time.sleep(3)
+            registered = time.monotonic()
+            # it warms its zygote before it registers: registered, the zygote is there
+            wait(lambda: bool(zygotes(executor.pid)), 120, "the zygote")
+            idle_until(registered, idle_seconds)
             parent = status_kb(executor.pid, "VmRSS") / 1024
-            children = Path(f"/proc/{executor.pid}/task/{executor.pid}/children").read_text()
-            zygote = sum(status_kb(int(pid), "VmRSS") for pid in children.split()) / 1024
+            zygote = sum(status_kb(pid, "VmRSS") for pid in zygotes(executor.pid)) / 1024
         finally:
             executor.terminate()
             executor.wait(timeout=60)
@@ -105,9 +129,13 @@ def bare_python() -> float:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(prog="python -m bench memory", description=__doc__)
     parser.add_argument("--submissions", type=int, default=10_000)
+    parser.add_argument("--master-idle-seconds", type=float, default=5.0,
+                        help="from the master's start to its idle figure")  # fmt: skip
+    parser.add_argument("--executor-idle-seconds", type=float, default=3.0,
+                        help="from the executor's registration to its figure")  # fmt: skip
     args = parser.parse_args(argv)
-    idle, peak = master_peak(args.submissions)
-    parent, zygote = executor_rss()
+    idle, peak = master_peak(args.submissions, args.master_idle_seconds)
+    parent, zygote = executor_rss(args.executor_idle_seconds)
     bare = bare_python()
     print(f"memory    master peak RSS with {args.submissions:,} submissions {peak:.0f} MB "
           f"(idle {idle:.0f} MB, ratio {peak / idle:.2f}); idle executor parent {parent:.0f} MB "

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import settle, testbed
+from bench.common import connected, idle_until, settle, testbed
+from bench.memory import wait
 from executor.daemon import Executor, ExecutorConfig
 from spool import db
 from watcher.daemon import Watcher, WatcherConfig
@@ -77,6 +78,10 @@ class Classifier:
 """
 
 
+IDLE_SECONDS = 3.0  # from the daemons' start to the drop, in a full-size run
+IDLE_HELP = "seconds from the daemons' start to the drop (never before they are up)"
+
+
 def write_kit(where: Path, folds: int, submissions: int, trees: int = 40) -> Path:
     import pandas as pd
     from sklearn.datasets import make_classification
@@ -105,12 +110,14 @@ def run_ramp_test(kit: Path, names: list[str]) -> float:
 
 
 def run_datarun(
-    kit: Path, submissions: int, folds: int, workers: int, *, score: bool = True
-) -> tuple[float, float, float]:
+    kit: Path, submissions: int, folds: int, workers: int, *, score: bool = True,
+    idle: float = IDLE_SECONDS,
+) -> tuple[float, float, float]:  # fmt: skip
     """Wall time from the drop to the last bagged score; to the last fold scored; and
     from the first claim to the last fold's end (the executor's share). Without
     `score`, only the watcher runs beside the executor (no sweeper, no results), and
-    the run ends at the last fold predicted."""
+    the run ends at the last fold predicted. The kit is dropped `idle` seconds after
+    the daemons start, and not before they are up."""
     with testbed() as bed:
         watcher = Watcher(bed.spool, bed.url, WatcherConfig(rescan_seconds=3600))
         master = Master(bed.spool, bed.url, watcher, MasterConfig())  # default intervals
@@ -120,7 +127,12 @@ def run_datarun(
                    threading.Thread(target=executor.run, args=(stop,))]  # fmt: skip
         for thread in threads:
             thread.start()
-        time.sleep(3)  # both up and idle: the zygote warm, the watcher watching
+        started = time.monotonic()
+        # both up and idle: the zygote warm (it is before the executor registers), the
+        # watcher watching (its observer starts before its first pass connects)
+        up = {"datarun watcher", *(["datarun sweeper"] if score else [])}
+        wait(lambda: executor.id is not None and up <= connected(bed), 120, "the daemons")
+        idle_until(started, idle)
         copy = shutil.copytree(kit, bed.spool.root.parent / "src" / kit.name)
         start = time.perf_counter()
         settle(copy).rename(bed.spool.incoming_datasets / kit.name)
@@ -201,6 +213,7 @@ def load_main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--submissions", type=int, default=10)
     parser.add_argument("--trees", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--idle-seconds", type=float, default=IDLE_SECONDS, help=IDLE_HELP)
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="datarun-bench-load-", dir="/tmp"))
     try:
@@ -208,8 +221,9 @@ def load_main(argv: list[str] | None = None) -> dict[str, float]:
         names = sorted(p.name for p in (kit / "submissions").iterdir())
         baseline = run_joblib(kit, names, args.workers)
         _, _, executing = run_datarun(kit, args.submissions, args.folds, args.workers,
-                                      score=False)  # fmt: skip
-        _, scored, _ = run_datarun(kit, args.submissions, args.folds, args.workers)
+                                      score=False, idle=args.idle_seconds)  # fmt: skip
+        _, scored, _ = run_datarun(kit, args.submissions, args.folds, args.workers,
+                                   idle=args.idle_seconds)  # fmt: skip
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     ratio = executing / baseline
@@ -227,13 +241,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--folds", type=int, default=8)
     parser.add_argument("--submissions", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--idle-seconds", type=float, default=IDLE_SECONDS, help=IDLE_HELP)
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="datarun-bench-ramp-", dir="/tmp"))
     try:
         kit = write_kit(scratch / "kit", args.folds, args.submissions)
         names = sorted(p.name for p in (kit / "submissions").iterdir())
         theirs = run_ramp_test(shutil.copytree(kit, scratch / "theirs"), names)
-        ours, scored, _ = run_datarun(kit, args.submissions, args.folds, args.workers)
+        ours, scored, _ = run_datarun(kit, args.submissions, args.folds, args.workers,
+                                      idle=args.idle_seconds)  # fmt: skip
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     ratio = theirs / ours
