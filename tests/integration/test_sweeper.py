@@ -90,58 +90,69 @@ def test_sweeping_twice_changes_nothing(
     assert {r["state"] for r in job_rows(database_url)} == {"scored"}
 
 
-@pytest.mark.parametrize(
-    ("damage", "reason"),
-    [
-        ("shape", "'train' has shape (120, 2), expected (120, 3)"),
-        ("nan", "'train' holds 1 NaN or infinite values"),
-        ("text", "'train' has type <U1, expected bool, integers or floats"),
-        ("garbage", "not a .npz file"),
-        ("attempt", "its metadata names another job or attempt"),
-        (
-            "ones",
-            "'train' predictions are not probabilities: 120 rows do not sum to 1 (row 0 sums to 3)",
-        ),
-        ("above", "'test' predictions are not probabilities: 1 values above 1"),
-        ("negative", "'train' predictions are not probabilities: 1 values below 0"),
-        ("scaled", "'train' predictions are not probabilities: 1 rows do not sum to 1"),
-    ],
-)
-def test_a_bad_prediction_file_fails_its_job_with_the_reason(
-    spool, make_watcher, make_executor, database_url, tmp_path, back_half, damage, reason
-):
-    sweeper, _ = back_half
-    registered(spool, make_watcher, tmp_path, logreg=B.CLASSIFIER)
-    drain(make_executor())
-    row = job_rows(database_url)[0]
-    path = spool.root / row["prediction_path"]
+DAMAGES = {
+    "shape": "'train' has shape (120, 2), expected (120, 3)",
+    "nan": "'train' holds 1 NaN or infinite values",
+    "text": "'train' has type <U1, expected bool, integers or floats",
+    "garbage": "not a .npz file",
+    "attempt": "its metadata names another job or attempt",
+    "ones": "'train' predictions are not probabilities: 120 rows do not sum to 1 (row 0 sums to 3)",
+    "above": "'test' predictions are not probabilities: 1 values above 1",
+    "negative": "'train' predictions are not probabilities: 1 values below 0",
+    "scaled": "'train' predictions are not probabilities: 1 rows do not sum to 1",
+}
+
+
+def damage(path: Path, how: str) -> None:
+    """Spoil one real prediction file (and its metadata) the way `how` says."""
     arrays = dict(np.load(path))
-    if damage == "shape":
+    if how == "shape":
         arrays["train"] = arrays["train"][:, :2]
-    elif damage == "nan":
+    elif how == "nan":
         arrays["train"][0, 0] = np.nan
-    elif damage == "text":
+    elif how == "text":
         arrays["train"] = np.full(arrays["train"].shape, "x")
-    elif damage == "ones":  # the issue's predict_proba: a perfect log loss, once
+    elif how == "ones":  # the issue's predict_proba: a perfect log loss, once
         arrays["train"] = np.ones_like(arrays["train"])
-    elif damage == "above":
+    elif how == "above":
         arrays["test"][3, 1] = 1.0000001
-    elif damage == "negative":
+    elif how == "negative":
         arrays["train"][5, 2] = -1e-12
-    elif damage == "scaled":  # beyond scikit-learn's tolerance, sqrt(eps) + 1e-8
+    elif how == "scaled":  # beyond scikit-learn's tolerance, sqrt(eps) + 1e-8
         arrays["train"][7] *= 1 + 1e-7
-    if damage == "garbage":
+    if how == "garbage":
         path.write_bytes(b"not an npz")
-    elif damage == "attempt":
+    elif how == "attempt":
         meta = json.loads(path.with_suffix(".json").read_text())
         path.with_suffix(".json").write_text(json.dumps({**meta, "attempt": 7}))
     else:
         with open(path, "wb") as handle:
             np.savez(handle, **arrays)
+
+
+def test_a_bad_prediction_file_fails_its_job_with_the_reason(
+    spool, make_watcher, make_executor, database_url, tmp_path, back_half
+):
+    sweeper, _ = back_half
+    # four submissions of three folds: a job per kind of damage, and three left whole,
+    # swept in one pass
+    registered(spool, make_watcher, tmp_path,
+               **{f"s{i}": B.CLASSIFIER + f"\n# {i}\n" for i in range(4)})  # fmt: skip
+    drain(make_executor())
+    rows = job_rows(database_url)
+    assert len(rows) == len(DAMAGES) + 3
+    spoiled = {}
+    for row, how in zip(rows, DAMAGES, strict=False):
+        damage(spool.root / row["prediction_path"], how)
+        spoiled[row["id"]] = how
     result = sweeper.sweep_once()
-    assert (result.scored, result.failed) == (2, 1)
-    failed = job_rows(database_url)[0]
-    assert failed["state"] == "failed" and reason in failed["error"], failed["error"]
+    assert (result.scored, result.failed) == (3, len(DAMAGES))
+    for row in job_rows(database_url):
+        if row["id"] not in spoiled:
+            assert row["state"] == "scored", row
+            continue
+        reason = DAMAGES[spoiled[row["id"]]]
+        assert row["state"] == "failed" and reason in row["error"], (spoiled[row["id"]], row)
 
 
 ONES = """\
