@@ -133,22 +133,20 @@ def claim(
 
 def complete(conn: db.Conn, job: ClaimedJob, executor: int, outcome: Outcome) -> bool:
     """Mark the attempt predicted or failed; False when it is no longer ours (fenced)."""
+    failed = outcome.error is not None
     params: dict[str, Any] = {
         "id": job.id, "attempt": job.attempt, "executor": executor,
-        "exit_status": outcome.exit_status, "log_path": outcome.log_path,
-        "cpu_seconds": outcome.cpu_seconds, "peak_rss_bytes": outcome.peak_rss_bytes,
+        "log_path": outcome.log_path, "cpu_seconds": outcome.cpu_seconds,
+        "peak_rss_bytes": outcome.peak_rss_bytes,
+        "prediction_path": outcome.prediction_path, "train_seconds": outcome.train_seconds,
+        "valid_seconds": outcome.valid_seconds, "test_seconds": outcome.test_seconds,
+        "error": clean_text(outcome.error, REASON_CHARS, one_line=True) if failed else None,
+        "detail": clean_text(outcome.detail, DETAIL_CHARS)
+        if failed and outcome.detail is not None else None,
+        "exit_status": clean_text(outcome.exit_status, 100, one_line=True)
+        if failed else outcome.exit_status,
     }  # fmt: skip
-    if outcome.error is None:
-        params.update(
-            prediction_path=outcome.prediction_path, train_seconds=outcome.train_seconds,
-            valid_seconds=outcome.valid_seconds, test_seconds=outcome.test_seconds,
-        )  # fmt: skip
-        return db.execute(conn, "job_predicted", params) == 1
-    params.update(error=clean_text(outcome.error, REASON_CHARS, one_line=True),
-                  detail=None if outcome.detail is None
-                  else clean_text(outcome.detail, DETAIL_CHARS))  # fmt: skip
-    params["exit_status"] = clean_text(outcome.exit_status, 100, one_line=True)
-    return db.execute(conn, "job_failed", params) == 1
+    return db.execute(conn, "job_complete", params) == 1
 
 
 def requeue(conn: db.Conn, job_id: int, attempt: int, executor: int, error: str) -> str | None:

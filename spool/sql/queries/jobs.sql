@@ -61,41 +61,31 @@ SELECT s.id AS submission_id, s.store_path AS submission_path,
 FROM submissions s JOIN datasets d ON d.id = s.dataset_id
 WHERE s.id = %(submission_id)s;
 
--- name: job_predicted
--- Fenced: only the executor holding this very attempt completes it. Like every
--- statement that ends an attempt, it closes the job's open row in `attempts` and
--- returns the job's id (none: the attempt was no longer ours).
+-- name: job_complete
+-- Fenced: only the executor holding this very attempt completes it, predicted (no
+-- error) or failed. Like every statement that ends an attempt, it closes the job's
+-- open row in `attempts` and returns the job's id (none: the attempt was no longer
+-- ours). A failure leaves what an earlier attempt predicted as it was.
 WITH done AS (
 UPDATE jobs
-SET state = 'predicted', finished_at = now(), prediction_path = %(prediction_path)s,
-    log_path = %(log_path)s, train_seconds = %(train_seconds)s,
-    valid_seconds = %(valid_seconds)s, test_seconds = %(test_seconds)s,
-    cpu_seconds = %(cpu_seconds)s, peak_rss_bytes = %(peak_rss_bytes)s,
-    exit_status = %(exit_status)s
-WHERE id = %(id)s AND attempts = %(attempt)s AND executor_id = %(executor)s
-  AND state = 'running'
-RETURNING id, finished_at, exit_status, cpu_seconds, peak_rss_bytes
-), closed AS (
-    UPDATE attempts a
-    SET outcome = 'predicted', finished_at = done.finished_at,
-        exit_status = done.exit_status, cpu_seconds = done.cpu_seconds,
-        peak_rss_bytes = done.peak_rss_bytes
-    FROM done WHERE a.job_id = done.id AND a.finished_at IS NULL
-)
-SELECT id FROM done;
-
--- name: job_failed
-WITH done AS (
-UPDATE jobs
-SET state = 'failed', finished_at = now(), error = %(error)s, error_detail = %(detail)s,
+SET state = CASE WHEN %(error)s::text IS NULL THEN 'predicted' ELSE 'failed' END,
+    finished_at = now(), error = %(error)s, error_detail = %(detail)s,
+    prediction_path = CASE WHEN %(error)s::text IS NULL THEN %(prediction_path)s
+                           ELSE prediction_path END,
+    train_seconds = CASE WHEN %(error)s::text IS NULL THEN %(train_seconds)s
+                         ELSE train_seconds END,
+    valid_seconds = CASE WHEN %(error)s::text IS NULL THEN %(valid_seconds)s
+                         ELSE valid_seconds END,
+    test_seconds = CASE WHEN %(error)s::text IS NULL THEN %(test_seconds)s
+                        ELSE test_seconds END,
     log_path = %(log_path)s, cpu_seconds = %(cpu_seconds)s,
     peak_rss_bytes = %(peak_rss_bytes)s, exit_status = %(exit_status)s
 WHERE id = %(id)s AND attempts = %(attempt)s AND executor_id = %(executor)s
   AND state = 'running'
-RETURNING id, finished_at, error, exit_status, cpu_seconds, peak_rss_bytes
+RETURNING id, state, finished_at, error, exit_status, cpu_seconds, peak_rss_bytes
 ), closed AS (
     UPDATE attempts a
-    SET outcome = 'failed', finished_at = done.finished_at, reason = done.error,
+    SET outcome = done.state, finished_at = done.finished_at, reason = done.error,
         exit_status = done.exit_status, cpu_seconds = done.cpu_seconds,
         peak_rss_bytes = done.peak_rss_bytes
     FROM done WHERE a.job_id = done.id AND a.finished_at IS NULL
