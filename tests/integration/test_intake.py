@@ -14,6 +14,7 @@ from spool import db
 from spool.layout import Spool
 from tests.conftest import age, drop, staged
 from tests.helpers import bundles as B
+from tests.helpers.waiting import wait_for
 
 SCHEMES = [
     ("kfold", "classification", 4),
@@ -244,6 +245,8 @@ def test_a_second_watcher_stands_by(spool, make_watcher, tmp_path):
     assert [o.result for o in second.run_once()] == ["registered"]
     assert first.run_once() == []  # the lock is held by the one that ran first
     second.close()
+    # its lock goes with its session, which the server may end a moment after the close
+    wait_for(lambda: first._intake() is not None, 10, "the first watcher to take the lead")
     drop(B.submission(tmp_path / "s"), spool.incoming_submissions / "iris")
     assert [o.result for o in first.run_once()] == ["registered"]
 
