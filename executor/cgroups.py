@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +135,9 @@ def probe() -> tuple[Hierarchy | None, str]:
     if hierarchy is None:
         return None, why
     try:
-        group = FoldGroup.create(hierarchy, f"{PREFIX}{os.getpid()}-probe", 64, 8)
+        # the thread too: executors started together in one process probe at once
+        name = f"{PREFIX}{os.getpid()}-probe-{threading.get_ident()}"
+        group = FoldGroup.create(hierarchy, name, 64, 8)
     except OSError as exc:
         return None, f"cannot create a control group: {exc}"
     group.remove()
