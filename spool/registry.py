@@ -15,6 +15,7 @@ from typing import Any
 
 from spool import db
 from spool.errors import BundleError, Conflict
+from spool.jobs import PRIORITIES
 from spool.manifests import DatasetManifest
 
 
@@ -197,6 +198,8 @@ def register_submission(
             {
                 "submission_id": id,
                 "queue": queue,
+                "priority": PRIORITIES[queue],
+                "team": team,
                 "max_attempts": max_attempts,
                 "n_folds": dataset.n_folds,
             },

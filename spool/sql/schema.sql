@@ -189,6 +189,7 @@ END) STORED,
     error_detail text,
     exit_status text,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    turn bigint DEFAULT 0 NOT NULL,
     CONSTRAINT jobs_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT jobs_check CHECK (((state <> ALL (ARRAY['running'::text, 'predicted'::text])) OR ((executor_id IS NOT NULL) AND (attempts >= 1)))),
     CONSTRAINT jobs_fold_check CHECK ((fold >= 0)),
@@ -401,6 +402,12 @@ ALTER TABLE public.submissions ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY 
     CACHE 1
 );
 
+CREATE TABLE public.team_turns (
+    priority smallint NOT NULL,
+    team text NOT NULL,
+    last_turn bigint NOT NULL
+);
+
 ALTER TABLE ONLY public.attempts
     ADD CONSTRAINT attempts_pkey PRIMARY KEY (id);
 
@@ -449,6 +456,9 @@ ALTER TABLE ONLY public.submissions
 ALTER TABLE ONLY public.submissions
     ADD CONSTRAINT submissions_version_key UNIQUE (dataset_id, team, name, version);
 
+ALTER TABLE ONLY public.team_turns
+    ADD CONSTRAINT team_turns_pkey PRIMARY KEY (priority, team);
+
 CREATE INDEX attempts_job ON public.attempts USING btree (job_id, id);
 
 CREATE INDEX attempts_open ON public.attempts USING btree (job_id) WHERE (finished_at IS NULL);
@@ -459,7 +469,7 @@ CREATE INDEX events_job_idx ON public.events USING btree (job_id) WHERE (job_id 
 
 CREATE INDEX executors_live_idx ON public.executors USING btree (heartbeat_at) WHERE (state = ANY (ARRAY['running'::text, 'stopping'::text]));
 
-CREATE INDEX jobs_claim_idx ON public.jobs USING btree (priority, id) WHERE (state = 'queued'::text);
+CREATE INDEX jobs_claim_idx ON public.jobs USING btree (priority, turn, id) WHERE (state = 'queued'::text);
 
 CREATE INDEX jobs_predicted_idx ON public.jobs USING btree (id) WHERE (state = 'predicted'::text);
 

@@ -1,5 +1,6 @@
 """The claim query reads its partial index, however many jobs wait: with 100,000
-queued jobs (and as many finished) its plan must not scan the table."""
+queued jobs of many teams' turns (and as many finished) its plan must not scan the
+table."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ insert into datasets (name, kind, workflow, metrics, n_folds, content_hash, stor
 values ('big', 'native', 'classifier', '{accuracy}', 1, 'h', 'x');
 insert into submissions (dataset_id, name, content_hash, store_path)
 values (1, 'big', 'h', 'x');
-insert into jobs (submission_id, fold, queue, state)
+insert into jobs (submission_id, fold, queue, state, turn)
 select 1, g, case when g % 2 = 0 then 'high' else 'low' end,
-       case when g < 100000 then 'queued' else 'cancelled' end
+       case when g < 100000 then 'queued' else 'cancelled' end,
+       g % 997  -- the turns of many teams, interleaved
 from generate_series(0, 199999) g;
 analyze jobs;
 """

@@ -28,14 +28,15 @@ UPDATE executors SET state = 'stopped', stopped_at = now(), heartbeat_at = now()
 WHERE id = %(executor)s;
 
 -- name: jobs_claim
--- One committed statement: lock the next queued jobs (high before low, then oldest)
--- skipping rows other executors hold, mark them ours with the next attempt number.
+-- One committed statement: lock the next queued jobs (high before low, then by turn,
+-- which interleaves teams, then oldest) skipping rows other executors hold, mark them
+-- ours with the next attempt number.
 -- What the fold needs about its submission comes from `submission_info`, cached.
 -- Each claim opens the job's row in `attempts`.
 WITH next AS (
     SELECT id FROM jobs
     WHERE state = 'queued' AND priority = ANY(%(priorities)s)
-    ORDER BY priority, id
+    ORDER BY priority, turn, id
     LIMIT %(n)s
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
