@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import executor, firstfold, intake, memory, peers, ramp, scale, sweep
+from bench import executor, fairshare, firstfold, intake, memory, peers, ramp, scale, sweep
 from bench.common import shared_server
 
 Main = Callable[[list[str]], dict[str, float]]
@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, tuple[Main, list[str]]] = {
     # 100 files: well past the twins' checks (their first 20 calls, 7 files), so the
     # sweeper's ratio to scikit-learn's scorers stays far above test_bench's 2
     "sweep": (sweep.main, ["--files", "100", "--samples", "1"]),
+    "fairshare": (fairshare.main, ["--flood", "50"]),
     "scale": (scale.main, ["--queued", "2000", "--claims", "100"]),
     "memory": (
         memory.main,

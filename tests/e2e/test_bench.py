@@ -23,6 +23,7 @@ LINES = {
     "load": ("load", "joblib.Parallel"),
     "ramp": ("ramp", "ramp-test one after the other"),
     "sweep": ("sweep", "files/s"),
+    "fairshare": ("fairshare", "first in, first out"),
     "scale": ("scale", "p99"),
     "memory": ("memory", "master peak RSS"),
 }
@@ -45,3 +46,7 @@ def test_every_benchmark_runs_at_a_tiny_size():
     # loop on the same files (about 7x here; 1x would mean every call took the scorer)
     [ratio] = re.findall(r"^sweep .* ratio ([0-9.]+)", out, re.MULTILINE)
     assert float(ratio) >= 2, out
+    # fair share: another team's first fold waits about one submission, not the flood
+    [fair, fifo] = re.findall(r"^fairshare .*?([0-9.]+) fold durations.*?([0-9.]+) fold durations",
+                              out, re.MULTILINE)[0]  # fmt: skip
+    assert float(fair) <= 2 < float(fifo), out
