@@ -1,12 +1,12 @@
 """Fair share: how long another team's first fold waits behind one team's flood.
 
-Team A's `--flood` submissions are registered (5 folds each, through the statement
-registration uses), then team B's one. Workers claim one fold at a time with the real
-claim statement until B's first fold is claimed. B's wait, in fold durations, is the
-number of claims before it divided by `--workers` (each worker claims again when its
-fold ends). First in, first out on the same queue would claim every job registered
-before B's first: that count, from the same rows, is the baseline. Target: at most 2
-fold durations, whatever the flood.
+Team A's `--flood` submissions are registered (5 folds each, their jobs made by
+`spool.registry.create_jobs` as at registration), then team B's one. Workers claim
+one fold at a time with the real claim statement until B's first fold is claimed.
+B's wait, in fold durations, is the number of claims before it divided by
+`--workers` (each worker claims again when its fold ends). First in, first out on
+the same queue would claim every job registered before B's first: that count, from
+the same rows, is the baseline. Target: at most 2 fold durations, whatever the flood.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import argparse
 from bench.common import testbed
 from spool import db
 from spool import jobs as jobs_sql
-from spool.jobs import PRIORITIES
+from spool.registry import create_jobs
 
 SEED = """
 insert into datasets (name, kind, workflow, metrics, n_folds, content_hash, store_path)
@@ -37,9 +37,7 @@ where state = 'queued' and (priority, id) < (select priority, min(id) from jobs
 def register(conn: db.Conn, dataset: int, team: str, name: str, folds: int) -> int:
     row = conn.execute(SUBMISSION, {"dataset": dataset, "name": name, "team": team}).fetchone()
     assert row is not None
-    db.execute(conn, "jobs_create", {"submission_id": row["id"], "queue": "low",
-                                     "priority": PRIORITIES["low"], "team": team,
-                                     "max_attempts": 3, "n_folds": folds})  # fmt: skip
+    create_jobs(conn, row["id"], team=team, queue="low", max_attempts=3, n_folds=folds)
     return int(row["id"])
 
 

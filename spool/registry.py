@@ -158,6 +158,15 @@ def register_kit(
         raise
 
 
+def create_jobs(conn: db.Conn, submission_id: int, *, team: str, queue: str,
+                max_attempts: int, n_folds: int) -> None:  # fmt: skip
+    """One job per fold, queued at the submission's turn among its team's (fair share)."""
+    db.execute(conn, "jobs_create", {
+        "submission_id": submission_id, "queue": queue, "priority": PRIORITIES[queue],
+        "team": team, "max_attempts": max_attempts, "n_folds": n_folds,
+    })  # fmt: skip
+
+
 def register_submission(
     conn: db.Conn,
     dataset: DatasetRow,
@@ -192,18 +201,8 @@ def register_submission(
             },
         )
         assert row is not None
-        db.execute(
-            conn,
-            "jobs_create",
-            {
-                "submission_id": id,
-                "queue": queue,
-                "priority": PRIORITIES[queue],
-                "team": team,
-                "max_attempts": max_attempts,
-                "n_folds": dataset.n_folds,
-            },
-        )
+        create_jobs(conn, id, team=team, queue=queue, max_attempts=max_attempts,
+                    n_folds=dataset.n_folds)  # fmt: skip
         db.execute(conn, "jobs_notify", {"queue": queue})
         _event(
             conn,
