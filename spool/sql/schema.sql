@@ -52,6 +52,25 @@ CREATE TABLE public.datarun_migrations (
     applied_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
+CREATE TABLE public.dataset_changes (
+    id bigint NOT NULL,
+    dataset_id bigint NOT NULL,
+    setting text NOT NULL,
+    old_value text,
+    new_value text,
+    changed_by text NOT NULL,
+    changed_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+ALTER TABLE public.dataset_changes ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.dataset_changes_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 CREATE TABLE public.dataset_folds (
     dataset_id bigint NOT NULL,
     fold integer NOT NULL,
@@ -75,10 +94,17 @@ CREATE TABLE public.datasets (
     drop_name text DEFAULT ''::text NOT NULL,
     intake_token text,
     lower_is_better boolean DEFAULT false NOT NULL,
+    opens_at timestamp with time zone,
+    closes_at timestamp with time zone,
+    submissions_per_day integer,
+    min_minutes_between integer,
+    revealed_at timestamp with time zone,
     CONSTRAINT datasets_kind_check CHECK ((kind = ANY (ARRAY['native'::text, 'ramp'::text]))),
     CONSTRAINT datasets_metrics_check CHECK ((cardinality(metrics) >= 1)),
+    CONSTRAINT datasets_min_minutes_between_check CHECK ((min_minutes_between >= 0)),
     CONSTRAINT datasets_n_folds_check CHECK ((n_folds >= 1)),
     CONSTRAINT datasets_name_check CHECK ((name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$'::text)),
+    CONSTRAINT datasets_submissions_per_day_check CHECK ((submissions_per_day >= 0)),
     CONSTRAINT datasets_task_check CHECK ((task = ANY (ARRAY['classification'::text, 'regression'::text])))
 );
 
@@ -213,6 +239,8 @@ CREATE TABLE public.submissions (
     drop_name text DEFAULT ''::text NOT NULL,
     intake_token text,
     results_at timestamp with time zone,
+    owner_uid bigint,
+    owner text,
     CONSTRAINT submissions_name_check CHECK (((name ~ '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$'::text) AND (team ~ '^([A-Za-z0-9][A-Za-z0-9_-]{0,63})?$'::text))),
     CONSTRAINT submissions_queue_check CHECK ((queue = ANY (ARRAY['high'::text, 'low'::text]))),
     CONSTRAINT submissions_version_check CHECK ((version >= 1))
@@ -402,10 +430,27 @@ ALTER TABLE public.submissions ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY 
     CACHE 1
 );
 
+CREATE TABLE public.team_members (
+    uid bigint NOT NULL,
+    user_name text NOT NULL,
+    team text NOT NULL,
+    added_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT team_members_uid_check CHECK ((uid >= 0))
+);
+
 CREATE TABLE public.team_turns (
     priority smallint NOT NULL,
     team text NOT NULL,
     last_turn bigint NOT NULL
+);
+
+CREATE TABLE public.teams (
+    name text NOT NULL,
+    organizer boolean DEFAULT false NOT NULL,
+    queue text DEFAULT 'low'::text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT teams_name_check CHECK ((name ~ '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$'::text)),
+    CONSTRAINT teams_queue_check CHECK ((queue = ANY (ARRAY['high'::text, 'low'::text])))
 );
 
 ALTER TABLE ONLY public.attempts
@@ -416,6 +461,9 @@ ALTER TABLE ONLY public.bagged_scores
 
 ALTER TABLE ONLY public.datarun_migrations
     ADD CONSTRAINT datarun_migrations_pkey PRIMARY KEY (version);
+
+ALTER TABLE ONLY public.dataset_changes
+    ADD CONSTRAINT dataset_changes_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY public.dataset_folds
     ADD CONSTRAINT dataset_folds_pkey PRIMARY KEY (dataset_id, fold);
@@ -456,8 +504,14 @@ ALTER TABLE ONLY public.submissions
 ALTER TABLE ONLY public.submissions
     ADD CONSTRAINT submissions_version_key UNIQUE (dataset_id, team, name, version);
 
+ALTER TABLE ONLY public.team_members
+    ADD CONSTRAINT team_members_pkey PRIMARY KEY (uid);
+
 ALTER TABLE ONLY public.team_turns
     ADD CONSTRAINT team_turns_pkey PRIMARY KEY (priority, team);
+
+ALTER TABLE ONLY public.teams
+    ADD CONSTRAINT teams_pkey PRIMARY KEY (name);
 
 CREATE INDEX attempts_job ON public.attempts USING btree (job_id, id);
 
@@ -480,6 +534,10 @@ CREATE INDEX jobs_submission_idx ON public.jobs USING btree (submission_id, stat
 CREATE INDEX jobs_updated_idx ON public.jobs USING btree (submission_id, updated_at);
 
 CREATE INDEX submissions_content_hash_idx ON public.submissions USING btree (content_hash);
+
+CREATE INDEX submissions_team_created_idx ON public.submissions USING btree (dataset_id, team, created_at);
+
+CREATE INDEX team_members_team_idx ON public.team_members USING btree (team);
 
 CREATE OR REPLACE VIEW public.executor_load AS
  SELECT e.id,
@@ -506,6 +564,9 @@ ALTER TABLE ONLY public.attempts
 
 ALTER TABLE ONLY public.bagged_scores
     ADD CONSTRAINT bagged_scores_submission_id_fkey FOREIGN KEY (submission_id) REFERENCES public.submissions(id);
+
+ALTER TABLE ONLY public.dataset_changes
+    ADD CONSTRAINT dataset_changes_dataset_id_fkey FOREIGN KEY (dataset_id) REFERENCES public.datasets(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.dataset_folds
     ADD CONSTRAINT dataset_folds_dataset_id_fkey FOREIGN KEY (dataset_id) REFERENCES public.datasets(id);
@@ -536,3 +597,6 @@ ALTER TABLE ONLY public.scores
 
 ALTER TABLE ONLY public.submissions
     ADD CONSTRAINT submissions_dataset_id_fkey FOREIGN KEY (dataset_id) REFERENCES public.datasets(id);
+
+ALTER TABLE ONLY public.team_members
+    ADD CONSTRAINT team_members_team_fkey FOREIGN KEY (team) REFERENCES public.teams(name) ON DELETE CASCADE;
