@@ -26,6 +26,7 @@ from datarun import __version__, cli_admin
 from datarun.cli_common import State, out, print_json, settings, state
 from datarun.cli_db import db_app
 from datarun.cli_provision import provision_app
+from datarun.cli_teams import dataset_app, team_app
 from datarun.logs import setup_logging
 from datarun.settings import Settings, effective, sources
 from datarun.wiring import (
@@ -47,6 +48,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(db_app, name="db")
+app.add_typer(team_app, name="team")
+app.add_typer(dataset_app, name="dataset")
 app.add_typer(provision_app, name="provision")
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -153,7 +154,28 @@ class CVSection(_Strict):
         return self
 
 
-class DatasetManifest(_Strict):
+RULES = ("opens_at", "closes_at", "submissions_per_day", "min_minutes_between")
+
+
+class Rules(_Strict):
+    """A dataset's phase and quotas (`spool.rules`): top-level keys of dataset.toml."""
+
+    opens_at: AwareDatetime | None = None
+    closes_at: AwareDatetime | None = None
+    submissions_per_day: int | None = Field(default=None, ge=0, le=1_000_000)
+    min_minutes_between: int | None = Field(default=None, ge=0, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Rules:
+        if self.opens_at and self.closes_at and self.closes_at <= self.opens_at:
+            raise ValueError("closes_at must come after opens_at")
+        return self
+
+    def rules(self) -> Rules:
+        return Rules(**{key: getattr(self, key) for key in RULES})
+
+
+class DatasetManifest(Rules):
     name: Name
     title: str = ""
     target: str = Field(min_length=1)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from spool import db
 from spool.errors import BundleError, Conflict
 from spool.jobs import PRIORITIES
-from spool.manifests import DatasetManifest
+from spool.manifests import RULES, DatasetManifest, Rules
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,22 @@ class DatasetRow:
     store_path: str
     intake_token: str | None
     summary: dict[str, Any]
+    opens_at: datetime | None = None
+    closes_at: datetime | None = None
+    submissions_per_day: int | None = None
+    min_minutes_between: int | None = None
+
+    def rules(self) -> Rules:
+        return Rules(**{key: getattr(self, key) for key in RULES})
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who dropped a submission, and what the intake told them on accepting it."""
+
+    uid: int | None = None
+    name: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +127,7 @@ def register_dataset(
                     "drop_name": drop_name,
                     "intake_token": token,
                     "lower_is_better": False,
+                    **manifest.rules().model_dump(),
                 },
             )
             message = f"dataset {manifest.name} registered from {drop_name}"
@@ -147,6 +165,7 @@ def register_kit(
                 "manifest": json.dumps({"title": summary.get("title", "")}),
                 "summary": json.dumps(summary), "drop_name": drop_name,
                 "intake_token": token, "lower_is_better": scores[0]["lower_is_better"],
+                **Rules().model_dump(),  # a kit has no dataset.toml: `datarun dataset set`
             })  # fmt: skip
             _event(conn, "dataset.registered", f"RAMP kit {name} registered from {drop_name}",
                    dataset_id=id)  # fmt: skip
@@ -181,6 +200,7 @@ def register_submission(
     drop_name: str,
     max_attempts: int,
     token: str,
+    owner: Owner = Owner(),
 ) -> int:
     """Commit the submission and its fold jobs; returns its version."""
     with conn.transaction():
@@ -198,6 +218,9 @@ def register_submission(
                 "manifest": json.dumps(manifest),
                 "drop_name": drop_name,
                 "intake_token": token,
+                "owner_uid": owner.uid,
+                "owner": owner.name,
+                "notes": list(owner.notes),
             },
         )
         assert row is not None

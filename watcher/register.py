@@ -34,7 +34,7 @@ from spool.manifests import (
 )
 from spool.prepare import LABELS_FILE, prepare_in_child
 from spool.workflows import check_submission
-from watcher import tokens
+from watcher import admission, tokens
 from watcher.answers import Answers
 from watcher.drops import IntakeConfig, Outcome, now
 from watcher.tokens import Origin
@@ -111,6 +111,8 @@ class Registrar:
     # ---- datasets ---------------------------------------------------------------
 
     def dataset(self, token: Path, origin: Origin) -> Outcome:
+        # Before anything is read: a kit's problem.py runs on this machine.
+        admission.admit_dataset(admission.dropper(self.conn, token / "drop" / origin.name))
         root = self._unpack(token, origin, self.config.dataset_limits)
         manifest_file = root / DATASET_MANIFEST
         if not manifest_file.is_file() and rampkit.is_kit(root):
@@ -189,14 +191,16 @@ class Registrar:
     # ---- submissions ------------------------------------------------------------
 
     def submission(self, token: Path, origin: Origin) -> Outcome:
+        who = admission.dropper(self.conn, token / "drop" / origin.name)
+        admission.admit_dropper(who)
         root = self._unpack(token, origin, self.config.submission_limits)
         manifest, dataset_name, name = _submission_names(root, origin)
+        admitted = admission.admit_submission(who, manifest)
+        team, queue = admitted.team, admitted.queue
         dataset = registry.dataset_by_name(self.conn, dataset_name)
         if dataset is None:
             raise BundleWaiting(dataset_name)
         check_submission(root, dataset.workflow, dataset.name, dataset.summary.get("files"))
-        team = manifest.team if manifest else ""
-        queue = manifest.priority if manifest else "low"
         digest = bundles.content_hash(root)
         found = registry.submission_by_content(self.conn, dataset.id, team, digest)
         if found and found.intake_token != token.name:
@@ -206,6 +210,7 @@ class Registrar:
                 f"results/{dataset.name}/{tag}/",
             )  # fmt: skip
         if found is None:
+            admission.admit_now(self.conn, who, dataset, team)
             ident, _, version = self._commit(
                 token, "submissions", root, (),
                 lambda ident, store_path: registry.register_submission(
@@ -213,6 +218,7 @@ class Registrar:
                     queue=queue, content_hash=digest, drop_name=escaped(origin.name),
                     manifest=manifest.model_dump() if manifest else {},
                     max_attempts=self.config.max_attempts, token=token.name,
+                    owner=admitted.owner,
                 ),
             )  # fmt: skip
         else:
@@ -220,8 +226,9 @@ class Registrar:
         tag = label(name, team, version)
         status = {
             "submission": tag, "dataset": dataset.name, "id": ident, "state": "queued",
-            "folds": dataset.n_folds, "queue": queue, "registered_at": now(),
-            "dropped_as": escaped(origin.source),
+            "team": team, "folds": dataset.n_folds, "queue": queue, "registered_at": now(),
+            "dropped_as": escaped(origin.source), "dropped_by": who.user,
+            "notes": list(admitted.owner.notes),
         }  # fmt: skip
         write_atomic(self.spool.submission_results(dataset.name, tag) / "status.json",
                      json.dumps(status, indent=2) + "\n")  # fmt: skip

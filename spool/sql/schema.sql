@@ -241,6 +241,7 @@ CREATE TABLE public.submissions (
     results_at timestamp with time zone,
     owner_uid bigint,
     owner text,
+    notes text[] DEFAULT '{}'::text[] NOT NULL,
     CONSTRAINT submissions_name_check CHECK (((name ~ '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$'::text) AND (team ~ '^([A-Za-z0-9][A-Za-z0-9_-]{0,63})?$'::text))),
     CONSTRAINT submissions_queue_check CHECK ((queue = ANY (ARRAY['high'::text, 'low'::text]))),
     CONSTRAINT submissions_version_check CHECK ((version >= 1))

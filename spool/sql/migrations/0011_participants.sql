@@ -20,8 +20,10 @@ CREATE TABLE team_members (
 );
 CREATE INDEX team_members_team_idx ON team_members (team);
 
--- Who dropped each submission (NULL before this migration, or with no team registered).
-ALTER TABLE submissions ADD COLUMN owner_uid bigint, ADD COLUMN owner text;
+-- Who dropped each submission (NULL before this migration), and what the intake told
+-- them on accepting it (a priority it did not take, for one).
+ALTER TABLE submissions ADD COLUMN owner_uid bigint, ADD COLUMN owner text,
+    ADD COLUMN notes text[] NOT NULL DEFAULT '{}';
 CREATE INDEX submissions_team_created_idx ON submissions (dataset_id, team, created_at);
 
 -- A dataset's phase and quotas, from dataset.toml or `datarun dataset set`; NULL: none.

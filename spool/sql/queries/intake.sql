@@ -6,7 +6,7 @@ SELECT pg_try_advisory_lock(hashtext('datarun.watcher')) AS locked;
 
 -- name: dataset_by_name
 SELECT id, name, kind, task, workflow, metrics, n_folds, content_hash, store_path,
-       intake_token, summary
+       intake_token, summary, opens_at, closes_at, submissions_per_day, min_minutes_between
 FROM datasets WHERE name = %(name)s;
 
 -- name: next_id
@@ -15,11 +15,13 @@ SELECT nextval(pg_get_serial_sequence(%(table)s, 'id')) AS id;
 
 -- name: dataset_insert
 INSERT INTO datasets (id, name, kind, task, workflow, metrics, n_folds, content_hash,
-                      store_path, manifest, summary, drop_name, intake_token, lower_is_better)
+                      store_path, manifest, summary, drop_name, intake_token, lower_is_better,
+                      opens_at, closes_at, submissions_per_day, min_minutes_between)
 OVERRIDING SYSTEM VALUE
 VALUES (%(id)s, %(name)s, %(kind)s, %(task)s, %(workflow)s, %(metrics)s, %(n_folds)s,
         %(content_hash)s, %(store_path)s, %(manifest)s, %(summary)s, %(drop_name)s,
-        %(intake_token)s, %(lower_is_better)s);
+        %(intake_token)s, %(lower_is_better)s, %(opens_at)s, %(closes_at)s,
+        %(submissions_per_day)s, %(min_minutes_between)s);
 
 -- name: submission_by_content
 SELECT s.id, s.name, s.team, s.version, s.store_path, s.intake_token
@@ -29,11 +31,11 @@ WHERE s.dataset_id = %(dataset_id)s AND s.team = %(team)s AND s.content_hash = %
 -- name: submission_insert
 -- The version is the next one for (dataset, team, name); the unique key guards races.
 INSERT INTO submissions (id, dataset_id, name, team, queue, content_hash, store_path,
-                         manifest, drop_name, version, intake_token)
+                         manifest, drop_name, version, intake_token, owner_uid, owner, notes)
 OVERRIDING SYSTEM VALUE
 SELECT %(id)s, %(dataset_id)s, %(name)s, %(team)s, %(queue)s, %(content_hash)s,
        %(store_path)s, %(manifest)s, %(drop_name)s, coalesce(max(version), 0) + 1,
-       %(intake_token)s
+       %(intake_token)s, %(owner_uid)s, %(owner)s, %(notes)s
 FROM submissions
 WHERE dataset_id = %(dataset_id)s AND team = %(team)s AND name = %(name)s
 RETURNING id, version;
