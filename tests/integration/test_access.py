@@ -97,7 +97,8 @@ class Lab:
         return pwd.getpwnam(self.users[role]).pw_uid
 
     def as_master(self, phase: str) -> str:
-        args = {"root": str(self.spool), "phase": phase, "bobs": "bobs", "alices": "alices"}
+        args: dict[str, str | int] = {"root": str(self.spool), "phase": phase, "bobs": "bobs",
+                                      "alices": "alices"}  # fmt: skip
         args |= {role: self.uid(role) for role in ("alice", "bob", "carol")}
         cmd = [sys.executable, "-c", MASTER, json.dumps(args)]
         env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
