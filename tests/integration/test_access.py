@@ -240,3 +240,15 @@ def test_the_acls_are_what_the_layout_says(lab: Lab) -> None:
     )
     for private in ("store", "predictions"):
         assert (lab.spool / private).stat().st_mode & 0o007 == 0
+
+
+def test_a_root_masters_kit_scorer_still_reads_predictions(lab: Lab) -> None:
+    """A root master scores RAMP kits as datarun-kit, in a root that binds predictions/
+    (its own mode and ACL apply there): prepare_spool lets that user in, nobody else."""
+    if lab.master is not None:
+        pytest.skip("a normal master scores kits as itself")
+    lab.as_master("layout")
+    lab.as_master("secure")
+    predictions = ("predictions", "read", "predictions/1.1.npz")
+    assert lab.probe("datarun-kit", predictions) == {"predictions": "ok"}
+    assert lab.probe("alice", predictions) == {"predictions": "PermissionError"}
