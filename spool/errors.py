@@ -50,3 +50,12 @@ class BundleError(DatarunError):
 
 class BundleWaiting(DatarunError):
     """A submission names a dataset that is not registered yet; it waits for it."""
+
+
+class AccessError(DatarunError):
+    """A spool folder's permissions (its mode, its POSIX ACLs) cannot be read or set as
+    datarun needs, or an ACL is malformed."""
+
+
+class AclUnsupported(AccessError):
+    """The filesystem of a spool folder keeps no POSIX ACLs."""
