@@ -36,9 +36,10 @@ from datarun.wiring import (
     schema_ready,
     watcher_config,
 )
-from spool import migrate
+from spool import db, migrate, teams
 from spool.errors import DatarunError
 from spool.layout import Spool
+from watcher import sharing
 
 app = typer.Typer(
     name="datarun",
@@ -149,6 +150,9 @@ def init(ctx: typer.Context) -> None:
     spool = Spool(s.spool_path)
     made = spool.create()
     applied = migrate.migrate(database_url(s))
+    with db.connect(database_url(s)) as conn:
+        if teams.challenge(conn):  # folders made since are shared as the teams say
+            sharing.reshare(spool, conn)
     out.print(f"spool ready at {spool.root}" + (f" ({len(made)} folders created)" if made else ""))
     out.print(
         f"database schema at version {len(migrate.available())}"

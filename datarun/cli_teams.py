@@ -11,6 +11,8 @@ from rich.table import Table
 from datarun.cli_common import out, print_json, settings
 from datarun.wiring import database_url
 from spool import db, rules, teams
+from spool.layout import Spool
+from watcher import sharing
 
 team_app = typer.Typer(
     help="Teams of a challenge: which Unix users drop for which team, who organizes.",
@@ -51,8 +53,10 @@ def team_add(
     if priority not in (None, "high", "low"):
         raise typer.BadParameter("expected high or low", param_hint="--priority")
     members = [teams.user(u) for u in users or []]
-    with db.connect(database_url(settings(ctx))) as conn:
+    s = settings(ctx)
+    with db.connect(database_url(s)) as conn:
         team = teams.add(conn, name, members, organizer=organizer, queue=priority)
+        _reshare(Spool(s.spool_path), conn)
     role = "organizers" if team["organizer"] else "participants"
     added = f"; added {', '.join(m.name for m in members)}" if members else ""
     out.print(f"team {name} ({role}, priority {team['queue']}){added}")
@@ -69,9 +73,19 @@ def team_remove(
     Example: datarun team remove lions --user bob
     """
     members = [teams.user(u) for u in users or []]
-    with db.connect(database_url(settings(ctx))) as conn:
+    s = settings(ctx)
+    with db.connect(database_url(s)) as conn:
         gone = teams.remove(conn, name, members)
+        _reshare(Spool(s.spool_path), conn)
     out.print(f"removed from {name}: {', '.join(gone)}" if members else f"team {name} removed")
+
+
+def _reshare(spool: Spool, conn: db.Conn) -> None:
+    """Who reads what follows the teams at once: the spool's folders are shared again."""
+    spool.check()
+    if teams.challenge(conn):
+        count = sharing.reshare(spool, conn)
+        out.print(f"spool {spool.root}: {count} result and answer folders shared by team")
 
 
 @team_app.command("list")

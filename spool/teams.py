@@ -128,3 +128,19 @@ def acting_user() -> str:
     me = user_name(os.geteuid())
     sudo = os.environ.get("SUDO_USER")
     return f"{me} (sudo by {sudo})" if sudo and sudo != me else me
+
+
+def challenge(conn: db.Conn) -> bool:
+    """Whether any team exists: then who drops what is checked, and the spool's folders
+    are shared by team (`spool.access`)."""
+    row = db.fetch_one(conn, "challenge")
+    return bool(row and row["challenge"])
+
+
+def readers(conn: db.Conn, team: str) -> list[int]:
+    """Who reads a team's results: its members and the organizers."""
+    return [int(r["uid"]) for r in db.fetch_all(conn, "team_readers", {"team": team})]
+
+
+def team_of_uids(conn: db.Conn) -> dict[int, str]:
+    return {int(r["uid"]): r["team"] for r in db.fetch_all(conn, "member_teams")}

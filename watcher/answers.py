@@ -20,13 +20,11 @@ from typing import Any
 from spool import bundles, registry
 from spool.bundles import shown
 from spool.layout import Spool, escaped, stamp, write_atomic
-from watcher import tokens
-from watcher.drops import Kind, Outcome, now
+from watcher import sharing, tokens
+from watcher.drops import NOTES, Kind, Outcome, now
 from watcher.tokens import Origin
 
 log = logging.getLogger(__name__)
-
-NOTES = {".destination", ".waiting.json", "REJECTED.txt", "WAITING.txt"}  # ours, not the drop
 
 
 @dataclass(frozen=True)
@@ -109,6 +107,7 @@ class Answers:
         dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.exists():  # a name clash: keep both
             dest = dest.with_name(dest.name + "-" + token.name[-6:])
+        sharing.answer_folder(self.conn, answer)  # before it is where others look
         answer.rename(dest)
         (dest / ".destination").unlink(missing_ok=True)
         tokens.forget(token)

@@ -8,6 +8,9 @@ from typing import Literal
 
 from spool.bundles import Limits
 
+# what an answer folder holds besides the drop itself: the notes datarun writes
+NOTES = frozenset({".destination", ".waiting.json", "REJECTED.txt", "WAITING.txt"})
+
 Kind = Literal["dataset", "submission"]
 Result = Literal["registered", "duplicate", "rejected", "waiting", "gone", "retry", "skipped"]
 

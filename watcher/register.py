@@ -34,7 +34,7 @@ from spool.manifests import (
 )
 from spool.prepare import LABELS_FILE, prepare_in_child
 from spool.workflows import check_submission
-from watcher import admission, tokens
+from watcher import admission, sharing, tokens
 from watcher.answers import Answers
 from watcher.drops import IntakeConfig, Outcome, now
 from watcher.tokens import Origin
@@ -183,6 +183,7 @@ class Registrar:
         inbox = self.spool.incoming_submissions / new.name
         inbox.mkdir(exist_ok=True)
         (self.spool.results / new.name).mkdir(parents=True, exist_ok=True)
+        sharing.dataset_opened(self.spool, self.conn, new.name)
         if new.drops_submissions:
             _drop_kit_submissions(self.spool.absolute(store_path) / "bundle", inbox)
         tokens.forget(token)
@@ -230,8 +231,9 @@ class Registrar:
             "dropped_as": escaped(origin.source), "dropped_by": who.user,
             "notes": list(admitted.owner.notes),
         }  # fmt: skip
-        write_atomic(self.spool.submission_results(dataset.name, tag) / "status.json",
-                     json.dumps(status, indent=2) + "\n")  # fmt: skip
+        folder = self.spool.submission_results(dataset.name, tag)
+        sharing.submission_folder(self.spool, self.conn, folder, team)
+        write_atomic(folder / "status.json", json.dumps(status, indent=2) + "\n")
         tokens.forget(token)
         log.info("registered %s of %s", tag, dataset.name)
         return Outcome("registered", origin.name, "submission", tag,

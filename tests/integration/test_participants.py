@@ -17,6 +17,7 @@ import pytest
 from spool import db, rules, teams
 from spool.errors import DatarunError
 from spool.layout import Spool
+from watcher import sharing
 from tests.conftest import age, drop, reachable_tmp
 from tests.helpers import bundles as B
 from tests.helpers.users import as_user, drop_as, unix_users
@@ -32,13 +33,10 @@ def users() -> Iterator[dict]:
 
 @pytest.fixture
 def spool() -> Iterator[Spool]:
-    """A spool other users can reach (tmp_path's parents are root's alone), its inboxes
-    open to all as a challenge's are (which permissions exactly is not tested here)."""
+    """A spool other users can reach (tmp_path's parents are root's alone)."""
     base = reachable_tmp("datarun-participants-")
     layout = Spool(base / "spool")
     layout.create()
-    for folder in (layout.incoming_datasets, layout.incoming_submissions):
-        folder.chmod(0o1777)
     yield layout
     shutil.rmtree(base, ignore_errors=True)
 
@@ -51,11 +49,19 @@ def src() -> Iterator[Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
-def challenge(url: str, *, lions_priority: str | None = None) -> None:
+def challenge(url: str, spool: Spool, *, lions_priority: str | None = None) -> None:
+    """Three teams, and the spool shared as they say (what `datarun team add` does)."""
     with db.connect(url) as conn:
         teams.add(conn, "lions", [teams.user(ALICE)], queue=lions_priority)
         teams.add(conn, "tigers", [teams.user(BOB)])
         teams.add(conn, "staff", [teams.user(CAROL)], organizer=True)
+        sharing.reshare(spool, conn)
+
+
+def opened_by_hand(spool: Spool) -> None:
+    """Open mode: the admin lets everyone drop, as before teams existed."""
+    for folder in (spool.incoming_datasets, *spool.incoming_submissions.glob("*")):
+        folder.chmod(0o1777)
 
 
 def readable(path: Path) -> Path:
@@ -78,8 +84,7 @@ def submission_as(user: str, spool: Spool, src: Path, name: str, *, manifest: st
     where = Path(tempfile.mkdtemp(prefix=f"{user}-", dir=src))
     where.chmod(0o755)
     bundle = B.submission(where, name, manifest=manifest, variant=variant)
-    inbox = spool.incoming_submissions / dataset
-    inbox.chmod(0o1777)
+    inbox = spool.incoming_submissions / dataset if dataset else spool.incoming_submissions
     return age(drop_as(user, readable(bundle), inbox))
 
 
@@ -101,8 +106,10 @@ def test_without_teams_anyone_drops_anything_as_before(
     users, spool, src, make_watcher, database_url
 ):
     watcher = make_watcher()
+    opened_by_hand(spool)
     dataset_as(ALICE, spool, src)
     assert [o.result for o in watcher.run_once()] == ["registered"]
+    opened_by_hand(spool)
     submission_as(BOB, spool, src, "logreg", manifest='team = "anyone"\npriority = "high"\n')
     assert [o.result for o in watcher.run_once()] == ["registered"]
     [row] = submissions(database_url)
@@ -112,7 +119,7 @@ def test_without_teams_anyone_drops_anything_as_before(
 
 def test_the_owner_of_a_drop_decides_its_team(users, spool, src, make_watcher, database_url):
     watcher = make_watcher()
-    challenge(database_url)
+    challenge(database_url, spool)
     dataset_as(CAROL, spool, src)  # an organizer
     assert [o.result for o in watcher.run_once()] == ["registered"]
 
@@ -126,8 +133,13 @@ def test_the_owner_of_a_drop_decides_its_team(users, spool, src, make_watcher, d
     assert results["stranger"][0] == "rejected"
     assert f"{DAVE} (uid {users[DAVE].pw_uid}) is in no team" in rejection(spool, "stranger")
 
-    dataset_as(ALICE, spool, src, "wine")  # a participant's dataset: refused unread
-    [outcome] = watcher.run_once()
+    with pytest.raises(AssertionError, match="Permission denied"):  # not even written
+        dataset_as(ALICE, spool, src, "wine")
+    wine = B.dataset(src / "root" / "wine", "wine")  # put there by root, but hers
+    for path in [wine, *wine.rglob("*")]:
+        os.chown(path, users[ALICE].pw_uid, users[ALICE].pw_gid)
+    drop(wine, spool.incoming_datasets)
+    [outcome] = watcher.run_once()  # refused unread
     assert outcome.result == "rejected"
     assert "only organizers drop datasets" in rejection(spool, "wine")
     with db.connect(database_url) as conn:
@@ -142,7 +154,7 @@ def test_the_owner_of_a_drop_decides_its_team(users, spool, src, make_watcher, d
 
 def test_a_participant_does_not_choose_a_priority(users, spool, src, make_watcher, database_url):
     watcher = make_watcher()
-    challenge(database_url, lions_priority="low")
+    challenge(database_url, spool, lions_priority="low")
     dataset_as(CAROL, spool, src)
     watcher.run_once()
     submission_as(ALICE, spool, src, "eager", manifest='priority = "high"\n')
@@ -167,14 +179,13 @@ def test_a_hard_link_to_another_users_archive_is_not_theirs(
     users, spool, src, make_watcher, database_url
 ):
     watcher = make_watcher()
-    challenge(database_url)
+    challenge(database_url, spool)
     dataset_as(CAROL, spool, src)
     watcher.run_once()
     archive = B.zip_folder(readable(B.submission(src / "bob", "secret")), src / "secret.zip")
     os.chown(archive, users[BOB].pw_uid, users[BOB].pw_gid)
     archive.chmod(0o666)  # what fs.protected_hardlinks asks of a link to another's file
     link = spool.incoming_submissions / "iris" / "secret.zip"
-    link.parent.chmod(0o1777)
     as_user(ALICE, "ln", str(archive), str(link))
     age(link)
     [outcome] = watcher.run_once()
@@ -186,7 +197,7 @@ def test_quotas_and_phases_refuse_with_when_the_next_is_accepted(
     users, spool, src, make_watcher, database_url
 ):
     watcher = make_watcher()
-    challenge(database_url)
+    challenge(database_url, spool)
     dataset_as(CAROL, spool, src, rules_toml="submissions_per_day = 2\n")
     assert [o.result for o in watcher.run_once()] == ["registered"]
     for variant in range(2):
@@ -236,6 +247,7 @@ def test_quotas_and_phases_refuse_with_when_the_next_is_accepted(
 
 def test_organizers_settings_are_checked(users, spool, src, make_watcher, database_url):
     watcher = make_watcher()
+    opened_by_hand(spool)
     dataset_as(CAROL, spool, src)
     watcher.run_once()
     with db.connect(database_url) as conn:
@@ -256,6 +268,7 @@ def test_organizers_settings_are_checked(users, spool, src, make_watcher, databa
 
 def test_a_naive_time_in_dataset_toml_is_refused(users, spool, src, make_watcher):
     watcher = make_watcher()
+    opened_by_hand(spool)
     dataset_as(CAROL, spool, src, rules_toml="closes_at = 2030-01-01T00:00:00\n")
     [outcome] = watcher.run_once()
     assert outcome.result == "rejected"
@@ -274,3 +287,40 @@ def test_an_unknown_user_of_the_mount_is_named_by_uid(spool, src, make_watcher, 
     drop(bundle, spool.incoming_submissions / "iris")
     [outcome] = watcher.run_once()
     assert (outcome.result, outcome.detail) == ("registered", "ghosts.boo.v1")
+
+
+def test_each_team_reads_its_own_and_organizers_read_all(
+    users, spool, src, make_watcher, database_url
+):
+    """Through the master: what it writes for a team is that team's and the organizers'."""
+    watcher = make_watcher()
+    challenge(database_url, spool)
+    dataset_as(CAROL, spool, src)
+    watcher.run_once()
+    submission_as(BOB, spool, src, "secret")
+    submission_as(BOB, spool, src, "broken", manifest='team = "lions"\n')
+    waiting = submission_as(BOB, spool, src, "early", dataset="",
+                            manifest='dataset = "later"\n')  # not registered yet
+    results = {o.name: o.result for o in watcher.run_once()}
+    assert results == {"secret": "registered", "broken": "rejected", "early": "waiting"}
+    status = spool.results / "iris" / "tigers.secret.v1" / "status.json"
+    [answer] = [p for p in spool.rejected.iterdir() if p.name.endswith("_broken")]
+    [waits] = list((spool.waiting / "later").iterdir())
+    [stored] = list((spool.store / "submissions").iterdir())
+    private = [status, answer / "REJECTED.txt", waits / "WAITING.txt", stored / "classifier.py"]
+    for path in private:
+        assert as_user(ALICE, "cat", str(path), check=False).returncode != 0, path
+    for path in private[:3]:
+        assert as_user(BOB, "cat", str(path), check=False).returncode == 0, path
+        assert as_user(CAROL, "cat", str(path), check=False).returncode == 0, path
+    assert as_user(ALICE, "ls", str(spool.incoming_submissions / "iris"),
+                   check=False).returncode != 0  # fmt: skip
+    assert as_user(ALICE, "ls", str(status.parent), check=False).returncode != 0
+    assert as_user(ALICE, "ls", str(spool.results / "iris"), check=False).returncode == 0
+    assert not waiting.exists()
+
+    with db.connect(database_url) as conn:  # bob leaves: at once he reads nothing more
+        teams.remove(conn, "tigers", [teams.user(BOB)])
+        sharing.reshare(spool, conn)
+    assert as_user(BOB, "cat", str(status), check=False).returncode != 0
+    assert as_user(CAROL, "cat", str(status), check=False).returncode == 0

@@ -41,3 +41,14 @@ GROUP BY t.name ORDER BY t.organizer DESC, t.name;
 -- name: organizer_uids
 SELECT m.uid FROM team_members m JOIN teams t ON t.name = m.team WHERE t.organizer
 ORDER BY m.uid;
+
+-- name: team_readers
+-- Who may read a team's results: its members and every organizer.
+SELECT DISTINCT m.uid FROM team_members m JOIN teams t ON t.name = m.team
+WHERE m.team = %(team)s OR t.organizer ORDER BY m.uid;
+
+-- name: member_teams
+SELECT uid, team FROM team_members;
+
+-- name: challenge
+SELECT EXISTS (SELECT 1 FROM teams) AS challenge;
