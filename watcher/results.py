@@ -17,6 +17,8 @@ removes the temporaries a killed one left behind.
 
     results/<dataset>/leaderboard.csv       ranked by the first metric's mean valid score
     results/<dataset>/leaderboard.html      the same, self-contained, with per-fold charts
+                                            (in a challenge: `watcher.boards`, public)
+    results/<dataset>/private/leaderboard.* every submission, every score, the picks
     results/<dataset>/folds.json            the folds, as rows of the dataset's train file
     results/<dataset>/<label>/status.json   state of each fold, errors, mean +- std, bagged
     results/<dataset>/<label>/scores.csv    fold x split x metric
