@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
-from spool import bundles, db, rampkit
+from spool import bundles, db, leaderboards, rampkit
 from spool.errors import DatarunError
 from spool.layout import Spool
 from spool.manifests import DATASET_MANIFEST
@@ -103,30 +103,65 @@ def render_status(data: dict[str, list[dict[str, Any]]]) -> Group:
     return Group(*(_table(name, data[name], list(cols)) for name, (_, cols) in STATUS.items()))
 
 
-def leaderboard(conn: db.Conn, dataset: str) -> list[dict[str, Any]]:
-    row = db.fetch_one(conn, "dataset_exists", {"name": dataset})
-    if not (row and row["present"]):
+def leaderboard(conn: db.Conn, dataset: str, *, private: bool = False) -> list[dict[str, Any]]:
+    """The public leaderboard's rows (without the test columns while the test scores are
+    private), or with `private` every submission, every score and each team's pick."""
+    phase = leaderboards.phase(conn, dataset)
+    if phase is None:
         raise DatarunError(f"no dataset named {dataset!r} (see `datarun status`)")
-    return _plain(db.fetch_all(conn, "leaderboard", {"dataset": dataset}))
+    if private:
+        return _plain(leaderboards.private(conn, dataset))
+    rows = leaderboards.public(conn, dataset)
+    if not phase.test_public:  # not even as empty keys: there is no test score to show
+        rows = [{k: v for k, v in r.items() if k not in leaderboards.TEST_COLUMNS} for r in rows]
+    return _plain(rows)
 
 
-def render_leaderboard(dataset: str, rows: list[dict[str, Any]]) -> Table:
+def leaderboard_phase(conn: db.Conn, dataset: str) -> leaderboards.Phase:
+    return leaderboards.phase(conn, dataset) or leaderboards.OPEN
+
+
+def _ranking(metric: str, direction: str, phase: leaderboards.Phase, private: bool) -> str:
+    """What a leaderboard's title says of its ranking."""
+    better = f"{direction} is better; no rank: failed or not yet scored"
+    if private:
+        return (f"private: every submission, ranked by mean validation {metric} ({better}); "
+                f"final: each team's pick by its mean test {metric}")  # fmt: skip
+    if phase.challenge and phase.revealed:
+        return (f"each team's pick (best mean validation {metric}), ranked by its mean "
+                f"test {metric} ({better})")  # fmt: skip
+    if phase.challenge:
+        return (f"each team's best submission, ranked by mean validation {metric} ({better}); "
+                "test scores are published at close")  # fmt: skip
+    return f"ranked by mean validation {metric} ({better})"
+
+
+def render_leaderboard(
+    dataset: str,
+    rows: list[dict[str, Any]],
+    phase: leaderboards.Phase = leaderboards.OPEN,
+    *,
+    private: bool = False,
+) -> Table:
     metric = rows[0]["metric"] if rows else "score"
     direction = "lower" if rows and rows[0].get("lower_is_better") else "greater"
-    table = Table(
-        title=f"{dataset} — ranked by mean validation {metric} ({direction} is "
-        "better; no rank: failed or not yet scored)",
-        title_justify="left",
-    )
-    table.add_column("rank")
-    table.add_column("submission", no_wrap=True)
-    for column in ("state", "folds", f"valid {metric}", "bagged valid", "bagged test"):
-        table.add_column(column)
+    table = Table(title=f"{dataset} — {_ranking(metric, direction, phase, private)}",
+                  title_justify="left")  # fmt: skip
+    test = private or phase.test_public
+    mean = private or (phase.challenge and phase.revealed)  # the test mean ranks them
+    columns = ["state", "folds", f"valid {metric}"] + (["test mean"] if mean else [])
+    columns += ["bagged valid"] + (["bagged test"] if test else [])
+    columns += ["pick", "final rank"] if private else []
+    for column in ["rank", "submission", *columns]:
+        table.add_column(column, no_wrap=column == "submission")
     for r in rows:
         valid = "" if r["valid_mean"] is None else f"{r['valid_mean']:.4f} ± {r['valid_std']:.4f}"
         rank = "" if r["rank"] is None else str(r["rank"])  # failed or not yet scored
-        table.add_row(rank, r["label"], r["state"], f"{r['scored']}/{r['folds']}",
-                      valid, _cell(r["bagged_valid"]), _cell(r["bagged_test"]))  # fmt: skip
+        cells = [rank, r["label"], r["state"], f"{r['scored']}/{r['folds']}", valid]
+        cells += [_cell(r["test_mean"])] if mean else []
+        cells += [_cell(r["bagged_valid"])] + ([_cell(r["bagged_test"])] if test else [])
+        cells += ["pick" if r["pick"] else "", _cell(r["final_rank"])] if private else []
+        table.add_row(*cells)
     return table
 
 

@@ -227,7 +227,7 @@ def executor(
 for command in (
     version, config, demo, init, master,
     cli_admin.retry, cli_admin.cancel, cli_admin.status, cli_admin.leaderboard,
-    cli_admin.logs, cli_admin.submit,
+    cli_admin.reveal, cli_admin.logs, cli_admin.submit,
     executor,
 ):  # fmt: skip
     app.command()(command)

@@ -1,5 +1,5 @@
 """The operator's commands on the queue and the spool: retry, cancel, status, leaderboard,
-logs, submit (`datarun.admin` computes and renders what they show)."""
+reveal, logs, submit (`datarun.admin` computes and renders what they show)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from datarun import admin
 from datarun.cli_common import out, print_json, settings
 from datarun.console import live
 from datarun.wiring import database_url, server
-from spool import db, jobs
+from spool import db, jobs, leaderboards
 from spool.errors import DatarunError
 from spool.layout import Spool
 
@@ -95,17 +95,43 @@ def leaderboard(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="The dataset's name.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    private: Annotated[
+        bool,
+        typer.Option("--private", help="Organizers: every submission, every score, the picks."),
+    ] = False,
 ) -> None:
     """A dataset's ranking: mean +- std over folds and bagged scores of its first metric.
 
-    Example: datarun leaderboard iris
+    With teams registered (a challenge): each team's best submission by validation, and
+    its test scores only once the dataset closed or was revealed; --private shows all.
+    Example: datarun leaderboard iris    (or --private)
     """
     with db.connect(database_url(settings(ctx))) as conn:
-        rows = admin.leaderboard(conn, dataset)
+        rows = admin.leaderboard(conn, dataset, private=private)
+        phase = admin.leaderboard_phase(conn, dataset)
     if as_json:
         print_json(rows)
     else:
-        out.print(admin.render_leaderboard(dataset, rows))
+        out.print(admin.render_leaderboard(dataset, rows, phase, private=private))
+
+
+def reveal(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="The dataset's name.")],
+) -> None:
+    """Publish a dataset's test scores now, before its closes_at: the public leaderboard
+    then ranks each team's pick by its test score (the running master rewrites it).
+
+    Example: datarun reveal iris
+    """
+    with db.connect(database_url(settings(ctx))) as conn:
+        done = leaderboards.reveal(conn, dataset)
+    when = done.revealed_at.isoformat(timespec="seconds")
+    if done.changed:
+        out.print(f"{dataset}: the test scores are public from {when}; the master rewrites "
+                  "its leaderboard within a few seconds")  # fmt: skip
+    else:
+        out.print(f"{dataset}: already revealed at {when}")
 
 
 def logs(

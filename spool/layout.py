@@ -98,6 +98,11 @@ class Spool:
     def submission_results(self, dataset: str, label: str) -> Path:
         return self.results / dataset / label
 
+    def private_results(self, dataset: str) -> Path:
+        """The organizers' files of a dataset: its private leaderboard, every test score.
+        Created 0700 (organizers' ACLs are added on it); never a label: those end in .vN."""
+        return self.results / dataset / "private"
+
 
 def label(name: str, team: str, version: int) -> str:
     """How a submission is named in results folders: [team.]name.vN"""

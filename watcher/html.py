@@ -11,6 +11,7 @@ of the dataset's first metric. Everything that comes from users
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 from typing import Any
@@ -83,6 +84,43 @@ class Scale:
         return 1.0 - up if self.lower_is_better else up
 
 
+@dataclass(frozen=True)
+class Board:
+    """Which leaderboard a page is: its title, what its ranking means, its columns."""
+
+    title: str = "leaderboard"
+    ranking: str = ""  # the sentence that says how rows are ranked; empty: by validation
+    test: bool = True  # the test mean and bagged test columns
+    picks: bool = False  # the private page: each team's pick and the final rank
+
+
+def _cells(r: dict[str, Any], board: Board) -> str:
+    """The score cells of a row, as the board's columns say."""
+    valid = "" if r["valid_mean"] is None else f"{_num(r['valid_mean'])} ± {_num(r['valid_std'])}"
+    cells = f'<td class="num valid"{_exact(r)}>{valid}</td>'
+    if board.test:
+        cells += f'<td class="num test">{_num(r["test_mean"])}</td>'
+    cells += f'<td class="num">{_num(r["bagged_valid"])}</td>'
+    if board.test:
+        cells += f'<td class="num test">{_num(r["bagged_test"])}</td>'
+    if board.picks:
+        final = "" if r.get("final_rank") is None else str(r["final_rank"])
+        cells += (f'<td class="pick">{"pick" if r.get("pick") else ""}</td>'
+                  f'<td class="num final">{final}</td>')  # fmt: skip
+    return cells
+
+
+def _header(metric: str, span: str, board: Board) -> str:
+    test = ("<th>test mean</th>", "<th>bagged test</th>") if board.test else ("", "")
+    picks = "<th>team's pick</th><th>final rank</th>" if board.picks else ""
+    return (
+        "<table><thead><tr><th>#</th><th>submission</th><th>state</th><th>folds</th>"
+        f"<th>valid {escape(metric)} (mean ± std)</th>{test[0]}<th>bagged valid</th>"
+        f"{test[1]}{picks}"
+        f'<th>valid score per fold<span class="scale">{escape(span)}</span></th></tr></thead>'
+    )
+
+
 def render(
     dataset: str,
     metric: str,
@@ -93,6 +131,7 @@ def render(
     updated: datetime,
     n_folds: int = 0,
     lower_is_better: bool = False,
+    board: Board = Board(),  # frozen: one shared default is harmless
 ) -> str:
     """rows: the leaderboard view's rows; folds: label -> fold -> valid score; the ranking
     direction is the dataset's first metric's (a RAMP kit's RMSE: lower is better)."""
@@ -102,9 +141,6 @@ def render(
     body = []
     for r in rows:
         label = r["label"]
-        valid = "" if r["valid_mean"] is None else (
-            f"{_num(r['valid_mean'])} ± {_num(r['valid_std'])}"
-        )  # fmt: skip
         error = errors.get(label)
         rank = "" if r["rank"] is None else str(r["rank"])  # failed or not scored: no rank
         body.append(
@@ -115,27 +151,22 @@ def render(
             + "</td>"
             f'<td><span class="state {escape(r["state"])}">{escape(r["state"])}</span></td>'
             f'<td class="num">{r["scored"]}/{r["folds"]}</td>'
-            f'<td class="num valid"{_exact(r)}>{valid}</td>'
-            f'<td class="num">{_num(r["test_mean"])}</td>'
-            f'<td class="num">{_num(r["bagged_valid"])}</td>'
-            f'<td class="num">{_num(r["bagged_test"])}</td>'
-            f"<td>{_chart(finite.get(label, {}), n_folds, scale)}</td>"
-            "</tr>"
+            + _cells(r, board)
+            + f"<td>{_chart(finite.get(label, {}), n_folds, scale)}</td></tr>"
         )
     stamp = updated.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
     direction = "lower is better" if lower_is_better else "greater is better"
     span = (f" (folds left to right; {_num(scale.high if lower_is_better else scale.low)} "
             f"at the bottom, {_num(scale.low if lower_is_better else scale.high)} at the top)"
             if finite and any(finite.values()) else "")  # fmt: skip
+    ranking = board.ranking or f"Ranked by the mean validation <b>{escape(metric)}</b> over folds"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{escape(dataset)} — leaderboard</title><style>{STYLE}</style></head><body>"
-        f"<h1>{escape(dataset)}</h1>"
-        f'<div class="meta">Ranked by the mean validation <b>{escape(metric)}</b> over folds '
-        f'(<span id="direction">{direction}</span>); a failed or unfinished submission has '
-        f'no rank. Updated <time id="updated">{escape(stamp)}</time>.</div>'
-        "<table><thead><tr><th>#</th><th>submission</th><th>state</th><th>folds</th>"
-        f"<th>valid {escape(metric)} (mean ± std)</th><th>test mean</th><th>bagged valid</th>"
-        f'<th>bagged test</th><th>valid score per fold<span class="scale">{escape(span)}'
-        "</span></th></tr></thead><tbody>" + "".join(body) + "</tbody></table></body></html>\n"
+        f"<title>{escape(dataset)} — {escape(board.title)}</title><style>{STYLE}</style>"
+        f"</head><body><h1>{escape(dataset)}</h1>"
+        f'<div class="meta">{ranking} (<span id="direction">{direction}</span>); a failed '
+        "or unfinished submission has no rank. Updated "
+        f'<time id="updated">{escape(stamp)}</time>.</div>'
+        + _header(metric, span, board)
+        + f"<tbody>{''.join(body)}</tbody></table></body></html>\n"
     )

@@ -17,6 +17,8 @@ removes the temporaries a killed one left behind.
 
     results/<dataset>/leaderboard.csv       ranked by the first metric's mean valid score
     results/<dataset>/leaderboard.html      the same, self-contained, with per-fold charts
+                                            (in a challenge: `watcher.boards`, public)
+    results/<dataset>/private/leaderboard.* every submission, every score, the picks
     results/<dataset>/folds.json            the folds, as rows of the dataset's train file
     results/<dataset>/<label>/status.json   state of each fold, errors, mean +- std, bagged
     results/<dataset>/<label>/scores.csv    fold x split x metric
@@ -40,7 +42,7 @@ import numpy as np
 
 from spool import db
 from spool.layout import TEMPORARY_GRACE, Spool, label, remove_stale_temporaries, write_atomic
-from watcher import html, summary
+from watcher import boards, summary
 from watcher.rampscore import KitScoringFailed
 from watcher.scoring import bagged, check
 
@@ -96,6 +98,9 @@ class Results:
                 self._owed.add(self.write_submission(row["id"], row["changed_at"]))
             except Exception:
                 log.exception("results of submission %s could not be written", row["id"])
+        # A dataset whose closes_at passed, or that `datarun reveal` revealed, since its
+        # public files were written: they now publish the test ranking (no restart).
+        self._owed.update(boards.revealed_due(self.database))
         for dataset in sorted(self._owed):
             try:
                 self.write_leaderboard(dataset)
@@ -213,39 +218,15 @@ class Results:
         return out
 
     def write_leaderboard(self, dataset: str) -> None:
+        """The dataset's public and private leaderboard files (`watcher.boards`)."""
         with self.database.connection() as conn:
-            rows = db.fetch_all(conn, "leaderboard_of", {"dataset": dataset})
-            fold_rows = db.fetch_all(conn, "leaderboard_fold_scores", {"dataset": dataset})
-            error_rows = db.fetch_all(conn, "leaderboard_errors", {"dataset": dataset})
             found = db.fetch_one(conn, "dataset_for_folds", {"name": dataset})
         if found is not None:
             try:
                 self.publish_folds(found)
             except Exception:  # the leaderboard is still written; tried again next time
                 log.exception("the folds of %s could not be published", dataset)
-        folds: dict[str, dict[int, float]] = defaultdict(dict)
-        for r in fold_rows:
-            folds[r["label"]][int(r["fold"])] = r["value"]
-        page = html.render(
-            dataset, found["metrics"][0] if found else "score", rows,
-            folds=dict(folds), errors={r["label"]: r["error"] for r in error_rows},
-            updated=datetime.now(UTC),
-            n_folds=int(found["summary"].get("n_folds") or 0) if found else 0,
-            lower_is_better=bool(found["lower_is_better"]) if found else False,
-        )  # fmt: skip
-        write_atomic(self.spool.results / dataset / "leaderboard.html", page)
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["rank", "submission", "team", "state", "folds_scored", "folds",
-                         "metric", "valid_mean", "valid_std", "test_mean", "bagged_valid",
-                         "bagged_test"])  # fmt: skip
-        for r in rows:  # an unranked submission (failed, not yet scored) has an empty rank
-            writer.writerow(["" if r["rank"] is None else r["rank"], r["label"], r["team"],
-                             r["state"], r["scored"], r["folds"], r["metric"],
-                             _cell(r["valid_mean"]), _cell(r["valid_std"]),
-                             _cell(r["test_mean"]), _cell(r["bagged_valid"]),
-                             _cell(r["bagged_test"])])  # fmt: skip
-        write_atomic(self.spool.results / dataset / "leaderboard.csv", buffer.getvalue())
+        boards.write(self.spool, self.database, dataset, found)
 
     def publish_folds(self, dataset: dict[str, Any]) -> None:
         """results/<dataset>/folds.json and the `folds` view, once per dataset: the folds

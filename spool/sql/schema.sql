@@ -99,6 +99,7 @@ CREATE TABLE public.datasets (
     submissions_per_day integer,
     min_minutes_between integer,
     revealed_at timestamp with time zone,
+    leaderboard_revealed boolean DEFAULT false NOT NULL,
     CONSTRAINT datasets_kind_check CHECK ((kind = ANY (ARRAY['native'::text, 'ramp'::text]))),
     CONSTRAINT datasets_metrics_check CHECK ((cardinality(metrics) >= 1)),
     CONSTRAINT datasets_min_minutes_between_check CHECK ((min_minutes_between >= 0)),
@@ -358,7 +359,9 @@ CREATE VIEW public.leaderboard AS
     test_mean,
     bagged_valid,
     bagged_test,
-    lower_is_better
+    lower_is_better,
+    submission_id,
+    created_at
    FROM ( SELECT p.dataset,
             p.label,
             p.team,
@@ -376,14 +379,148 @@ CREATE VIEW public.leaderboard AS
                 CASE
                     WHEN d.lower_is_better THEN v.mean
                     ELSE (- v.mean)
-                END AS sort_key
-           FROM (((((public.submission_progress p
+                END AS sort_key,
+            p.submission_id,
+            s.created_at
+           FROM ((((((public.submission_progress p
              JOIN public.datasets d ON ((d.name = p.dataset)))
+             JOIN public.submissions s ON ((s.id = p.submission_id)))
              LEFT JOIN public.submission_scores v ON (((v.submission_id = p.submission_id) AND (v.split = 'valid'::text) AND (v.metric = d.metrics[1]))))
              LEFT JOIN public.submission_scores t ON (((t.submission_id = p.submission_id) AND (t.split = 'test'::text) AND (t.metric = d.metrics[1]))))
              LEFT JOIN public.bagged_scores bv ON (((bv.submission_id = p.submission_id) AND (bv.split = 'valid'::text) AND (bv.metric = d.metrics[1]))))
              LEFT JOIN public.bagged_scores bt ON (((bt.submission_id = p.submission_id) AND (bt.split = 'test'::text) AND (bt.metric = d.metrics[1]))))
           WHERE (p.state <> 'cancelled'::text)) b;
+
+CREATE VIEW public.private_leaderboard AS
+ SELECT rank,
+    dataset,
+    label,
+    team,
+    state,
+    scored,
+    folds,
+    metric,
+    valid_mean,
+    valid_std,
+    test_mean,
+    bagged_valid,
+    bagged_test,
+    lower_is_better,
+    pick,
+        CASE
+            WHEN pick THEN rank() OVER (PARTITION BY dataset, pick ORDER BY test_key, rank)
+            ELSE NULL::bigint
+        END AS final_rank,
+    (team_row = 1) AS public_row,
+    submission_id,
+    created_at
+   FROM ( SELECT t.rank,
+            t.dataset,
+            t.label,
+            t.team,
+            t.state,
+            t.scored,
+            t.folds,
+            t.metric,
+            t.valid_mean,
+            t.valid_std,
+            t.test_mean,
+            t.bagged_valid,
+            t.bagged_test,
+            t.lower_is_better,
+            t.submission_id,
+            t.created_at,
+            t.test_key,
+            t.team_row,
+            ((t.team_row = 1) AND (t.rank IS NOT NULL)) AS pick
+           FROM ( SELECT l.rank,
+                    l.dataset,
+                    l.label,
+                    l.team,
+                    l.state,
+                    l.scored,
+                    l.folds,
+                    l.metric,
+                    l.valid_mean,
+                    l.valid_std,
+                    l.test_mean,
+                    l.bagged_valid,
+                    l.bagged_test,
+                    l.lower_is_better,
+                    l.submission_id,
+                    l.created_at,
+                        CASE
+                            WHEN l.lower_is_better THEN l.test_mean
+                            ELSE (- l.test_mean)
+                        END AS test_key,
+                    row_number() OVER (PARTITION BY l.dataset, l.team ORDER BY l.rank,
+                        CASE
+                            WHEN (l.rank IS NULL) THEN (- EXTRACT(epoch FROM l.created_at))
+                            ELSE EXTRACT(epoch FROM l.created_at)
+                        END, l.submission_id) AS team_row
+                   FROM public.leaderboard l) t) c;
+
+CREATE TABLE public.teams (
+    name text NOT NULL,
+    organizer boolean DEFAULT false NOT NULL,
+    queue text DEFAULT 'low'::text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT teams_name_check CHECK ((name ~ '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$'::text)),
+    CONSTRAINT teams_queue_check CHECK ((queue = ANY (ARRAY['high'::text, 'low'::text])))
+);
+
+CREATE VIEW public.public_leaderboard AS
+ SELECT
+        CASE
+            WHEN (NOT challenge) THEN rank
+            WHEN (pick AND revealed) THEN final_rank
+            WHEN pick THEN rank() OVER (PARTITION BY dataset, pick ORDER BY x.rank)
+            ELSE NULL::bigint
+        END AS rank,
+    dataset,
+    label,
+    team,
+    state,
+    scored,
+    folds,
+    metric,
+    valid_mean,
+    valid_std,
+        CASE
+            WHEN (revealed OR (NOT challenge)) THEN test_mean
+            ELSE NULL::double precision
+        END AS test_mean,
+    bagged_valid,
+        CASE
+            WHEN (revealed OR (NOT challenge)) THEN bagged_test
+            ELSE NULL::double precision
+        END AS bagged_test,
+    lower_is_better
+   FROM ( SELECT p.rank,
+            p.dataset,
+            p.label,
+            p.team,
+            p.state,
+            p.scored,
+            p.folds,
+            p.metric,
+            p.valid_mean,
+            p.valid_std,
+            p.test_mean,
+            p.bagged_valid,
+            p.bagged_test,
+            p.lower_is_better,
+            p.pick,
+            p.final_rank,
+            p.public_row,
+            p.submission_id,
+            p.created_at,
+            (EXISTS ( SELECT 1
+                   FROM public.teams)) AS challenge,
+            COALESCE((LEAST(d.revealed_at, d.closes_at) <= now()), false) AS revealed
+           FROM (public.private_leaderboard p
+             JOIN public.datasets d ON ((d.name = p.dataset)))) x
+  WHERE (public_row OR (NOT challenge));
 
 CREATE VIEW public.queue AS
  SELECT d.name AS dataset,
@@ -443,15 +580,6 @@ CREATE TABLE public.team_turns (
     priority smallint NOT NULL,
     team text NOT NULL,
     last_turn bigint NOT NULL
-);
-
-CREATE TABLE public.teams (
-    name text NOT NULL,
-    organizer boolean DEFAULT false NOT NULL,
-    queue text DEFAULT 'low'::text NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT teams_name_check CHECK ((name ~ '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$'::text)),
-    CONSTRAINT teams_queue_check CHECK ((queue = ANY (ARRAY['high'::text, 'low'::text])))
 );
 
 ALTER TABLE ONLY public.attempts
@@ -517,6 +645,8 @@ ALTER TABLE ONLY public.teams
 CREATE INDEX attempts_job ON public.attempts USING btree (job_id, id);
 
 CREATE INDEX attempts_open ON public.attempts USING btree (job_id) WHERE (finished_at IS NULL);
+
+CREATE INDEX datasets_reveal_due_idx ON public.datasets USING btree (LEAST(revealed_at, closes_at)) WHERE (NOT leaderboard_revealed);
 
 CREATE INDEX events_at_idx ON public.events USING btree (at);
 

@@ -17,12 +17,6 @@ SELECT * FROM executor_load
 WHERE state IN ('running', 'stopping') OR heartbeat_age_s < 3600
 ORDER BY id;
 
--- name: dataset_exists
-SELECT EXISTS (SELECT 1 FROM datasets WHERE name = %(name)s) AS present;
-
--- name: leaderboard
-SELECT * FROM leaderboard WHERE dataset = %(dataset)s ORDER BY rank, label;
-
 -- name: job_logs
 SELECT j.id, j.fold, j.attempts, j.state, j.error, j.log_path, l.dataset, l.label
 FROM jobs j JOIN submission_labels l ON l.submission_id = j.submission_id

@@ -102,9 +102,6 @@ ON CONFLICT DO NOTHING;
 -- name: results_written
 UPDATE submissions SET results_at = %(changed_at)s WHERE id = %(id)s;
 
--- name: leaderboard_of
-SELECT * FROM leaderboard WHERE dataset = %(dataset)s ORDER BY rank, label;
-
 -- name: retry_job
 -- A failed job is queued again with fresh attempts.
 UPDATE jobs SET state = 'queued', attempts = 0, executor_id = NULL, error = NULL,

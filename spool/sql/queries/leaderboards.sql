@@ -1,0 +1,43 @@
+-- Public and private leaderboards, and the reveal of a dataset's test scores
+-- (migration 0012 says what each view holds).
+
+-- name: leaderboard_phase
+-- Challenge mode: a team is registered. Revealed: closes_at has passed, or an organizer
+-- revealed the test scores; until then the public board holds no test score.
+SELECT EXISTS (SELECT 1 FROM teams) AS challenge,
+       coalesce(least(revealed_at, closes_at) <= now(), false) AS revealed
+FROM datasets WHERE name = %(dataset)s;
+
+-- name: public_leaderboard_of
+SELECT * FROM public_leaderboard WHERE dataset = %(dataset)s ORDER BY rank, label;
+
+-- name: private_leaderboard_of
+SELECT * FROM private_leaderboard WHERE dataset = %(dataset)s ORDER BY rank, label;
+
+-- name: leaderboards_revealed_due
+-- Datasets closed or revealed since their public files were last written (the partial
+-- index datasets_reveal_due_idx keeps this cheap at every results pass).
+SELECT name FROM datasets
+WHERE NOT leaderboard_revealed AND least(revealed_at, closes_at) <= now();
+
+-- name: leaderboard_written
+-- Whether the public files just written published the test scores.
+UPDATE datasets SET leaderboard_revealed = %(revealed)s
+WHERE name = %(dataset)s AND leaderboard_revealed <> %(revealed)s;
+
+-- name: dataset_reveal
+-- Publish a dataset's test scores now, and log who did; a dataset already revealed
+-- keeps its first reveal (no row changes). Returns nothing for an unknown dataset.
+WITH target AS (
+    SELECT id, revealed_at FROM datasets WHERE name = %(dataset)s FOR UPDATE
+), done AS (
+    UPDATE datasets d SET revealed_at = now()
+    FROM target WHERE d.id = target.id AND target.revealed_at IS NULL
+    RETURNING d.id, d.revealed_at
+), logged AS (
+    INSERT INTO dataset_changes (dataset_id, setting, old_value, new_value, changed_by)
+    SELECT id, 'revealed_at', NULL, revealed_at::text, %(changed_by)s FROM done
+)
+SELECT target.id, coalesce(done.revealed_at, target.revealed_at) AS revealed_at,
+       done.id IS NOT NULL AS changed
+FROM target LEFT JOIN done ON done.id = target.id;
