@@ -17,10 +17,10 @@ import pytest
 from spool import db, rules, teams
 from spool.errors import DatarunError
 from spool.layout import Spool
-from watcher import sharing
 from tests.conftest import age, drop, reachable_tmp
 from tests.helpers import bundles as B
 from tests.helpers.users import as_user, drop_as, unix_users
+from watcher import sharing
 
 ALICE, BOB, CAROL, DAVE = "drt-alice", "drt-bob", "drt-carol", "drt-dave"
 
@@ -299,8 +299,9 @@ def test_each_team_reads_its_own_and_organizers_read_all(
     watcher.run_once()
     submission_as(BOB, spool, src, "secret")
     submission_as(BOB, spool, src, "broken", manifest='team = "lions"\n')
-    waiting = submission_as(BOB, spool, src, "early", dataset="",
-                            manifest='dataset = "later"\n')  # not registered yet
+    waiting = submission_as(
+        BOB, spool, src, "early", dataset="", manifest='dataset = "later"\n'
+    )  # not registered yet
     results = {o.name: o.result for o in watcher.run_once()}
     assert results == {"secret": "registered", "broken": "rejected", "early": "waiting"}
     status = spool.results / "iris" / "tigers.secret.v1" / "status.json"
