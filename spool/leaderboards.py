@@ -10,16 +10,13 @@ every score, as datarun always showed it. Migration 0012 holds the views.
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
-import os
-import pwd
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from spool import db
+from spool import db, teams
 from spool.errors import DatarunError
 
 log = logging.getLogger(__name__)
@@ -66,22 +63,11 @@ def private(conn: db.Conn, dataset: str) -> list[dict[str, Any]]:
     return db.fetch_all(conn, "private_leaderboard_of", {"dataset": dataset})
 
 
-def user() -> str:
-    """Who runs this process, for the log of changes: the effective user's name."""
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:  # a uid with no name (a container): the login name, or the number
-        try:
-            return getpass.getuser()
-        except OSError:
-            return str(os.geteuid())
-
-
 def reveal(conn: db.Conn, dataset: str, by: str | None = None) -> Revealed:
     """Publish the dataset's test scores now: `revealed_at`, a row in dataset_changes
     and an event, in one transaction. The master's next results pass finds the dataset
     (`leaderboards_revealed_due`) and rewrites its public files."""
-    who = by or user()
+    who = by or teams.acting_user()
     with conn.transaction():
         row = db.fetch_one(conn, "dataset_reveal", {"dataset": dataset, "changed_by": who})
         if row is None:

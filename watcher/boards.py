@@ -25,7 +25,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from spool import db, leaderboards
+from spool import access, db, leaderboards, teams
 from spool.layout import Spool, write_atomic
 from watcher import html
 
@@ -84,6 +84,7 @@ def write(spool: Spool, database: db.Database, dataset: str, found: dict[str, An
         private = leaderboards.private(conn, dataset)
         fold_rows = db.fetch_all(conn, "leaderboard_fold_scores", {"dataset": dataset})
         error_rows = db.fetch_all(conn, "leaderboard_errors", {"dataset": dataset})
+        organizers = teams.organizer_uids(conn) if phase.challenge else None
     folds: dict[str, dict[int, float]] = defaultdict(dict)
     for r in fold_rows:  # validation scores only
         folds[r["label"]][int(r["fold"])] = r["value"]
@@ -103,19 +104,20 @@ def write(spool: Spool, database: db.Database, dataset: str, found: dict[str, An
                  html.render(dataset, rows=public, folds=public_folds, board=public_page,
                              **page))  # fmt: skip
     write_atomic(folder / "leaderboard.csv", board_csv(public, columns))
-    secret = private_folder(spool, dataset)
+    secret = private_folder(spool, dataset, organizers)
     write_atomic(secret / "leaderboard.html",
                  html.render(dataset, rows=private, folds=dict(folds), board=private_page,
                              **page))  # fmt: skip
     write_atomic(secret / "leaderboard.csv", board_csv(private, COLUMNS + PICK_COLUMNS))
     with database.transaction() as conn:  # a later close or reveal is then found again
         db.execute(conn, "leaderboard_written",
-                   {"dataset": dataset, "revealed": phase.revealed})  # fmt: skip
+                   {"dataset": dataset, "revealed": phase.test_public})  # fmt: skip
 
 
-def private_folder(spool: Spool, dataset: str) -> Path:
-    """results/<dataset>/private/, made 0700 when it is made; an existing one keeps its
-    mode and ACLs (organizers may be granted it: a chmod would clear their mask)."""
+def private_folder(spool: Spool, dataset: str, organizers: list[int] | None) -> Path:
+    """results/<dataset>/private/, made 0700 (in a challenge, shared with the
+    organizers) when it is made; an existing one keeps its mode and ACLs (`datarun team`
+    shares it again when the organizers change)."""
     folder = spool.private_results(dataset)
     if not folder.is_dir():
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -125,10 +127,15 @@ def private_folder(spool: Spool, dataset: str) -> Path:
             pass  # another writer made it meanwhile
         else:
             folder.chmod(0o700)  # whatever the umask
+            if organizers is not None:
+                access.share(folder, organizers)
     return folder
 
 
-def revealed_due(database: db.Database) -> list[str]:
-    """Datasets closed or revealed since their public files were last written."""
+def revealed_due(database: db.Database) -> dict[str, list[dict[str, Any]]]:
+    """Datasets whose test scores became public or private since their files were last
+    written, each with its submissions (their files show test scores or not, too)."""
     with database.connection() as conn:
-        return [str(r["name"]) for r in db.fetch_all(conn, "leaderboards_revealed_due")]
+        names = [str(r["name"]) for r in db.fetch_all(conn, "leaderboards_revealed_due")]
+        return {name: db.fetch_all(conn, "dataset_submissions", {"dataset": name})
+                for name in names}  # fmt: skip

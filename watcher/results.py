@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spool import db
+from spool import db, leaderboards
 from spool.layout import TEMPORARY_GRACE, Spool, label, remove_stale_temporaries, write_atomic
 from watcher import boards, summary
 from watcher.rampscore import KitScoringFailed
@@ -98,9 +98,18 @@ class Results:
                 self._owed.add(self.write_submission(row["id"], row["changed_at"]))
             except Exception:
                 log.exception("results of submission %s could not be written", row["id"])
-        # A dataset whose closes_at passed, or that `datarun reveal` revealed, since its
-        # public files were written: they now publish the test ranking (no restart).
-        self._owed.update(boards.revealed_due(self.database))
+        # A dataset closed or revealed (or made private again: the first team, a close
+        # moved later) since its files were written: every file of it follows, no restart.
+        due = boards.revealed_due(self.database)
+        for dataset, rows in due.items():
+            log.info("results of %s: written again, the test scores' visibility changed",
+                     dataset)  # fmt: skip
+            for row in rows:
+                try:
+                    self.write_submission(row["id"], row["changed_at"])
+                except Exception:
+                    log.exception("results of submission %s could not be written", row["id"])
+        self._owed.update(due)
         for dataset in sorted(self._owed):
             try:
                 self.write_leaderboard(dataset)
@@ -132,6 +141,7 @@ class Results:
             jobs = db.fetch_all(conn, "submission_jobs", {"id": ident})
             scores = db.fetch_all(conn, "submission_fold_scores", {"id": ident})
             tries = db.fetch_all(conn, "submission_attempts", {"id": ident})
+            phase = leaderboards.phase(conn, sub["dataset"]) or leaderboards.OPEN
         tag = label(sub["name"], sub["team"], sub["version"])
         folder = self.spool.submission_results(sub["dataset"], tag)
         state = _state(jobs, sub["cancelled_at"] is not None)
@@ -146,25 +156,32 @@ class Results:
             stored = db.fetch_all(conn, "summary_of", {"id": ident})
         means: dict[str, dict[str, float]] = defaultdict(dict)
         stds: dict[str, dict[str, float]] = defaultdict(dict)
+        # The team reads these files: in a challenge, no test score before the reveal,
+        # or it could tune on the test set (the database keeps them, for organizers).
+        shown = {"train", "valid", "test"} if phase.test_public else {"train", "valid"}
+        scores_shown = [s for s in scores if s["split"] in shown]
         for row in stored:
+            if row["split"] not in shown:
+                continue
             means[row["split"]][row["metric"]] = row["mean"]
             stds[row["split"]][row["metric"]] = row["std"]
         status = {
             "submission": tag, "dataset": sub["dataset"], "id": ident, "team": sub["team"],
             "state": state, "queue": sub["queue"], "metrics": list(sub["metrics"]),
+            "dropped_by": sub["owner"], "notes": list(sub["notes"]),
             "registered_at": sub["created_at"].isoformat(),
             "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "folds": [_fold(job, scores, tries) for job in jobs],
-            "mean": dict(means), "std": dict(stds),
+            "folds": [_fold(job, scores_shown, tries) for job in jobs],
+            "mean": dict(means), "std": dict(stds), "test_scores_public": phase.test_public,
             "bagged": {split: {m: _number(v) for s, m, v in bag if s == split}
-                       for split in ("valid", "test")} if bag else None,
+                       for split in ("valid", "test") if split in shown} if bag else None,
         }  # fmt: skip
         folder.mkdir(parents=True, exist_ok=True)
         for job in jobs:
             source = self.spool.absolute(job["log_path"]) if job["log_path"] else None
             if source is not None and source.is_file():  # capped by the executor
                 write_atomic(folder / f"fold_{job['fold']}.log", source.read_bytes())
-        write_atomic(folder / "scores.csv", _scores_csv(scores))
+        write_atomic(folder / "scores.csv", _scores_csv(scores_shown))
         write_atomic(folder / "status.json", json.dumps(status, indent=2, default=str) + "\n")
         with self.database.transaction() as conn:
             db.execute_many(conn, "bagged_upsert", [

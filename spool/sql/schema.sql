@@ -99,7 +99,7 @@ CREATE TABLE public.datasets (
     submissions_per_day integer,
     min_minutes_between integer,
     revealed_at timestamp with time zone,
-    leaderboard_revealed boolean DEFAULT false NOT NULL,
+    leaderboard_revealed boolean,
     CONSTRAINT datasets_kind_check CHECK ((kind = ANY (ARRAY['native'::text, 'ramp'::text]))),
     CONSTRAINT datasets_metrics_check CHECK ((cardinality(metrics) >= 1)),
     CONSTRAINT datasets_min_minutes_between_check CHECK ((min_minutes_between >= 0)),
@@ -645,8 +645,6 @@ ALTER TABLE ONLY public.teams
 CREATE INDEX attempts_job ON public.attempts USING btree (job_id, id);
 
 CREATE INDEX attempts_open ON public.attempts USING btree (job_id) WHERE (finished_at IS NULL);
-
-CREATE INDEX datasets_reveal_due_idx ON public.datasets USING btree (LEAST(revealed_at, closes_at)) WHERE (NOT leaderboard_revealed);
 
 CREATE INDEX events_at_idx ON public.events USING btree (at);
 

@@ -15,6 +15,7 @@ import stat
 import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from datarun.cli import app
@@ -83,11 +84,18 @@ def challenge(spool: Spool, make_watcher, tmp_path: Path, url: str, teams: bool 
             conn.execute("insert into teams (name) values ('a'), ('b'), ('c')")
 
 
+def results_writer(spool: Spool, database: db.Database) -> Results:
+    writer = Results(spool, database, Sweeper(spool, database))
+    # planted scores have no prediction files to bag: their bagged scores are planted too
+    writer._bagged = lambda sub, jobs: [("valid", "accuracy", 0.5), ("test", "accuracy", 0.25)]
+    return writer
+
+
 def results(spool: Spool, url: str) -> int:
     """One pass of the master's results job, without any leaderboard owed beforehand."""
     database = db.Database(url).open()
     try:
-        return Results(spool, database, Sweeper(spool, database)).refresh_once()
+        return results_writer(spool, database).refresh_once()
     finally:
         database.close()
 
@@ -148,6 +156,42 @@ def assert_hidden(spool: Spool, url: str, tmp_path: Path) -> None:
     no_test_score(cli(spool, url, tmp_path, "leaderboard", "iris"))
 
 
+def write_team_files(spool: Spool, url: str) -> None:
+    """What the master writes when a submission's jobs change (planted here)."""
+    database = db.Database(url).open()
+    try:
+        writer = results_writer(spool, database)
+        with database.connection() as conn:
+            rows = db.fetch_all(conn, "dataset_submissions", {"dataset": "iris"})
+        for row in rows:
+            writer.write_submission(row["id"], row["changed_at"])
+    finally:
+        database.close()
+
+
+def team_files(spool: Spool) -> list[Path]:
+    """Each submission's status.json and scores.csv, which its team reads."""
+    folders = [p for p in (spool.results / "iris").iterdir() if p.is_dir() and p.name != "private"]
+    assert len(folders) == len(PLANTED)
+    return [f / name for f in folders for name in ("status.json", "scores.csv")]
+
+
+def assert_team_files(spool: Spool, *, test_shown: bool) -> None:
+    """A team's own files hold its test scores only once they are public."""
+    for path in team_files(spool):
+        text = path.read_text()
+        if path.name == "scores.csv":
+            assert (",test," in text) == test_shown, path
+        else:
+            status = json.loads(text)
+            assert ("test" in status["mean"]) == test_shown, path
+            assert status["test_scores_public"] == test_shown
+            assert all(bool(f["scores"]["test"]) == test_shown for f in status["folds"])
+            assert ("test" in status["bagged"]) == test_shown
+            if not test_shown:
+                no_test_score(text)
+
+
 def assert_revealed(spool: Spool, url: str) -> None:
     """The public files and view: the picks ranked by their test score, with it."""
     board = read_csv(spool.results / "iris" / "leaderboard.csv")
@@ -155,12 +199,13 @@ def assert_revealed(spool: Spool, url: str) -> None:
         ("2", BY_TEST[1]), ("3", BY_TEST[2])]  # fmt: skip
     for r in board:
         name = r["submission"].split(".")[1]
-        assert (float(r["valid_mean"]), float(r["test_mean"])) == PLANTED[name]
+        # the planted means, or the same recomputed from the fold scores
+        assert (float(r["valid_mean"]), float(r["test_mean"])) == pytest.approx(PLANTED[name])
     page = (spool.results / "iris" / "leaderboard.html").read_text()
     shown = [line.split('"')[0] for line in page.split('data-submission="')[1:]]
     assert shown == BY_TEST and "test mean" in page and "0.8846" in page
     rows = view(url, "public_leaderboard")
-    assert [(r["rank"], r["label"], r["test_mean"]) for r in rows] == [
+    assert [(r["rank"], r["label"], pytest.approx(r["test_mean"])) for r in rows] == [
         (i + 1, label, PLANTED[label.split(".")[1]][1]) for i, label in enumerate(BY_TEST)
     ]
 
@@ -193,6 +238,8 @@ def test_challenge_public_private_and_reveal(spool, make_watcher, database_url, 
     # the reveal: the master's next results pass publishes it, nothing else owed
     assert results(spool, database_url) == 0
     assert_hidden(spool, database_url, tmp_path)
+    write_team_files(spool, database_url)
+    assert_team_files(spool, test_shown=False)
     said = cli(spool, database_url, tmp_path, "reveal", "iris")
     assert "the test scores are public" in said
     assert "already revealed" in cli(spool, database_url, tmp_path, "reveal", "iris")
@@ -205,6 +252,7 @@ def test_challenge_public_private_and_reveal(spool, make_watcher, database_url, 
     assert changes[0]["new_value"] is not None and revealed["revealed_at"] is not None
     results(spool, database_url)
     assert_revealed(spool, database_url)
+    assert_team_files(spool, test_shown=True)
     with db.connect(database_url) as conn:  # written once: no longer due
         assert db.fetch_all(conn, "leaderboards_revealed_due") == []
 
@@ -215,9 +263,9 @@ def test_a_dataset_that_closes_while_the_master_runs_is_published(
     challenge(spool, make_watcher, tmp_path, database_url)
     with db.connect(database_url) as conn:
         conn.execute("update datasets set closes_at = now() + interval '2 seconds'")
-    results(spool, database_url)  # no leaderboard owed, none due: nothing written
-    assert not (spool.results / "iris" / "leaderboard.csv").exists()
-    write_boards(spool, database_url)
+    results(spool, database_url)  # never written: written at once, hidden
+    assert_hidden(spool, database_url, tmp_path)
+    results(spool, database_url)  # nothing owed, none due: nothing rewritten
     assert_hidden(spool, database_url, tmp_path)
     time.sleep(2.5)  # closes_at passes
     results(spool, database_url)
@@ -252,3 +300,11 @@ def test_open_mode_shows_every_submission_and_every_score(
     page = (spool.results / "iris" / "leaderboard.html").read_text()
     assert all(f"{test:.4f}" in page for _, test in PLANTED.values())
     assert page.count("<circle") == 3 * len(PLANTED)
+    write_team_files(spool, database_url)
+    assert_team_files(spool, test_shown=True)
+
+    with db.connect(database_url) as conn:  # the first team: every file hides them at once
+        conn.execute("insert into teams (name) values ('a'), ('b'), ('c')")
+    results(spool, database_url)
+    assert_hidden(spool, database_url, tmp_path)
+    assert_team_files(spool, test_shown=False)

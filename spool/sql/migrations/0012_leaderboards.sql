@@ -90,8 +90,8 @@ FROM (
 ) x
 WHERE x.public_row OR NOT x.challenge;
 
--- Whether a dataset's public files were last written with its test scores published:
--- a results pass finds the datasets closed or revealed since (one indexed look).
-ALTER TABLE datasets ADD COLUMN leaderboard_revealed boolean NOT NULL DEFAULT false;
-CREATE INDEX datasets_reveal_due_idx ON datasets ((least(revealed_at, closes_at)))
-    WHERE NOT leaderboard_revealed;
+-- Whether a dataset's results files were last written with its test scores shown: a
+-- results pass finds the datasets whose test scores became public since (closed,
+-- revealed) or private again (the first team registered, a close moved later). NULL:
+-- never written. The table holds a row per dataset: a scan is cheap.
+ALTER TABLE datasets ADD COLUMN leaderboard_revealed boolean;

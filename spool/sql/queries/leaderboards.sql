@@ -15,15 +15,25 @@ SELECT * FROM public_leaderboard WHERE dataset = %(dataset)s ORDER BY rank, labe
 SELECT * FROM private_leaderboard WHERE dataset = %(dataset)s ORDER BY rank, label;
 
 -- name: leaderboards_revealed_due
--- Datasets closed or revealed since their public files were last written (the partial
--- index datasets_reveal_due_idx keeps this cheap at every results pass).
-SELECT name FROM datasets
-WHERE NOT leaderboard_revealed AND least(revealed_at, closes_at) <= now();
+-- Datasets whose test scores became public, or private again, since their results files
+-- were last written: closed, revealed, the first team registered, a close moved later.
+WITH mode AS (SELECT EXISTS (SELECT 1 FROM teams) AS challenge)
+SELECT d.name FROM datasets d, mode
+WHERE d.leaderboard_revealed IS DISTINCT FROM
+      (NOT mode.challenge OR coalesce(least(d.revealed_at, d.closes_at) <= now(), false));
 
 -- name: leaderboard_written
--- Whether the public files just written published the test scores.
+-- Whether the files just written showed the test scores.
 UPDATE datasets SET leaderboard_revealed = %(revealed)s
-WHERE name = %(dataset)s AND leaderboard_revealed <> %(revealed)s;
+WHERE name = %(dataset)s AND leaderboard_revealed IS DISTINCT FROM %(revealed)s;
+
+-- name: dataset_submissions
+-- Every submission of a dataset, for its files to be written again when its test scores
+-- become public or private.
+SELECT s.id, coalesce(max(j.updated_at), s.created_at) AS changed_at
+FROM submissions s JOIN datasets d ON d.id = s.dataset_id
+LEFT JOIN jobs j ON j.submission_id = s.id
+WHERE d.name = %(dataset)s GROUP BY s.id ORDER BY s.id;
 
 -- name: dataset_reveal
 -- Publish a dataset's test scores now, and log who did; a dataset already revealed

@@ -53,7 +53,7 @@ LIMIT %(n)s;
 
 -- name: submission_for_results
 SELECT s.id, s.name, s.team, s.version, s.queue, s.created_at, s.cancelled_at,
-       s.store_path, d.id AS dataset_id, d.name AS dataset, d.store_path AS dataset_path,
+       s.store_path, s.owner, s.notes, d.id AS dataset_id, d.name AS dataset, d.store_path AS dataset_path,
        d.metrics, d.task, d.kind, d.n_folds, d.manifest->>'target' AS target
 FROM submissions s JOIN datasets d ON d.id = s.dataset_id
 WHERE s.id = %(id)s;
