@@ -87,7 +87,8 @@ def challenge(spool: Spool, make_watcher, tmp_path: Path, url: str, teams: bool 
 def results_writer(spool: Spool, database: db.Database) -> Results:
     writer = Results(spool, database, Sweeper(spool, database))
     # planted scores have no prediction files to bag: their bagged scores are planted too
-    writer._bagged = lambda sub, jobs: [("valid", "accuracy", 0.5), ("test", "accuracy", 0.25)]
+    writer._bagged = lambda sub, jobs: [  # type: ignore[method-assign]
+        ("valid", "accuracy", 0.5), ("test", "accuracy", 0.25)]  # fmt: skip
     return writer
 
 
@@ -205,9 +206,9 @@ def assert_revealed(spool: Spool, url: str) -> None:
     shown = [line.split('"')[0] for line in page.split('data-submission="')[1:]]
     assert shown == BY_TEST and "test mean" in page and "0.8846" in page
     rows = view(url, "public_leaderboard")
-    assert [(r["rank"], r["label"], pytest.approx(r["test_mean"])) for r in rows] == [
-        (i + 1, label, PLANTED[label.split(".")[1]][1]) for i, label in enumerate(BY_TEST)
-    ]
+    assert [(r["rank"], r["label"]) for r in rows] == list(enumerate(BY_TEST, 1))
+    for r in rows:
+        assert r["test_mean"] == pytest.approx(PLANTED[r["label"].split(".")[1]][1])
 
 
 def test_challenge_public_private_and_reveal(spool, make_watcher, database_url, tmp_path):
