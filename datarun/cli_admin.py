@@ -26,17 +26,31 @@ def retry(
     ] = None,
     job: Annotated[int | None, typer.Option(help="One failed job, by id.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Every failed job of this dataset.")] = None,
+    priority: Annotated[
+        str | None,
+        typer.Option(
+            help="Move the submission to this queue (high or low): its waiting "
+            "folds take a turn there. Organizers decide priorities."
+        ),
+    ] = None,
 ) -> None:
-    """Queue failed fold jobs again, with fresh attempts.
+    """Queue failed fold jobs again, with fresh attempts; with --priority, move a
+    submission's waiting folds to another queue.
 
-    Example: datarun retry iris/ada.logreg.v1    (or --job 42, or --dataset iris)
+    Example: datarun retry iris/ada.logreg.v1 --priority high   (or --job 42, --dataset iris)
     """
     if sum(x is not None for x in (what, job, dataset)) != 1:
         raise DatarunError("name exactly one of: a submission, --job ID, --dataset NAME")
+    if priority is not None and what is None:
+        raise DatarunError("--priority moves one submission: name it (dataset/label or id)")
     with db.connect(database_url(settings(ctx))) as conn:
         submission = _submission(conn, what) if what is not None else None
         queued = jobs.retry(conn, job=job, submission=submission, dataset=dataset)
+        moved = jobs.prioritize(conn, submission, priority) \
+            if priority is not None and submission is not None else []  # fmt: skip
     out.print(f"{len(queued)} failed job(s) queued again" if queued else "nothing to retry")
+    if priority is not None:
+        out.print(f"{len(moved)} waiting job(s) now in the {priority} queue")
 
 
 def cancel(

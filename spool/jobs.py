@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spool import db
+from spool.errors import DatarunError
 
 PRIORITIES = {"high": 0, "low": 1}
 JOBS_CHANNEL = "datarun_jobs"
@@ -209,6 +210,19 @@ def retry(
         else:
             rows = db.fetch_all(conn, "retry_dataset", {"dataset": dataset})
         for queue in sorted({r["queue"] for r in rows}):
+            db.execute(conn, "jobs_notify", {"queue": queue})
+    return [r["id"] for r in rows]
+
+
+def prioritize(conn: db.Conn, submission: int, queue: str) -> list[int]:
+    """Move a submission to another queue (organizers' call): its waiting folds take a
+    turn there. Returns the jobs moved."""
+    if queue not in PRIORITIES:
+        raise DatarunError(f"no queue {queue!r}: expected one of {', '.join(PRIORITIES)}")
+    with conn.transaction():
+        params = {"id": submission, "queue": queue, "priority": PRIORITIES[queue]}
+        rows = db.fetch_all(conn, "submission_prioritize", params)
+        if rows:
             db.execute(conn, "jobs_notify", {"queue": queue})
     return [r["id"] for r in rows]
 

@@ -11,6 +11,22 @@ BEGIN
     RETURN NEW;
 END $$;
 
+CREATE FUNCTION public.take_turn(p_priority smallint, p_team text) RETURNS bigint
+    LANGUAGE sql
+    AS $$
+    WITH served AS (
+        SELECT COALESCE(
+            (SELECT min(turn) FROM jobs WHERE state = 'queued' AND priority = p_priority),
+            (SELECT max(last_turn) FROM team_turns WHERE priority = p_priority),
+            1) AS turn
+    )
+    INSERT INTO team_turns AS t (priority, team, last_turn)
+    SELECT p_priority, p_team, GREATEST(served.turn, 1) FROM served
+    ON CONFLICT (priority, team) DO UPDATE
+    SET last_turn = GREATEST(EXCLUDED.last_turn, t.last_turn + 1)
+    RETURNING last_turn;
+$$;
+
 CREATE TABLE public.attempts (
     id bigint NOT NULL,
     job_id bigint NOT NULL,

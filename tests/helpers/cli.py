@@ -37,3 +37,16 @@ def private_python(base: Path) -> tuple[list[str], dict[str, str], Path]:
     packages.symlink_to(Path(sklearn.__file__).parents[1], target_is_directory=True)
     path = os.pathsep.join([str(packages), str(REPO)])
     return [sys.executable, "-S"], {"PYTHONPATH": path}, private
+
+
+def in_process(spool: Path, url: str, home: Path, *args: str, code: int = 0) -> str:
+    """A `datarun` command run in this process (typer's runner: fast), on this spool and
+    database; its output, or its error's message when it fails as `code` says."""
+    from typer.testing import CliRunner
+
+    from datarun.cli import app
+
+    env = {"DATARUN_DATABASE_URL": url, "DATARUN_HOME": str(home), "DATARUN_SPOOL": str(spool)}
+    result = CliRunner().invoke(app, list(args), env=env)
+    assert result.exit_code == code, (result.output, result.exception)
+    return result.output if code == 0 else f"{result.output}{result.exception}"

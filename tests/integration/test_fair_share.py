@@ -9,6 +9,7 @@ from spool import db, jobs, migrate
 from spool.layout import Spool
 from tests.conftest import drop
 from tests.helpers import bundles as B
+from tests.helpers.cli import in_process
 
 
 def drop_submissions(spool: Spool, where: Path, team: str, count: int, *, first: int = 0,
@@ -124,3 +125,30 @@ def test_jobs_queued_before_the_upgrade_take_turns_by_team(empty_database_url, m
         turns = conn.execute("select team, last_turn from team_turns order by team").fetchall()
     assert [r["name"] for r in rows] == ["a0", "a0", "b0", "b0", "a1", "a1", "a2", "a2"]
     assert [(t["team"], t["last_turn"]) for t in turns] == [("a", 3), ("b", 1)]
+
+
+def test_an_organizer_moves_a_submission_to_the_high_queue(
+    spool: Spool, make_watcher, database_url: str, tmp_path: Path
+):
+    """`datarun retry SUB --priority high`: its waiting folds go first, at a turn of the
+    high queue, and its row says so; a finished fold stays where it is."""
+    watcher = registered_iris(spool, make_watcher, tmp_path)
+    drop_submissions(spool, tmp_path / "a", "a", 5)
+    drop_submissions(spool, tmp_path / "b", "b", 2)
+    assert {o.result for o in watcher.run_once()} == {"registered"}
+    with db.connect(database_url) as conn:
+        [late] = conn.execute("select id from submissions where name = 'b001'").fetchall()
+        [first] = conn.execute("select min(id) as id from jobs where submission_id = %s",
+                               (late["id"],)).fetchall()  # fmt: skip
+        conn.execute("update jobs set state = 'failed', error = 'x' where id = %s",
+                     (first["id"],))  # fmt: skip
+    out = in_process(spool.root, database_url, tmp_path / "home", "retry", "iris/b.b001.v1",
+                     "--priority", "high")  # fmt: skip
+    assert "1 failed job(s) queued again" in out and "3 waiting job(s) now in the high" in out
+    assert names(claim_order(database_url, 4)) == ["b001"] * 3 + ["a000"]
+    with db.connect(database_url) as conn:
+        row = conn.execute("select queue from submissions where id = %s", (late["id"],)).fetchone()
+        assert row is not None and row["queue"] == "high"
+    out = in_process(spool.root, database_url, tmp_path / "home", "retry", "--dataset", "iris",
+                     "--priority", "high", code=1)  # fmt: skip
+    assert "--priority moves one submission" in out

@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from datarun.cli import app
 from spool import db
 from spool.layout import Spool
+from tests.helpers.cli import in_process
 from tests.integration.test_fair_share import drop_submissions, registered_iris
 from watcher.results import Results
 from watcher.sweeper import Sweeper
@@ -120,12 +119,8 @@ def view(url: str, name: str) -> list[dict]:
                             " order by rank, label").fetchall()  # fmt: skip
 
 
-def cli(spool: Spool, url: str, tmp_path: Path, *args: str):
-    env = {"DATARUN_DATABASE_URL": url, "DATARUN_HOME": str(tmp_path / "home"),
-           "DATARUN_SPOOL": str(spool.root)}  # fmt: skip
-    result = CliRunner().invoke(app, list(args), env=env)
-    assert result.exit_code == 0, result.output
-    return result.output
+def cli(spool: Spool, url: str, tmp_path: Path, *args: str) -> str:
+    return in_process(spool.root, url, tmp_path / "home", *args)
 
 
 def no_test_score(text: str) -> None:

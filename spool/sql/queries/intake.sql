@@ -41,23 +41,10 @@ WHERE dataset_id = %(dataset_id)s AND team = %(team)s AND name = %(name)s
 RETURNING id, version;
 
 -- name: jobs_create
--- Fair share (0010_fair_share.sql): the submission's folds take one turn, one past its
--- team's last at this priority and never before the earliest turn still queued there
--- (nothing queued: the latest turn given).
-WITH served AS (
-    SELECT COALESCE(
-        (SELECT min(turn) FROM jobs WHERE state = 'queued' AND priority = %(priority)s),
-        (SELECT max(last_turn) FROM team_turns WHERE priority = %(priority)s),
-        1) AS turn
-), taken AS (
-    INSERT INTO team_turns AS t (priority, team, last_turn)
-    SELECT %(priority)s, %(team)s, GREATEST(served.turn, 1) FROM served
-    ON CONFLICT (priority, team) DO UPDATE
-    SET last_turn = GREATEST((SELECT turn FROM served), t.last_turn + 1)
-    RETURNING last_turn
-)
+-- Fair share: the submission's folds share one turn among its team's (take_turn, 0013).
+WITH taken AS (SELECT take_turn(%(priority)s::smallint, %(team)s) AS turn)
 INSERT INTO jobs (submission_id, fold, queue, max_attempts, turn)
-SELECT %(submission_id)s, fold, %(queue)s, %(max_attempts)s, taken.last_turn
+SELECT %(submission_id)s, fold, %(queue)s, %(max_attempts)s, taken.turn
 FROM generate_series(0, %(n_folds)s - 1) AS fold, taken;
 
 -- name: jobs_notify

@@ -185,3 +185,15 @@ JOIN jobs j ON j.id = a.job_id
 LEFT JOIN executors e ON e.id = a.executor_id
 WHERE j.submission_id = %(id)s
 ORDER BY j.fold, a.id;
+
+-- name: submission_prioritize
+-- An organizer moves a submission to another queue: its folds still waiting take a turn
+-- there, as a new submission of its team would (take_turn, 0013).
+WITH sub AS (
+    UPDATE submissions SET queue = %(queue)s WHERE id = %(id)s RETURNING id, team
+), taken AS (
+    SELECT take_turn(%(priority)s::smallint, sub.team) AS turn FROM sub
+)
+UPDATE jobs j SET queue = %(queue)s, turn = taken.turn
+FROM taken WHERE j.submission_id = %(id)s AND j.state = 'queued'
+RETURNING j.id, j.queue;
