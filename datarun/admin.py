@@ -46,9 +46,14 @@ def _plain(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # `datarun status`: its sections and their columns, each named as in the text output and
 # in `--json` alike: name -> (query, {column: the query's field}).
 STATUS: dict[str, tuple[str, dict[str, str]]] = {
+    "mode": ("status_mode", {
+        "mode": "mode", "teams": "teams", "participants": "participants",
+        "organizers": "organizers", "meaning": "meaning"}),
     "datasets": ("status_datasets", {
         "name": "name", "task": "task", "workflow": "workflow", "metrics": "metrics",
-        "folds": "n_folds", "submissions": "submissions"}),
+        "folds": "n_folds", "submissions": "submissions", "opens_at": "opens_at",
+        "closes_at": "closes_at", "per_day": "submissions_per_day",
+        "minutes_apart": "min_minutes_between", "revealed": "revealed"}),
     "submissions": ("status_progress", {
         "dataset": "dataset", "label": "label", "state": "state", "folds": "folds",
         "queued": "queued", "running": "running", "predicted": "predicted",

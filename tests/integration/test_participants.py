@@ -19,6 +19,7 @@ from spool.errors import DatarunError
 from spool.layout import Spool
 from tests.conftest import age, drop, reachable_tmp
 from tests.helpers import bundles as B
+from tests.helpers.cli import in_process
 from tests.helpers.users import as_user, drop_as, unix_users
 from watcher import sharing
 
@@ -325,3 +326,26 @@ def test_each_team_reads_its_own_and_organizers_read_all(
         sharing.reshare(spool, conn)
     assert as_user(BOB, "cat", str(status), check=False).returncode != 0
     assert as_user(CAROL, "cat", str(status), check=False).returncode == 0
+
+
+def test_status_and_team_commands_say_which_mode_a_home_is_in(
+    users, spool, src, database_url, tmp_path
+):
+    def run(*args: str, code: int = 0) -> str:
+        return in_process(spool.root, database_url, tmp_path / "home", *args, code=code)
+
+    assert json.loads(run("status", "--json"))["mode"][0]["mode"] == "open"
+    assert "no teams: datarun is open" in run("team", "list")
+    said = run("team", "add", "lions", "--user", ALICE, "--user", BOB)
+    assert "team lions (participants, priority low); added drt-alice, drt-bob" in said
+    assert "shared by team" in said  # the spool follows at once
+    run("team", "add", "staff", "--organizer", "--user", CAROL)
+    mode = json.loads(run("status", "--json"))["mode"][0]
+    assert (mode["mode"], mode["teams"], mode["participants"], mode["organizers"]) == (
+        "challenge", 1, 2, 1)  # fmt: skip
+    assert "is in team 'lions' already" in run("team", "add", "tigers", "-u", BOB, code=1)
+    assert "removed from lions: drt-bob" in run("team", "remove", "lions", "--user", BOB)
+    listed = json.loads(run("team", "list", "--json"))
+    assert [(t["name"], t["organizer"], t["users"]) for t in listed] == [
+        ("staff", True, [CAROL]), ("lions", False, [ALICE])]  # fmt: skip
+    assert "no dataset 'iris'" in run("dataset", "set", "iris", "closes_at=", code=1)

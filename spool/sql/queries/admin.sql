@@ -1,8 +1,23 @@
 -- What the admin commands read: status, leaderboards, logs.
 
+-- name: status_mode
+-- Open (no team: anyone who can write incoming/ drops anything, under any team) or a
+-- challenge (a drop's owner decides its team; 0011_participants.sql).
+SELECT CASE WHEN EXISTS (SELECT 1 FROM teams) THEN 'challenge' ELSE 'open' END AS mode,
+       (SELECT count(*) FROM teams WHERE NOT organizer) AS teams,
+       (SELECT count(*) FROM team_members m JOIN teams t ON t.name = m.team
+        WHERE NOT t.organizer) AS participants,
+       (SELECT count(*) FROM team_members m JOIN teams t ON t.name = m.team
+        WHERE t.organizer) AS organizers,
+       CASE WHEN EXISTS (SELECT 1 FROM teams)
+            THEN 'a drop''s owner decides its team; organizers drop datasets'
+            ELSE 'anyone who can write incoming/ drops anything, as any team' END AS meaning;
+
 -- name: status_datasets
 SELECT d.name, d.task, d.workflow, d.metrics, d.n_folds,
-       count(s.id) AS submissions, d.created_at
+       count(s.id) AS submissions, d.created_at, d.opens_at, d.closes_at,
+       d.submissions_per_day, d.min_minutes_between,
+       coalesce(least(d.revealed_at, d.closes_at) <= now(), false) AS revealed
 FROM datasets d LEFT JOIN submissions s ON s.dataset_id = d.id
 GROUP BY d.id ORDER BY d.name;
 
