@@ -128,15 +128,27 @@ def demo(
     as_json: Annotated[
         bool, typer.Option("--json", help="Also print the leaderboards as JSON at the end.")
     ] = False,
+    challenge: Annotated[
+        bool,
+        typer.Option(
+            "--challenge",
+            help="As a data challenge: two teams, a quota, "
+            "a public leaderboard, then the reveal (needs root).",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole system here: a database, a master and two executors, example datasets
     and submissions (one broken on purpose), live progress, then the leaderboards.
 
-    Example: datarun demo
+    Example: datarun demo    (or: sudo datarun demo --challenge)
     """
     from datarun import demo as demo_module
+    from datarun.demo_challenge import ChallengeDemo, check_root
 
-    summary = demo_module.run(home or state(ctx).overrides.get("home"), keep, out)
+    if challenge:
+        check_root()
+    kind = ChallengeDemo if challenge else demo_module.Demo
+    summary = demo_module.run(home or state(ctx).overrides.get("home"), keep, out, kind)
     if as_json:
         print_json(summary)
 

@@ -59,6 +59,8 @@ class Demo:
     home: Path
     console: Console
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    datasets: tuple[str, ...] = tuple(DATASETS)
+    url: str = ""  # the database's, once started
 
     @property
     def spool(self) -> Spool:
@@ -76,7 +78,7 @@ class Demo:
     def start(self) -> str:
         server = EmbeddedServer(self.home, port=int(SETTINGS["DATARUN_DB_PORT"]))
         server.up()
-        url = server.url()
+        url = self.url = server.url()
         migrate.migrate(url)
         self.spool.create()
         logs = self.home / "log"
@@ -131,10 +133,14 @@ class Demo:
                     f"{self.home}/log/{name}.log"
                 )
 
+    def expected(self) -> int:
+        """How many submissions the demo registers."""
+        examples = files("datarun") / "examples"
+        return sum(len(list((examples / f"{n}-submissions").iterdir())) for n in DATASETS)
+
     def follow(self, url: str) -> None:
         """Live progress until every submission has its final state and results."""
-        examples = files("datarun") / "examples"
-        expected = sum(len(list((examples / f"{n}-submissions").iterdir())) for n in DATASETS)
+        expected = self.expected()
         with db.connect(url) as conn, live(self.console) as show:
             deadline = time.monotonic() + TIMEOUT
             while True:
@@ -150,10 +156,11 @@ class Demo:
     def report(self, url: str) -> dict[str, Any]:
         summary: dict[str, Any] = {"home": str(self.home), "leaderboards": {}}
         with db.connect(url) as conn:
-            for name in DATASETS:
+            for name in self.datasets:
                 rows = admin.leaderboard(conn, name)
                 summary["leaderboards"][name] = rows
-                self.console.print(admin.render_leaderboard(name, rows))
+                phase = admin.leaderboard_phase(conn, name)
+                self.console.print(admin.render_leaderboard(name, rows, phase))
             failures = db.fetch_all(conn, "demo_failures")
         summary["failures"] = [dict(f) for f in failures]
         for failure in failures:
@@ -222,12 +229,12 @@ def _temporary_home() -> Path:
     return home
 
 
-def run(home: Path | None, keep: bool, console: Console) -> dict[str, Any]:
+def run(home: Path | None, keep: bool, console: Console, kind: type[Demo] = Demo) -> dict[str, Any]:
     """The demo, in `home`, or else in a temporary folder removed at the end (unless
     `keep`: then everything stays running). When the demo fails, its home stays with the
     logs that say why."""
     temporary = home is None
-    demo = Demo((home or _temporary_home()).absolute(), console)
+    demo = kind((home or _temporary_home()).absolute(), console)
     console.print(f"datarun demo in {demo.home}: a database, a master, two executors")
     started = time.monotonic()
     try:

@@ -37,8 +37,9 @@ def test_status_leaderboard_logs_submit_on_an_empty_system(env, tmp_path):
     assert run(env, "init").returncode == 0
     status = run(env, "status", "--json")
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout) == {"datasets": [], "submissions": [], "queue": [],
-                                         "executors": []}  # fmt: skip
+    data = json.loads(status.stdout)
+    assert [(m["mode"], m["teams"]) for m in data.pop("mode")] == [("open", 0)]
+    assert data == {"datasets": [], "submissions": [], "queue": [], "executors": []}
     assert "datasets" in run(env, "status").stdout
     one_error_line(run(env, "leaderboard", "nope"), "no dataset named 'nope'")
     one_error_line(run(env, "logs", "--job", "999"), "no such job or submission")

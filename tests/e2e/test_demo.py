@@ -87,3 +87,33 @@ def test_the_demo_without_keep_leaves_nothing_behind(env):
         assert _processes_naming(summary["home"]) == []  # no server, master or executor
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the challenge demo drops as other users")
+def test_the_challenge_demo_shows_teams_a_quota_and_the_reveal(env):
+    """`datarun demo --challenge`: two teams whose drops are their users' files, the
+    quota's refusal, a public leaderboard without test scores, then the reveal."""
+    home = reachable_tmp("datarun-test-challenge-") / "home"
+    try:
+        result = subprocess.run([*DATARUN, "demo", "--challenge", "--home", str(home),
+                                 "--json"], env=env, capture_output=True, text=True,
+                                timeout=300)  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        text = result.stdout
+        summary = json.loads(text[text.index("{\n") :])
+        public = summary["leaderboards"]["iris"]
+        assert sorted(r["team"] for r in public) == ["lions", "tigers"]  # one row per team
+        assert all("test_mean" not in r and "bagged_test" not in r for r in public)
+        [refused] = summary["refused"]
+        assert "lions-forest2" in refused and "the next is accepted from" in refused
+        revealed = summary["revealed"]
+        assert [r["rank"] for r in revealed] == [1, 2]
+        assert revealed[0]["test_mean"] >= revealed[1]["test_mean"]  # by the test score
+        assert {r["label"] for r in revealed} == {r["label"] for r in summary["private"]
+                                                  if r["pick"]}  # fmt: skip
+        assert len(summary["private"]) == 4  # every registered submission
+        status = home / "spool" / "results" / "iris" / "lions.logreg.v1" / "status.json"
+        assert json.loads(status.read_text())["dropped_by"] == "61001"
+    finally:
+        run({**env, "DATARUN_HOME": str(home)}, "db", "down")
+        shutil.rmtree(home.parent, ignore_errors=True)
