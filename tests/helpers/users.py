@@ -26,8 +26,9 @@ def unix_users(*names: str) -> Iterator[dict[str, pwd.struct_passwd]]:
         try:
             pwd.getpwnam(name)
         except KeyError:
-            subprocess.run(["useradd", "--no-create-home", "--user-group", "--shell", "/bin/sh",
-                            name], check=True, capture_output=True)  # fmt: skip
+            subprocess.run(["useradd", "--no-create-home", "--home-dir", "/nonexistent",
+                            "--user-group", "--shell", "/bin/sh", name],
+                           check=True, capture_output=True)  # fmt: skip
             made.append(name)
     try:
         yield {name: pwd.getpwnam(name) for name in names}
@@ -36,10 +37,15 @@ def unix_users(*names: str) -> Iterator[dict[str, pwd.struct_passwd]]:
             subprocess.run(["userdel", name], check=False, capture_output=True)
 
 
+def setpriv(user: str, argv: list[str]) -> list[str]:
+    """argv as `user` runs it: that user's own ids and groups, nothing of root's."""
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *argv]
+
+
 def as_user(user: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run argv as `user`, with that user's own groups and nothing of root's."""
     done = subprocess.run(
-        ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *argv],
+        setpriv(user, list(argv)),
         capture_output=True, text=True, check=False, timeout=60, cwd="/",
         env={"PATH": "/usr/bin:/bin", "HOME": "/", "LANG": "C.UTF-8"},
     )  # fmt: skip

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from spool import acl
+from tests.helpers.users import setpriv, unix_users
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates Unix users: needs root")
 
@@ -131,15 +132,7 @@ class Lab:
 
     @staticmethod
     def _as(user: str | None, cmd: list[str]) -> list[str]:
-        if user is None:
-            return cmd
-        return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *cmd]
-
-
-def _useradd(name: str) -> None:
-    cmd = ["useradd", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-           "--shell", "/usr/sbin/nologin", name]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True)
+        return cmd if user is None else setpriv(user, cmd)
 
 
 @pytest.fixture(params=["root", "user"], ids=["root-master", "user-master"])
@@ -150,21 +143,16 @@ def lab(request) -> Iterator[Lab]:
     # pytest's tmp_path is 0700: the users could not even reach the spool
     base = Path(tempfile.mkdtemp(prefix="datarun-access-", dir="/tmp"))
     base.chmod(0o755)
-    made = []
     try:
-        for user in users.values():
-            _useradd(user)
-            made.append(user)
-        spool = base / "spool"
-        master = users.get("master")
-        if master is not None:
-            spool.mkdir()
-            shutil.chown(spool, master, master)
-        yield Lab(spool, users, master)
+        with unix_users(*users.values()):
+            spool = base / "spool"
+            master = users.get("master")
+            if master is not None:
+                spool.mkdir()
+                shutil.chown(spool, master, master)
+            yield Lab(spool, users, master)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-        for user in made:
-            subprocess.run(["userdel", user], capture_output=True)
 
 
 SECRETS = [
