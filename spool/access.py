@@ -92,8 +92,11 @@ def prepare_spool(
     for top in (spool.root / "incoming", spool.results, spool.rejected, spool.waiting):
         _apply(top, 0o755, {}, None)  # traversed by everyone on the way to their own
     # Datarun's and its runners' only: runners read and write as the folder's group.
-    _private(spool.store, [])
-    _private(spool.predictions, _kit_reader() if runners is None else _uids(runners))
+    # Organizers "see everything": the code and predictions too (not a dataset's
+    # private parts, its test labels: those are the master's alone, `bundles.private`).
+    _private(spool.store, organizers)
+    _private(spool.predictions,
+             [*(_kit_reader() if runners is None else _uids(runners)), *organizers])  # fmt: skip
     _apply(spool.staging, 0o700, {}, None)
     default = _drop_default(spool, organizers)
     org_rwx = {uid: RWX for uid in organizers}
