@@ -48,7 +48,8 @@ def reshare_team(spool: Spool, team: str, readers: Sequence[int]) -> list[Path]:
     shared = []
     for dataset in _folders(spool.results):
         for folder in _folders(dataset):
-            if folder.name.startswith(team + "."):
+            parts = folder.name.split(".")  # <team>.<name>.v<N>: names hold no '.'
+            if len(parts) == 3 and parts[0] == team:
                 share(folder, readers)
                 shared.append(folder)
     log.info("results of team %s shared with %d users: %d folders", team, len(readers),

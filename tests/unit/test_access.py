@@ -4,6 +4,7 @@ and the ACLs the kernel would refuse refused first."""
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -86,3 +87,18 @@ def test_describe_names_every_entry():
         "user::rwx,user:42:r-x,group::-wx,group:7:r--,mask::rwx,other::--x"
     )
     assert acl.describe(None) == "none"
+
+
+def test_a_teams_folders_are_its_labels_only(tmp_path: Path) -> None:
+    """`lions.forest.v1` is team lions'; `lions.v1` (a submission named lions, without a
+    team) and `lionsx.forest.v1` are not."""
+    from spool import access
+    from spool.layout import Spool
+
+    spool = Spool(tmp_path / "spool")
+    for name in ("lions.forest.v1", "lions.v1", "lionsx.forest.v1"):
+        (spool.results / "iris" / name).mkdir(parents=True)
+    shared = access.reshare_team(spool, "lions", [54321])
+    assert [p.name for p in shared] == ["lions.forest.v1"]
+    assert acl.Entry(acl.USER, 54321, 5) in (acl.read(shared[0]) or [])
+    assert acl.read(spool.results / "iris" / "lions.v1") is None
