@@ -136,6 +136,6 @@ def revealed_due(database: db.Database) -> dict[str, list[dict[str, Any]]]:
     """Datasets whose test scores became public or private since their files were last
     written, each with its submissions (their files show test scores or not, too)."""
     with database.connection() as conn:
-        names = [str(r["name"]) for r in db.fetch_all(conn, "leaderboards_revealed_due")]
-        return {name: db.fetch_all(conn, "dataset_submissions", {"dataset": name})
-                for name in names}  # fmt: skip
+        due = db.fetch_all(conn, "leaderboards_revealed_due")
+        return {str(r["name"]): db.fetch_all(conn, "dataset_submissions", {"dataset": r["name"]})
+                if r["written"] else [] for r in due}  # fmt: skip

@@ -17,8 +17,10 @@ SELECT * FROM private_leaderboard WHERE dataset = %(dataset)s ORDER BY rank, lab
 -- name: leaderboards_revealed_due
 -- Datasets whose test scores became public, or private again, since their results files
 -- were last written: closed, revealed, the first team registered, a close moved later.
+-- Never written (NULL): its submissions' files are written as they change, with the
+-- test scores as they are now; only the leaderboard is owed.
 WITH mode AS (SELECT EXISTS (SELECT 1 FROM teams) AS challenge)
-SELECT d.name FROM datasets d, mode
+SELECT d.name, d.leaderboard_revealed IS NOT NULL AS written FROM datasets d, mode
 WHERE d.leaderboard_revealed IS DISTINCT FROM
       (NOT mode.challenge OR coalesce(least(d.revealed_at, d.closes_at) <= now(), false));
 
