@@ -9,7 +9,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -132,6 +132,14 @@ def connected(bed: Bed) -> set[str]:
 def idle_until(since: float, seconds: float) -> None:
     """Sleep until `seconds` after `since` (time.monotonic()), if that is still ahead."""
     time.sleep(max(0.0, since + seconds - time.monotonic()))
+
+
+def wait(check: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.2)
 
 
 def write_dataset(where: Path, name: str = "iris", folds: int = 3) -> Path:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench.common import ms, percentile, settle, testbed, write_dataset, write_submission
-from bench.memory import count, start, wait
+from bench.common import ms, percentile, settle, testbed, wait, write_dataset, write_submission
+from bench.memory import count, start
 from spool import db
 
 

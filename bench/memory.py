@@ -28,6 +28,7 @@ from bench.common import (
     idle_until,
     settle,
     testbed,
+    wait,
     write_dataset,
     write_submission,
 )
@@ -55,14 +56,6 @@ def count(bed: Bed, sql: str) -> int:
     with db.connect(bed.url) as conn:
         row = conn.execute(sql).fetchone()
         return int(row["n"]) if row else 0
-
-
-def wait(check: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def zygotes(pid: int) -> list[int]:

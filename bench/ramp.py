@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import connected, idle_until, settle, testbed
-from bench.memory import wait
+from bench.common import connected, idle_until, settle, testbed, wait
 from executor.daemon import Executor, ExecutorConfig
 from spool import db
 from watcher.daemon import Watcher, WatcherConfig

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import resource
 import signal
@@ -41,10 +42,13 @@ from spool.environment import child_environment
 from spool.errors import BundleError
 from spool.folds import SUMMARY_FILE, compute_folds, write_prepared
 from spool.manifests import DATASET_MANIFEST, parse_dataset_manifest
+from spool.preparer import PreparerDied, WarmPreparer
 from spool.trees import own
 
 if TYPE_CHECKING:
     import pandas as pd
+
+log = logging.getLogger(__name__)
 
 LABELS_FILE = "test_labels.parquet"
 ERROR_FILE = "error.txt"
@@ -66,25 +70,15 @@ def prepare_in_child(
     if ids is not None:  # the kit's code writes `out` as the kit's user
         os.chown(out, *ids)
         options.append(f"--run-as={ids[0]}:{ids[1]}")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "spool.prepare", *options, f"--module={module}", str(bundle),
-         str(out), str(os.getpid())],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env=env, start_new_session=True,
-    )  # fmt: skip
+    argv = [*options, f"--module={module}", str(bundle), str(out)]
     try:
         try:
-            _, stderr = proc.communicate(timeout=timeout)
+            returncode, stderr = _run(argv, env, timeout, warm=ids is None and
+                                      module == "spool.prepare")  # fmt: skip
         finally:
             if ids is not None:  # what the kit's user wrote is the master's again
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
                 own(out, os.geteuid(), os.getegid())
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
         what = DATASET_MANIFEST if module == "spool.prepare" else "problem.py"
         raise BundleError(
             f"{what}: preparing the data took longer than {timeout:.0f} s; "
@@ -92,18 +86,18 @@ def prepare_in_child(
         ) from None
     if (out / ERROR_FILE).is_file():
         raise BundleError((out / ERROR_FILE).read_text(encoding="utf-8").strip())
-    if proc.returncode != 0 or not (out / SUMMARY_FILE).is_file():
+    if returncode != 0 or not (out / SUMMARY_FILE).is_file():
         last = (stderr or b"").decode("utf-8", "replace").strip().splitlines()[-1:] or ["?"]
-        if proc.returncode == UNLIMITED:  # not the dataset's fault: retried later
+        if returncode == UNLIMITED:  # not the dataset's fault: retried later
             raise OSError(errno.EIO, f"cannot limit the preparing process: {last[0]}")
-        if memory_mb and proc.returncode in (-signal.SIGABRT, -signal.SIGSEGV, -signal.SIGBUS):
+        if memory_mb and returncode in (-signal.SIGABRT, -signal.SIGSEGV, -signal.SIGBUS):
             raise BundleError(  # native code that cannot say MemoryError aborts instead
-                f"preparing the data failed (killed by signal {-proc.returncode}), perhaps "
+                f"preparing the data failed (killed by signal {-returncode}), perhaps "
                 f"for lack of memory: it may use {memory_mb} MB; {last[0]}"
             )
-        if proc.returncode == -signal.SIGXFSZ:
+        if returncode == -signal.SIGXFSZ:
             raise BundleError(too_large(file_mb))
-        raise BundleError(f"preparing the data failed (exit {proc.returncode}): {last[0]}")
+        raise BundleError(f"preparing the data failed (exit {returncode}): {last[0]}")
     summary: dict[str, Any] = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
     return summary
 
@@ -210,7 +204,33 @@ def confine(memory_mb: int, file_mb: int) -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_mb * 2**20, file_mb * 2**20))
 
 
-def _run(module: str, bundle: Path, out: Path) -> None:
+_warm = WarmPreparer()  # a native dataset's preparation forks from it (spool.preparer)
+
+
+def _run(argv: list[str], env: dict[str, str], timeout: float, *, warm: bool) -> tuple[int, bytes]:
+    """`python -m spool.prepare ARGV PARENT`'s exit code and stderr: forked from the warm
+    preparer, or (a kit, or no warm preparer) a fresh child; TimeoutExpired when killed."""
+    if warm:
+        try:
+            return _warm.run(argv, env, timeout)
+        except PreparerDied as exc:
+            log.warning("%s; preparing in a fresh child", exc)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spool.prepare", *argv, str(os.getpid())],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    finally:  # a timeout, or our own end: the child's whole group goes
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, stderr or b""
+
+
+def _prepare_in_this(module: str, bundle: Path, out: Path) -> None:
     if module == "spool.rampkit":
         from spool import rampkit
 
@@ -242,7 +262,7 @@ def main(argv: list[str]) -> int:
             sys.stderr.write(f"the kit's code runs as root: {exc}\n")
     reserve = bytearray(1 << 20)  # freed to report a MemoryError
     try:
-        _run(options.get("module", "spool.prepare"), bundle, out)
+        _prepare_in_this(options.get("module", "spool.prepare"), bundle, out)
     except MemoryError as exc:
         del reserve
         return _refuse(out, needs_more(memory_mb, exc))

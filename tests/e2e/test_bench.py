@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # what each benchmark's figures line starts with, and a word it must contain
 LINES = {
+    "deadline": ("deadline", "joblib.Parallel"),
     "intake": ("datarun", "rename->registered"),
     "firstfold": ("firstfold", "first fold running"),
     "peers": ("peers", "PGQueuer"),

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from spool import acl
+from spool.layout import blocking_ancestor
 from tests.helpers.users import setpriv, unix_users
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates Unix users: needs root")
@@ -137,6 +138,10 @@ class Lab:
 
 @pytest.fixture(params=["root", "user"], ids=["root-master", "user-master"])
 def lab(request) -> Iterator[Lab]:
+    if request.param == "user":  # its master imports datarun as that user
+        blocked = blocking_ancestor(REPO / "spool") or blocking_ancestor(Path(sys.executable))
+        if blocked is not None:  # a clone under `mktemp -d`, as in CI
+            pytest.skip(f"a normal user cannot reach datarun's code here: {blocked} is private")
     tag = uuid.uuid4().hex[:6]
     roles = ["alice", "bob", "carol"] + (["master"] if request.param == "user" else [])
     users = {role: f"dr-{role}-{tag}" for role in roles}
