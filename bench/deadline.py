@@ -24,25 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import connected, percentile, settle, testbed, wait
+from bench.common import DATASET, connected, percentile, settle, testbed, wait
 from executor.daemon import Executor, ExecutorConfig
 from watcher.daemon import Watcher, WatcherConfig
 from watcher.master import Master, MasterConfig
 
 FOLDS = 5
-DATASET = """\
-name = "{name}"
-target = "target"
-task = "classification"
-workflow = "classifier"
-scores = ["accuracy"]
-[data]
-train = "train.csv"
-test_fraction = 0.2
-[cv]
-scheme = "stratified_kfold"
-n_splits = {folds}
-"""
 MODEL = {
     "tiny": "LogisticRegression(max_iter=500)",
     "forest": "RandomForestClassifier(n_estimators={trees}, random_state={variant})",
