@@ -63,7 +63,8 @@ def zygotes(pid: int) -> list[int]:
             Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]  # fmt: skip
 
 
-def master_peak(submissions: int, idle_seconds: float = 5.0) -> tuple[float, float]:
+def master_peak(submissions: int, idle_seconds: float = 5.0) -> tuple[float, float, float]:
+    """The master's idle and peak RSS, and its children's (the warm preparer)."""
     with testbed() as bed:
         master = start(bed, "master")
         started = time.monotonic()
@@ -89,10 +90,11 @@ def master_peak(submissions: int, idle_seconds: float = 5.0) -> tuple[float, flo
             wait(lambda: sum(1 for _ in results.glob("*/status.json")) == submissions,
                  3600, "results")  # fmt: skip
             peak = status_kb(master.pid, "VmHWM") / 1024
+            preparer = sum(status_kb(pid, "VmRSS") for pid in zygotes(master.pid)) / 1024
         finally:
             master.terminate()
             master.wait(timeout=60)
-    return idle, peak
+    return idle, peak, preparer
 
 
 def executor_rss(idle_seconds: float = 3.0) -> tuple[float, float]:
@@ -127,16 +129,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--executor-idle-seconds", type=float, default=3.0,
                         help="from the executor's registration to its figure")  # fmt: skip
     args = parser.parse_args(argv)
-    idle, peak = master_peak(args.submissions, args.master_idle_seconds)
+    idle, peak, preparer = master_peak(args.submissions, args.master_idle_seconds)
     parent, zygote = executor_rss(args.executor_idle_seconds)
     bare = bare_python()
     print(f"memory    master peak RSS with {args.submissions:,} submissions {peak:.0f} MB "
-          f"(idle {idle:.0f} MB, ratio {peak / idle:.2f}); idle executor parent {parent:.0f} MB "
+          f"(idle {idle:.0f} MB, ratio {peak / idle:.2f}, growth "
+          f"{(peak - idle) * 1000 / args.submissions:.1f} MB per 1,000 submissions; its warm "
+          f"preparer {preparer:.0f} MB apart); idle executor parent {parent:.0f} MB "
           f"(its zygote {zygote:.0f} MB); bare Python with psycopg {bare:.0f} MB (targets "
           f"<= 200 MB: master {'met' if peak <= 200 else 'MISSED'}, executor "
           f"{'met' if parent <= 200 else 'MISSED'})")  # fmt: skip
     return {"master_peak_mb": peak, "master_idle_mb": idle, "executor_mb": parent,
-            "zygote_mb": zygote}  # fmt: skip
+            "zygote_mb": zygote, "preparer_mb": preparer}  # fmt: skip
 
 
 if __name__ == "__main__":
