@@ -140,7 +140,3 @@ def challenge(conn: db.Conn) -> bool:
 def readers(conn: db.Conn, team: str) -> list[int]:
     """Who reads a team's results: its members and the organizers."""
     return [int(r["uid"]) for r in db.fetch_all(conn, "team_readers", {"team": team})]
-
-
-def team_of_uids(conn: db.Conn) -> dict[int, str]:
-    return {int(r["uid"]): r["team"] for r in db.fetch_all(conn, "member_teams")}

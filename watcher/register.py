@@ -232,7 +232,7 @@ class Registrar:
             "notes": list(admitted.owner.notes),
         }  # fmt: skip
         folder = self.spool.submission_results(dataset.name, tag)
-        sharing.submission_folder(self.spool, self.conn, folder, team)
+        sharing.submission_folder(self.spool, self.conn, folder, team, who.challenge)
         write_atomic(folder / "status.json", json.dumps(status, indent=2) + "\n")
         tokens.forget(token)
         log.info("registered %s of %s", tag, dataset.name)

@@ -47,8 +47,5 @@ ORDER BY m.uid;
 SELECT DISTINCT m.uid FROM team_members m JOIN teams t ON t.name = m.team
 WHERE m.team = %(team)s OR t.organizer ORDER BY m.uid;
 
--- name: member_teams
-SELECT uid, team FROM team_members;
-
 -- name: challenge
 SELECT EXISTS (SELECT 1 FROM teams) AS challenge;
