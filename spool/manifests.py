@@ -7,6 +7,9 @@ raises anything else, whatever bytes it is given.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tomllib
 from functools import cache
 from pathlib import PurePosixPath
@@ -23,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from spool.environment import child_environment
 from spool.errors import BundleError
 
 DATASET_MANIFEST = "dataset.toml"
@@ -89,9 +93,16 @@ CLUSTERING_SCORES = frozenset({
 
 @cache
 def scorer_names() -> frozenset[str]:
-    from sklearn.metrics import get_scorer_names  # heavy: only when a dataset arrives
+    """scikit-learn's scorer names. The master imports no numerical library (its memory,
+    and what submissions' files could reach): it asks a child, once."""
+    if "sklearn" in sys.modules:  # a child that has it already
+        from sklearn.metrics import get_scorer_names
 
-    return frozenset(get_scorer_names())
+        return frozenset(get_scorer_names())
+    code = "import json, sklearn.metrics as m; print(json.dumps(sorted(m.get_scorer_names())))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=child_environment(threads=1), timeout=120, check=True)  # fmt: skip
+    return frozenset(json.loads(done.stdout))
 
 
 def _relative_path(value: str) -> str:

@@ -1,12 +1,12 @@
-"""Scores of RAMP kits' folds, computed with the kit's own score types in a child.
+"""The scoring child of a RAMP kit (`watcher.scorers`): `python -m watcher.rampscore
+KIT FOLDS`, scores computed with the kit's own score types.
 
 A kit's score types and prediction type are its `problem.py`'s code: trusted, but never
-run inside the master's daemon. The sweeper keeps one child per kit with work, `python
--m watcher.rampscore KIT FOLDS` (JSON requests on stdin, one answer line each on
-stdout, each with a timeout). The child computes exactly what ramp-test computes: per
-fold, each score type on the fold's training rows, its validation rows and the test
-set; per submission, the bagged scores of ramp-workflow's own `get_score_cv_bags`
-(valid rows combined over the folds that held them out, test predictions over all).
+run inside the master's daemon. The child answers JSON requests on stdin, one line
+each on stdout. It computes exactly what ramp-test computes: per fold, each score type
+on the fold's training rows, its validation rows and the test set; per submission, the
+bagged scores of ramp-workflow's own `get_score_cv_bags` (valid rows combined over the
+folds that held them out, test predictions over all).
 """
 
 from __future__ import annotations
@@ -14,129 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
-import signal
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from spool import kitsandbox
-from spool.environment import child_environment
-from spool.errors import DatarunError
 
 Values = list[tuple[str, str, float]]  # (split, metric, value)
-
-
-class KitScoringFailed(DatarunError):
-    """The kit's scoring child failed as a whole (its problem.py, a timeout)."""
-
-
-class _Died(Exception):
-    """The child went away (or answered nonsense) during an exchange."""
-
-
-class Scorer:
-    """One kit's scoring child, kept while the kit has work: it imports ramp-workflow and
-    reads the kit's data once, then answers one JSON line per request. Thread-safe; a
-    request that times out or finds the child dead kills it, and the next starts anew."""
-
-    def __init__(
-        self, kit: Path, folds: Path, timeout: float, predictions: Path | None = None
-    ) -> None:
-        self.kit, self.folds, self.timeout = kit, folds, timeout
-        self.predictions = predictions  # where the files it is asked about live
-        self.used = time.monotonic()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._lock = threading.Lock()
-        self._buffer = b""
-
-    def ask(self, payload: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            self.used = time.monotonic()
-            if self._proc is not None:
-                try:
-                    return self._exchange(self._proc, payload)
-                except _Died:  # it died since the last request: once more, with a new one
-                    self._kill()
-                except KitScoringFailed:
-                    self._kill()
-                    raise
-            try:
-                return self._exchange(self._start(), payload)
-            except _Died as exc:
-                self._kill()
-                raise KitScoringFailed(
-                    f"scoring with {self.kit}/problem.py failed: {exc}"
-                ) from None
-            except KitScoringFailed:
-                self._kill()
-                raise
-
-    def _exchange(self, proc: subprocess.Popen[bytes], payload: dict[str, Any]) -> dict[str, Any]:
-        deadline = time.monotonic() + self.timeout
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps(payload).encode() + b"\n")
-            proc.stdin.flush()
-            answer: dict[str, Any] = json.loads(self._line(proc, deadline))
-        except (OSError, ValueError) as exc:
-            raise _Died(str(exc)) from None
-        if "fatal" in answer:
-            raise KitScoringFailed(f"scoring with {self.kit}/problem.py failed: {answer['fatal']}")
-        return answer
-
-    def _start(self) -> subprocess.Popen[bytes]:
-        env = child_environment(threads=1)
-        ids = kitsandbox.kit_ids()
-        confined = [] if ids is None else [f"--run-as={ids[0]}:{ids[1]}"]
-        if ids is not None and self.predictions is not None:
-            confined.append(f"--read={self.predictions.absolute()}")
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "watcher.rampscore", *confined, str(self.kit), str(self.folds)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env=env, cwd=self.kit, start_new_session=True,
-        )  # fmt: skip
-        self._buffer = b""
-        return self._proc
-
-    def _line(self, proc: subprocess.Popen[bytes], deadline: float) -> bytes:
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise KitScoringFailed(
-                    f"scoring with {self.kit}/problem.py took over {self.timeout:.0f} s"
-                )
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    raise _Died(f"the child died (exit {proc.wait()})")
-                self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line
-
-    def _kill(self) -> None:
-        if self._proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait()
-            for pipe in (self._proc.stdin, self._proc.stdout):
-                if pipe is not None:
-                    with contextlib.suppress(OSError):  # unflushed bytes to a dead child
-                        pipe.close()
-            self._proc = None
-
-    def close(self) -> None:
-        with self._lock:
-            self._kill()
-
-
-# ---- the child ------------------------------------------------------------------------
 
 
 class _Kit:
@@ -228,6 +112,8 @@ def _handle(kit: _Kit, payload: dict[str, Any]) -> dict[str, Any]:
             answer["bagged"][str(sub["id"])] = kit.bagged([(int(f), p) for f, p in sub["preds"]])
         except Exception as exc:
             answer["bagged"][str(sub["id"])] = {"error": _one_line(exc)}
+    if payload.get("folds"):
+        answer["folds"] = {name: rows.tolist() for name, rows in kit.folds.items()}
     return answer
 
 
@@ -262,6 +148,8 @@ def main(argv: list[str]) -> int:
         answers.write(json.dumps({"fatal": _one_line(exc)}) + "\n")
         answers.flush()
         return 1
+    answers.write(json.dumps({"ready": True}) + "\n")
+    answers.flush()
     for line in sys.stdin:
         answers.write(json.dumps(_handle(kit, json.loads(line))) + "\n")
         answers.flush()

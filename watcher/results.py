@@ -35,16 +35,12 @@ import math
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from spool import db, leaderboards
 from spool.layout import TEMPORARY_GRACE, Spool, label, remove_stale_temporaries, write_atomic
 from watcher import boards, summary
-from watcher.rampscore import KitScoringFailed
-from watcher.scoring import bagged, check
+from watcher.scorers import Dataset, ScoringFailed, Unscorable, Values
 
 if TYPE_CHECKING:
     from watcher.sweeper import Sweeper
@@ -72,8 +68,8 @@ class Results:
     def __init__(self, spool: Spool, database: db.Database, sweeper: Sweeper) -> None:
         self.spool = spool
         self.database = database
-        self.sweeper = sweeper  # its cache of what predictions are scored against, its kits
-        self._kit_bags: dict[int, Any] = {}
+        self.sweeper = sweeper  # its scoring children
+        self._bags: dict[int, Values | Unscorable] = {}
         self._owed: set[str] = set()  # datasets whose leaderboard may be behind
         self._next_sweep = 0.0  # time.monotonic() of the next look for stale temporaries
 
@@ -92,7 +88,7 @@ class Results:
         self._sweep_temporaries()
         with self.database.connection() as conn:
             changed = db.fetch_all(conn, "submissions_changed", {"n": limit})
-        self._kit_bags = self._bag_kits([row["id"] for row in changed])
+        self._bags = self._bag_all([row["id"] for row in changed])
         for row in changed:
             try:
                 self._owed.add(self.write_submission(row["id"], row["changed_at"]))
@@ -191,47 +187,37 @@ class Results:
             db.execute(conn, "results_written", {"id": ident, "changed_at": changed_at})
         return str(sub["dataset"])
 
-    def _bagged(
-        self, sub: dict[str, Any], jobs: list[dict[str, Any]]
-    ) -> list[tuple[str, str, float]]:
-        if sub["kind"] == "ramp":
-            preds = [(int(j["fold"]), str(self.spool.absolute(j["prediction_path"])))
-                     for j in jobs]  # fmt: skip
-            got = self._kit_bags.pop(sub["id"], None)
-            if got is None:
-                try:
-                    got = self.sweeper.bag_kit(sub["dataset_path"], {sub["id"]: preds})[sub["id"]]
-                except KitScoringFailed as exc:
-                    got = exc
-            if isinstance(got, Exception):
-                log.error("bagged scores of submission %s: %s", sub["id"], got)
-                return []
-            values: list[tuple[str, str, float]] = got
-            return values
-        truth = self.sweeper.truth({"dataset_id": sub["dataset_id"],
-                                    "dataset_path": sub["dataset_path"],
-                                    "target": sub["target"], "task": sub["task"]})  # fmt: skip
-        folds = {}
-        for job in jobs:
-            with np.load(self.spool.absolute(job["prediction_path"]), allow_pickle=False) as data:
-                folds[job["fold"]] = check(data, truth)
-        return bagged(truth, folds, list(sub["metrics"]))
-
-    def _bag_kits(self, ids: list[int]) -> dict[int, Any]:
-        """Bagged scores of the RAMP kits' finished submissions among `ids`: one scoring
-        child per kit for all of them (a child costs a second or two to start)."""
-        with self.database.connection() as conn:
-            rows = db.fetch_all(conn, "kit_submissions_to_bag", {"ids": ids})
-        by_kit: dict[str, dict[int, list[tuple[int, str]]]] = defaultdict(dict)
-        for r in rows:
-            path = str(self.spool.absolute(r["prediction_path"]))
-            by_kit[r["dataset_path"]].setdefault(r["id"], []).append((int(r["fold"]), path))
-        out: dict[int, Any] = {}
-        for dataset_path, preds in by_kit.items():
+    def _bagged(self, sub: dict[str, Any], jobs: list[dict[str, Any]]) -> Values:
+        got = self._bags.pop(sub["id"], None)
+        if got is None:
+            preds = {sub["id"]: [(int(j["fold"]), str(self.spool.absolute(j["prediction_path"])))
+                                 for j in jobs]}  # fmt: skip
             try:
-                out.update(self.sweeper.bag_kit(dataset_path, preds))
-            except KitScoringFailed as exc:
-                out.update(dict.fromkeys(preds, exc))
+                got = self.sweeper.scorers.bag(Dataset.of(sub), preds)[sub["id"]]
+            except ScoringFailed as exc:
+                got = Unscorable(str(exc))
+        if isinstance(got, Unscorable):
+            log.error("bagged scores of submission %s: %s", sub["id"], got)
+            return []
+        return got
+
+    def _bag_all(self, ids: list[int]) -> dict[int, Values | Unscorable]:
+        """Bagged scores of the finished submissions among `ids`: one request to each
+        dataset's scoring child for all of them."""
+        with self.database.connection() as conn:
+            rows = db.fetch_all(conn, "submissions_to_bag", {"ids": ids})
+        by_dataset: dict[str, dict[int, list[tuple[int, str]]]] = defaultdict(dict)
+        datasets: dict[str, Dataset] = {}
+        for r in rows:
+            datasets[r["dataset_path"]] = Dataset.of(r)
+            path = str(self.spool.absolute(r["prediction_path"]))
+            by_dataset[r["dataset_path"]].setdefault(r["id"], []).append((int(r["fold"]), path))
+        out: dict[int, Values | Unscorable] = {}
+        for key, preds in by_dataset.items():
+            try:
+                out.update(self.sweeper.scorers.bag(datasets[key], preds))
+            except ScoringFailed as exc:
+                out.update(dict.fromkeys(preds, Unscorable(str(exc))))
         return out
 
     def write_leaderboard(self, dataset: str) -> None:
@@ -252,7 +238,12 @@ class Results:
         path = self.spool.results / dataset["name"] / "folds.json"
         if dataset["stored"] and path.is_file():
             return
-        document = folds_document(self.spool.absolute(dataset["store_path"]), dataset)
+        stored = self.sweeper.scorers.folds(
+            Dataset.of(
+                {**dataset, "dataset_id": dataset["id"], "dataset_path": dataset["store_path"]}
+            )
+        )
+        document = folds_document(stored, dataset)
         if document is None:
             log.warning("the folds of %s cannot be published: prepared before datarun "
                         "recorded the rows of its test split", dataset["name"])  # fmt: skip
@@ -266,16 +257,15 @@ class Results:
             ])  # fmt: skip
 
 
-def folds_document(store: Path, dataset: dict[str, Any]) -> dict[str, Any] | None:
-    """What results/<dataset>/folds.json holds (README, "Folds anyone can reproduce")."""
+def folds_document(arrays: dict[str, list[int]], dataset: dict[str, Any]) -> dict[str, Any] | None:
+    """What results/<dataset>/folds.json holds (README, "Folds anyone can reproduce"), from
+    the stored folds (folds.npz's arrays, read by the dataset's scoring child)."""
     manifest, summary = dataset["manifest"], dataset["summary"]
-    with np.load(store / "prepared" / "folds.npz", allow_pickle=False) as data:
-        arrays = {key: data[key] for key in data.files}
     n_folds = sum(1 for key in arrays if key.startswith("valid_"))
     n_train = int(summary.get("n_train") or 0)
     out: dict[str, Any] = {"dataset": dataset["name"], "kind": dataset["kind"]}
     if dataset["kind"] == "ramp":
-        rows = np.arange(n_train)
+        rows = list(range(n_train))
         out.update(rows_of="the kit's problem.get_train_data(), in its order",
                    n_rows=n_train)  # fmt: skip
     else:
@@ -283,7 +273,7 @@ def folds_document(store: Path, dataset: dict[str, Any]) -> dict[str, Any] | Non
         if "rows" in arrays:
             rows = arrays["rows"]
         elif not split:
-            rows = np.arange(n_train)
+            rows = list(range(n_train))
         else:
             return None
         n_rows = n_train + (int(summary.get("n_test") or 0) if split else 0)
@@ -292,12 +282,12 @@ def folds_document(store: Path, dataset: dict[str, Any]) -> dict[str, Any] | Non
                    cv=manifest["cv"], test=manifest["data"].get("test"),
                    test_fraction=manifest["data"].get("test_fraction"),
                    test_seed=manifest["data"].get("test_seed") if split else None,
-                   test_rows=sorted(set(range(n_rows)) - set(rows.tolist()))
+                   test_rows=sorted(set(range(n_rows)) - set(rows))
                    if split else [])  # fmt: skip
     out.update(scores=list(dataset["metrics"]), lower_is_better=dataset["lower_is_better"])
     out["folds"] = [
-        {"fold": k, "train": rows[arrays[f"train_{k}"]].tolist(),
-         "valid": rows[arrays[f"valid_{k}"]].tolist()}
+        {"fold": k, "train": [rows[i] for i in arrays[f"train_{k}"]],
+         "valid": [rows[i] for i in arrays[f"valid_{k}"]]}
         for k in range(n_folds)
     ]  # fmt: skip
     return out

@@ -12,6 +12,9 @@ shapes, numeric dtypes and sizes, before anything is allocated), then its values
 (finite; for a classifier, probabilities as scikit-learn's metrics require them: in
 [0, 1], each row summing to 1 within their tolerance). A file that fails says why in
 one line (`Unscorable`), and its fold fails rather than ranks.
+
+This runs in a native dataset's scoring child (`watcher.nativescore`), never in the
+master, which imports no numerical library.
 """
 
 from __future__ import annotations
@@ -33,14 +36,11 @@ from spool.npzformat import KINDS
 from spool.prepare import LABELS_FILE
 from spool.responses import DECISION, PREDICT, PROBA
 from watcher.fastscore import TWINS, Guarded
+from watcher.scorers import Unscorable
 
 SPLITS = ("train", "valid", "test")
 Responses = dict[str, np.ndarray]  # method -> its output on every row of a split
 Score = tuple[str, str, float]  # split, metric, value
-
-
-class Unscorable(Exception):
-    """The prediction file is wrong; the message says how, in one line."""
 
 
 @dataclass(frozen=True)

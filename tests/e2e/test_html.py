@@ -54,6 +54,7 @@ def test_a_person_sees_the_ranking_the_charts_and_the_errors(
     sweeper = Sweeper(spool, database)
     sweeper.sweep_once()
     Results(spool, database, sweeper).refresh_once()
+    sweeper.close()
     database.close()
     page = spool.results / "iris" / "leaderboard.html"
     text = page.read_text()
@@ -147,6 +148,7 @@ def test_only_finished_submissions_rank_and_dots_share_one_scale(
     sweeper = Sweeper(spool, database)
     sweeper.sweep_once()
     Results(spool, database, sweeper).refresh_once()
+    sweeper.close()
     ranks = {"good.v1": 1, "uniform.v1": 2, "partial.v1": None, "later.v1": None}
     with database.connection() as conn:
         rows = admin.leaderboard(conn, "iris")  # what `datarun leaderboard` reads and shows

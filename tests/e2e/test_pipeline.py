@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -64,9 +65,23 @@ def status(spool: Path, tag: str) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+NUMERICAL = ("numpy", "scipy", "sklearn", "pandas", "pyarrow")
+
+
+def numerical_libraries(pid: int) -> set[str]:
+    """The numerical libraries a running process has imported: each of them loads its
+    compiled core when imported (numpy's _multiarray_umath, pandas' _libs, scikit-
+    learn's _check_build, scipy's _lib, pyarrow's lib), so they show in its maps."""
+    found = set()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        parts = Path(line.split(maxsplit=5)[-1]).parts
+        found |= {name for name in NUMERICAL if name in parts and "site-packages" in parts}
+    return found
+
+
 def test_three_submissions_end_with_scores_a_failure_and_consistent_results(env, cluster, tmp_path):
     spool = Path(env["DATARUN_HOME"]) / "spool"
-    cluster("master", log="master")
+    master = cluster("master", log="master")
     cluster("executor", "--workers", "1", log="ex1")
     cluster("executor", "--workers", "1", log="ex2")
     drop_all(spool, tmp_path, {"good": B.CLASSIFIER, "other": B.CLASSIFIER + "# v\n",
@@ -98,6 +113,10 @@ def test_three_submissions_end_with_scores_a_failure_and_consistent_results(env,
     broken = status(spool, "broken.v1")
     assert all(f["error"] == "ValueError: no way" for f in broken["folds"])
     assert (spool / "results" / "iris" / "broken.v1" / "fold_0.log").is_file()
+    # Scored, bagged and its folds published: the master itself imported none of it.
+    assert (spool / "results" / "iris" / "folds.json").is_file()
+    assert numerical_libraries(master.pid) == set()
+    assert {"numpy", "sklearn"} <= numerical_libraries(os.getpid())  # the check sees them
 
 
 def test_a_killed_executors_job_is_reaped_and_completes_on_another(env, cluster, tmp_path):

@@ -55,6 +55,7 @@ def test_a_fold_that_failed_twice_then_succeeded_shows_all_three(
         sweeper = Sweeper(spool, database)
         assert sweeper.sweep_once().scored == 3
         assert Results(spool, database, sweeper).refresh_once() == 1
+        sweeper.close()
     finally:
         database.close()
 

@@ -94,17 +94,21 @@ def results_writer(spool: Spool, database: db.Database) -> Results:
 def results(spool: Spool, url: str) -> int:
     """One pass of the master's results job, without any leaderboard owed beforehand."""
     database = db.Database(url).open()
+    writer = results_writer(spool, database)
     try:
-        return results_writer(spool, database).refresh_once()
+        return writer.refresh_once()
     finally:
+        writer.sweeper.close()
         database.close()
 
 
 def write_boards(spool: Spool, url: str) -> None:
     database = db.Database(url).open()
+    sweeper = Sweeper(spool, database)
     try:
-        Results(spool, database, Sweeper(spool, database)).write_leaderboard("iris")
+        Results(spool, database, sweeper).write_leaderboard("iris")
     finally:
+        sweeper.close()
         database.close()
 
 

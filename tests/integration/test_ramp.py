@@ -23,6 +23,7 @@ from tests.conftest import drop
 from tests.helpers.ramp import KITS, RAMP_DATA, make_kit, ramp_test
 from tests.integration.test_executor import drain
 from watcher.results import Results
+from watcher.scorers import Dataset
 from watcher.sweeper import Sweeper
 
 pytest.importorskip("rampwf", reason="RAMP kits need the ramp extra: pip install -e '.[ramp]'")
@@ -37,6 +38,17 @@ def back_half(spool, database_url):
     yield sweeper, Results(spool, database, sweeper)
     sweeper.close()
     database.close()
+
+
+def kit_dataset(url: str) -> Dataset:
+    """The one dataset of the test's spool, as its scoring child is started from."""
+    with db.connect(url) as conn:
+        row = conn.execute(
+            "select id as dataset_id, store_path as dataset_path, kind, task, metrics,"
+            " manifest->>'target' as target from datasets"
+        ).fetchone()
+    assert row is not None
+    return Dataset.of(row)
 
 
 def submissions_of(kit: str) -> list[str]:
@@ -234,7 +246,7 @@ def test_a_dead_scoring_child_is_started_again_and_a_broken_kit_waits(
     drain(make_executor())
     sweeper, _ = back_half
     store = next((spool.store / "datasets").iterdir())
-    scorer = sweeper.scorer(f"store/datasets/{store.name}")
+    scorer = sweeper.scorers.child(kit_dataset(database_url))
     with db.connect(database_url) as conn:
         first = conn.execute("select id from jobs order by id limit 1").fetchone()["id"]
         conn.execute("update jobs set state = 'predicted' where id <> %s", (first,))
@@ -277,10 +289,10 @@ def test_a_kit_that_scores_too_slowly_is_stopped_and_its_jobs_wait(
     bundle.chmod(0o755)  # frozen, and the test may not be root
     (bundle / "slow").touch()  # from now on, the scoring child's problem.py sleeps
     database = db.Database(database_url, name="test ramp").open()
-    sweeper = Sweeper(spool, database, kit_timeout=2)
+    sweeper = Sweeper(spool, database, timeout=2)
     try:
         assert sweeper.sweep_once().scored == 0
-        [scorer] = sweeper._scorers.values()
+        [scorer] = sweeper.scorers._children.values()
         assert scorer._proc is None  # killed at the timeout
     finally:
         sweeper.close()

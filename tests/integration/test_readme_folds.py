@@ -72,6 +72,7 @@ def test_the_readme_recomputes_every_fold_score_from_folds_json(
     sweeper = Sweeper(spool, database)
     assert sweeper.sweep_once().scored == 3
     Results(spool, database, sweeper).refresh_once()
+    sweeper.close()
     database.close()
 
     published = json.loads((spool.results / "iris" / "folds.json").read_text())

@@ -122,7 +122,9 @@ def store_of(spool, url: str, name: str) -> Path:
 @pytest.fixture
 def sweeper(spool, database_url):
     database = db.Database(database_url, name="test responses").open()
-    yield Sweeper(spool, database)
+    sweeper = Sweeper(spool, database)
+    yield sweeper
+    sweeper.close()
     database.close()
 
 

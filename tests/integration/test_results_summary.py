@@ -58,6 +58,7 @@ def test_every_output_shows_the_same_mean_and_std(
     sweeper = Sweeper(spool, database)
     assert sweeper.sweep_once().scored == 10
     Results(spool, database, sweeper).refresh_once()
+    sweeper.close()
     database.close()
 
     with db.connect(database_url) as conn:

@@ -33,6 +33,7 @@ def back_half(spool, database_url):
     database = db.Database(database_url, name="test sweeper").open()
     sweeper = Sweeper(spool, database)
     yield sweeper, Results(spool, database, sweeper)
+    sweeper.close()
     database.close()
 
 

@@ -16,7 +16,8 @@ from sklearn.metrics import get_scorer, log_loss
 from spool import responses
 from watcher import fastscore
 from watcher.fastscore import TWINS, Guarded
-from watcher.scoring import Truth, Unscorable, _FrozenClassifier, _FrozenRegressor, check
+from watcher.scorers import Unscorable
+from watcher.scoring import Truth, _FrozenClassifier, _FrozenRegressor, check
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")
 

@@ -90,7 +90,7 @@ WHERE submission_id = %(id)s ORDER BY split, metric;
 
 -- name: dataset_for_folds
 SELECT d.id, d.name, d.kind, d.store_path, d.metrics, d.manifest, d.summary,
-       d.lower_is_better,
+       d.lower_is_better, d.task, d.manifest->>'target' AS target,
        EXISTS (SELECT 1 FROM dataset_folds f WHERE f.dataset_id = d.id) AS stored
 FROM datasets d WHERE d.name = %(name)s;
 
@@ -166,13 +166,14 @@ FROM jobs j JOIN submission_labels l ON l.submission_id = j.submission_id
 WHERE l.dataset = %(dataset)s AND j.state = 'failed' AND j.error IS NOT NULL
 ORDER BY l.label, j.fold;
 
--- name: kit_submissions_to_bag
--- Submissions of RAMP kits among these, every fold scored: their prediction files.
-SELECT s.id, d.store_path AS dataset_path, j.fold, j.prediction_path
+-- name: submissions_to_bag
+-- Submissions among these with every fold scored: their datasets and prediction files.
+SELECT s.id, d.id AS dataset_id, d.store_path AS dataset_path, d.kind, d.task, d.metrics,
+       d.manifest->>'target' AS target, j.fold, j.prediction_path
 FROM submissions s
 JOIN datasets d ON d.id = s.dataset_id
 JOIN jobs j ON j.submission_id = s.id
-WHERE s.id = ANY(%(ids)s) AND d.kind = 'ramp' AND s.cancelled_at IS NULL
+WHERE s.id = ANY(%(ids)s) AND s.cancelled_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM jobs k WHERE k.submission_id = s.id AND k.state <> 'scored')
 ORDER BY s.id, j.fold;
 
