@@ -6,11 +6,13 @@ once, then for each request forks a child that runs `spool.prepare.main` (its li
 its own process group) and reports the child's pid at once, then its exit status. The
 master's side (`WarmPreparer.run`) kills the child's group on a timeout, as it would a
 child of its own, and falls back to a fresh `python -m spool.prepare` when the warm
-process cannot start or dies. RAMP kits keep a fresh child: their `problem.py` imports
-what it likes and runs as another user in namespaces of its own.
+process cannot start or dies. Idle for IDLE seconds, it exits (the next preparation
+starts another). RAMP kits keep a fresh child: their `problem.py` imports what it likes
+and runs as another user in namespaces of its own.
 
-Protocol: one JSON line in (`{"argv": [...], "stderr": a path to write it}`; the
-argv of `python -m spool.prepare` but its parent, which is this process), two out
+Protocol (`python -m spool.preparer PARENT IDLE`): one JSON line in (`{"argv": [...],
+"stderr": a path to write it}`; the argv of `python -m spool.prepare` but its parent,
+which is this process), two out
 (`{"pid": N}`, then `{"status": exit code, negative for a signal}`).
 """
 
@@ -25,12 +27,15 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 60.0
+IDLE = 300.0  # seconds without a request before the warm process exits (its 190 MB back)
+MARGIN = 5.0  # the master's side starts a new one a little before, rather than race it
 
 
 class PreparerDied(Exception):
@@ -38,10 +43,14 @@ class PreparerDied(Exception):
 
 
 class WarmPreparer:
-    """The master's handle on its warm preparer; one request at a time."""
+    """The master's handle on its warm preparer; one request at a time. The warm process
+    exits by itself after `idle` seconds without a request: a master that prepares
+    nothing for a while holds none of its memory, and the next preparation starts it."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle: float = IDLE) -> None:
+        self.idle = idle
         self._proc: subprocess.Popen[bytes] | None = None
+        self._used = 0.0  # time.monotonic() of the last request's end
         self._lock = threading.Lock()
 
     def run(self, argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, bytes]:
@@ -74,14 +83,18 @@ class WarmPreparer:
                         os.killpg(pid, signal.SIGKILL)
                     self._stop()
                     raise PreparerDied(f"the warm preparer failed: {exc}") from exc
+                finally:
+                    self._used = time.monotonic()
                 err.seek(0)
                 return int(status), err.read()
 
     def _started(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        if time.monotonic() - self._used > self.idle - MARGIN:
+            self._stop()  # it exits by itself about now: never send it a request then
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "spool.preparer", str(os.getpid())],
+            [sys.executable, "-m", "spool.preparer", str(os.getpid()), str(self.idle)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env=env, start_new_session=True, bufsize=0,  # unbuffered: select sees each line
         )  # fmt: skip
@@ -113,7 +126,7 @@ class WarmPreparer:
 # ---- the warm process --------------------------------------------------------------
 
 
-def serve(parent: int, requests: IO[bytes], answers: IO[bytes]) -> None:
+def serve(parent: int, requests: IO[bytes], answers: IO[bytes], idle: float = IDLE) -> None:
     import numpy  # noqa: F401  (what each child would import: once, here)
     import pandas  # noqa: F401
     import pyarrow.parquet  # noqa: F401
@@ -124,7 +137,10 @@ def serve(parent: int, requests: IO[bytes], answers: IO[bytes]) -> None:
     # No parquet is written here: pyarrow's thread pool starts at its first use, and
     # threads do not survive a fork; each child warms it (`prepare.confine`).
     prepare.die_with_parent(parent)
-    for line in requests:
+    while select.select([requests], [], [], idle)[0]:  # one request at a time: no buffer
+        line = requests.readline()
+        if not line:
+            return
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:  # the child: a preparation as `python -m spool.prepare` makes one
@@ -160,4 +176,4 @@ def _child(request: dict[str, Any], main: Any) -> None:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), sys.stdin.buffer, sys.stdout.buffer)
+    serve(int(sys.argv[1]), sys.stdin.buffer, sys.stdout.buffer, float(sys.argv[2]))

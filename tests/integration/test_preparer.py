@@ -58,3 +58,20 @@ def test_a_dead_warm_process_is_replaced(tmp_path: Path):
     proc.wait()
     assert prepared(tmp_path, "after")["n_folds"] == 3
     assert warm_pid() not in (None, pid)
+
+
+def test_an_idle_warm_process_exits_and_the_next_preparation_starts_one(tmp_path: Path):
+    """Its memory is the master's only while datasets arrive."""
+    idle = prepare._warm.idle
+    prepare._warm.close()
+    prepare._warm.idle = 6.0  # the margin is 5 s: one left to send a request
+    try:
+        prepared(tmp_path, "first")
+        proc = prepare._warm._proc
+        assert proc is not None
+        assert proc.wait(timeout=30) == 0  # it left by itself, idle
+        assert prepared(tmp_path, "later")["n_folds"] == 3
+        assert warm_pid() not in (None, proc.pid)
+    finally:
+        prepare._warm.close()
+        prepare._warm.idle = idle
