@@ -1,6 +1,7 @@
 """The few Linux calls the sandboxes need (a fold's; a RAMP kit's children on the
 master) that Python 3.11's `os` lacks, through libc: unshare, setns, mount, umount2,
-pivot_root and mount_setattr; and the size of this process's address space."""
+pivot_root and mount_setattr; the size of this process's address space; and glibc's
+malloc settings a long-running daemon needs."""
 
 from __future__ import annotations
 
@@ -125,3 +126,23 @@ def vm_size() -> int:
             if line.startswith("VmSize:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+# glibc's mallopt parameter for MALLOC_ARENA_MAX
+M_ARENA_MAX = -8
+
+
+def malloc_arenas(most: int) -> bool:
+    """Cap glibc's malloc arenas, as MALLOC_ARENA_MAX does, for arenas made from now on.
+    A daemon's threads each take an arena of their own (up to 8 per core), and a long
+    run leaves each fragmented; a few shared ones keep its memory near what it uses.
+    False where the C library is not glibc."""
+    mallopt = getattr(_libc, "mallopt", None)
+    return bool(mallopt and mallopt(M_ARENA_MAX, most))
+
+
+def malloc_trim() -> None:
+    """Give what malloc freed back to the system (glibc; nothing elsewhere)."""
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from spool import db
+from spool import db, linux
 from spool.errors import DatabaseUnavailable, DatarunError
 from spool.layout import Spool
 from watcher.daemon import Watcher
@@ -27,6 +27,10 @@ from watcher.results import Results
 from watcher.sweeper import Sweeper, reap_once
 
 log = logging.getLogger(__name__)
+
+# The master's threads (watcher, observer, scheduler, jobs, the pool's) share this many
+# malloc arenas: a run of 10,000 submissions left 60 MB in a dozen fragmented ones.
+MALLOC_ARENAS = 2
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,10 @@ class Master:
         if term != self._recovered_term:
             self.results.recover()
             self._recovered_term = term
-        return self.results.refresh_once()
+        try:
+            return self.results.refresh_once()
+        finally:
+            linux.malloc_trim()  # a pass over many submissions frees megabytes at once
 
     def _job(self, name: str, action: Callable[[], object]) -> Callable[[], None]:
         def run() -> None:
@@ -126,6 +133,7 @@ class Master:
 
     def run(self, stop: threading.Event) -> None:
         """The watcher in this thread, the scheduler's jobs in its own; until `stop`."""
+        linux.malloc_arenas(MALLOC_ARENAS)  # before its threads start
         self.database.open()
         scheduler = self.scheduler()
         scheduler.start()

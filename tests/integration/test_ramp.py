@@ -24,7 +24,7 @@ from tests.helpers.ramp import KITS, RAMP_DATA, make_kit, ramp_test
 from tests.integration.test_executor import drain
 from watcher.results import Results
 from watcher.scorers import Dataset
-from watcher.sweeper import Sweeper
+from watcher.sweeper import Sweeper, SweepResult
 
 pytest.importorskip("rampwf", reason="RAMP kits need the ramp extra: pip install -e '.[ramp]'")
 
@@ -267,6 +267,42 @@ def test_a_dead_scoring_child_is_started_again_and_a_broken_kit_waits(
     with db.connect(database_url) as conn:
         states = {r["state"] for r in conn.execute("select state from jobs")}
     assert states == {"predicted"}
+
+
+def test_a_file_that_kills_the_scoring_child_fails_alone_and_the_others_are_scored(
+    spool, make_watcher, make_executor, back_half, database_url, tmp_path
+):
+    """A kit's score type that crashes its process on some input (a C extension that
+    segfaults, an os._exit): the batch is split until that fold fails alone, with the
+    reason; the kit is not put aside and the other folds are scored."""
+    kit = make_kit("notest", tmp_path)
+    problem = kit / "problem.py"
+    problem.write_text(problem.read_text() + (
+        "\n\n_score = type(score_types[0]).score_function\n\n\n"
+        "def _fragile(self, truth, predictions):\n"
+        "    if (predictions.y_pred > 1e6).any():\n"
+        "        os._exit(3)\n"
+        "    return _score(self, truth, predictions)\n\n\n"
+        "type(score_types[0]).score_function = _fragile\n"
+    ))  # fmt: skip
+    watcher = make_watcher()
+    drop(kit, spool.incoming_datasets)
+    watcher.run_once()
+    watcher.run_once()
+    assert drain(make_executor()) == 3
+    with db.connect(database_url) as conn:
+        jobs = conn.execute("select id, prediction_path from jobs order by id").fetchall()
+    poisoned = spool.absolute(jobs[1]["prediction_path"])
+    with np.load(poisoned) as data:
+        arrays = {name: data[name] * 1e7 for name in data.files}
+    np.savez(poisoned, **arrays)  # still the arrays expected: only the values crash it
+    sweeper, _ = back_half
+    assert sweeper.sweep_once() == SweepResult(scored=2, failed=1)
+    with db.connect(database_url) as conn:
+        rows = conn.execute("select id, state, error from jobs order by id").fetchall()
+    assert [r["state"] for r in rows] == ["scored", "failed", "scored"]
+    assert "stopped datarun's scoring child" in rows[1]["error"]
+    assert not sweeper.scorers.waiting(kit_dataset(database_url))
 
 
 def test_a_kit_that_scores_too_slowly_is_stopped_and_its_jobs_wait(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import resource
 import shutil
 import tracemalloc
@@ -89,6 +90,39 @@ def test_sweeping_twice_changes_nothing(
     assert sweeper.sweep_once().scored == 3
     assert query(database_url, "select * from scores order by job_id, split, metric") == before
     assert {r["state"] for r in job_rows(database_url)} == {"scored"}
+
+
+def test_scores_are_computed_in_a_confined_child_not_in_the_master(
+    spool, make_watcher, make_executor, database_url, tmp_path, back_half
+):
+    """A native dataset's scoring child: the master's own process parses no prediction
+    file; a root master's child reads the test labels, then sees only predictions/,
+    read-only, as the kits' user, with no network."""
+    from executor.isolation import probe
+    from spool.kitsandbox import kit_ids
+
+    sweeper, _ = back_half
+    registered(spool, make_watcher, tmp_path, logreg=B.CLASSIFIER)
+    drain(make_executor())
+    assert sweeper.sweep_once().scored == 3
+    [child] = sweeper.scorers._children.values()
+    assert child.pid is not None and child.pid != os.getpid()
+    if os.geteuid() != 0 or not probe(loud=False).namespaces:
+        pytest.skip("a confined scoring child needs a root master with namespaces")
+    ids = kit_ids()
+    assert ids is not None
+    uids = Path(f"/proc/{child.pid}/status").read_text().split("Uid:")[1].split()[:4]
+    assert {int(u) for u in uids} == {ids[0]}
+    seen = Path(f"/proc/{child.pid}/root")
+    store = next((spool.store / "datasets").iterdir())
+    assert (seen / str(spool.predictions).lstrip("/")).is_dir()
+    assert not (seen / str(store).lstrip("/")).exists()  # nor the test labels
+    assert not (seen / str(spool.results).lstrip("/")).exists()
+    net = Path(f"/proc/{child.pid}/ns/net").readlink()
+    assert net != Path("/proc/self/ns/net").readlink()
+    with db.connect(database_url) as conn:  # it still scores, confined
+        conn.execute("update jobs set state = 'predicted'")
+    assert sweeper.sweep_once().scored == 3
 
 
 DAMAGES = {
