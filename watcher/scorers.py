@@ -227,7 +227,11 @@ class Scorers:
             child.close()
 
     def ask(self, dataset: Dataset, payload: dict[str, Any]) -> dict[str, Any]:
-        """One request; ScorerBroken also puts the dataset in backoff."""
+        """One request; ScorerBroken also puts the dataset in backoff, and is raised at
+        once while it lasts (a broken kit's child is not started again at each pass)."""
+        if self.waiting(dataset):
+            raise ScorerBroken(f"the scoring child of {dataset.path} could not start a "
+                               "moment ago; tried again later")  # fmt: skip
         try:
             return self.child(dataset).ask(payload)
         except ScorerBroken as exc:

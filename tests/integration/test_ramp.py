@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -236,7 +237,7 @@ def test_submissions_dropped_alone_and_the_leaderboard_follows_the_first_score(
 
 
 def test_a_dead_scoring_child_is_started_again_and_a_broken_kit_waits(
-    spool, make_watcher, make_executor, back_half, database_url, tmp_path
+    spool, make_watcher, make_executor, back_half, database_url, tmp_path, caplog
 ):
     kit = make_kit("notest", tmp_path)
     watcher = make_watcher()
@@ -244,7 +245,7 @@ def test_a_dead_scoring_child_is_started_again_and_a_broken_kit_waits(
     watcher.run_once()
     watcher.run_once()
     drain(make_executor())
-    sweeper, _ = back_half
+    sweeper, results = back_half
     store = next((spool.store / "datasets").iterdir())
     scorer = sweeper.scorers.child(kit_dataset(database_url))
     with db.connect(database_url) as conn:
@@ -263,10 +264,13 @@ def test_a_dead_scoring_child_is_started_again_and_a_broken_kit_waits(
     scorer.close()
     with db.connect(database_url) as conn:
         conn.execute("update jobs set state = 'predicted'")
-    assert sweeper.sweep_once().scored == 0  # the kit cannot score now: the jobs wait
+    with caplog.at_level(logging.ERROR, logger="watcher.scorers"):
+        assert sweeper.sweep_once().scored == 0  # the kit cannot score now: the jobs wait
+        results.refresh_once()  # nor publish its folds: not started again meanwhile
     with db.connect(database_url) as conn:
         states = {r["state"] for r in conn.execute("select state from jobs")}
     assert states == {"predicted"}
+    assert sum("could not start" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_a_file_that_kills_the_scoring_child_fails_alone_and_the_others_are_scored(
