@@ -12,6 +12,7 @@ import stat
 import threading
 import time
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,14 +138,15 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_native_id()}.tmp")
 
 
-def write_atomic(path: Path, data: str | bytes, *, mode: int = 0o666) -> None:
+def write_atomic(path: Path, data: str | bytes | Iterable[str], *, mode: int = 0o666) -> None:
     """Write to this thread's temporary name, fsync, then rename into place: a reader
     sees the old file or the new one, never half of one; of two threads writing the
     same file at once, each renames a whole file of its own, and the last one stays.
-    The file is created with `mode` (less the umask): 0o600 for a secret."""
+    The file is created with `mode` (less the umask): 0o600 for a secret. `data` may be
+    pieces of text, written as they come (a large page is never held whole)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
-    payload = data.encode("utf-8", "backslashreplace") if isinstance(data, str) else data
+    pieces = [data] if isinstance(data, str | bytes) else data
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         fd = os.open(tmp, flags, mode)
@@ -152,8 +154,10 @@ def write_atomic(path: Path, data: str | bytes, *, mode: int = 0o666) -> None:
         tmp.unlink()
         fd = os.open(tmp, flags, mode)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
+        with os.fdopen(fd, "wb", buffering=1 << 16) as handle:
+            for piece in pieces:
+                handle.write(piece if isinstance(piece, bytes)
+                             else piece.encode("utf-8", "backslashreplace"))  # fmt: skip
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -78,37 +78,41 @@ def _boards(metric: str, phase: leaderboards.Phase) -> tuple[html.Board, html.Bo
 
 def write(spool: Spool, database: db.Database, dataset: str, found: dict[str, Any] | None) -> None:
     """Write the dataset's public and private files; `found`: its row (dataset_for_folds)."""
-    with database.transaction() as conn:  # one now(): the phase and the rows agree
+    # One transaction, so one now(): the phase and the rows agree. The public rows are
+    # written and dropped before the private ones are read: a board of 10,000
+    # submissions is the master's largest allocation, so it never holds both.
+    with database.transaction() as conn:
         phase = leaderboards.phase(conn, dataset) or leaderboards.OPEN
-        public = leaderboards.public(conn, dataset)
-        private = leaderboards.private(conn, dataset)
         fold_rows = db.fetch_all(conn, "leaderboard_fold_scores", {"dataset": dataset})
         error_rows = db.fetch_all(conn, "leaderboard_errors", {"dataset": dataset})
         organizers = teams.organizer_uids(conn) if phase.challenge else None
-    folds: dict[str, dict[int, float]] = defaultdict(dict)
-    for r in fold_rows:  # validation scores only
-        folds[r["label"]][int(r["fold"])] = r["value"]
-    metric = found["metrics"][0] if found else "score"
-    public_page, private_page = _boards(metric, phase)
-    page: dict[str, Any] = {
-        "metric": metric, "errors": {r["label"]: r["error"] for r in error_rows},
-        "updated": datetime.now(UTC),
-        "n_folds": int(found["summary"].get("n_folds") or 0) if found else 0,
-        "lower_is_better": bool(found["lower_is_better"]) if found else False,
-    }  # fmt: skip
-    shown = {r["label"] for r in public}  # the scale of the charts: only what is shown
-    public_folds = {k: v for k, v in folds.items() if k in shown}
-    columns = COLUMNS if phase.test_public else [c for c in COLUMNS if c not in TEST_COLUMNS]
-    folder = spool.results / dataset
-    write_atomic(folder / "leaderboard.html",
-                 html.render(dataset, rows=public, folds=public_folds, board=public_page,
-                             **page))  # fmt: skip
-    write_atomic(folder / "leaderboard.csv", board_csv(public, columns))
-    secret = private_folder(spool, dataset, organizers)
-    write_atomic(secret / "leaderboard.html",
-                 html.render(dataset, rows=private, folds=dict(folds), board=private_page,
-                             **page))  # fmt: skip
-    write_atomic(secret / "leaderboard.csv", board_csv(private, COLUMNS + PICK_COLUMNS))
+        folds: dict[str, dict[int, float]] = defaultdict(dict)
+        for r in fold_rows:  # validation scores only
+            folds[r["label"]][int(r["fold"])] = r["value"]
+        del fold_rows
+        metric = found["metrics"][0] if found else "score"
+        public_page, private_page = _boards(metric, phase)
+        page: dict[str, Any] = {
+            "metric": metric, "errors": {r["label"]: r["error"] for r in error_rows},
+            "updated": datetime.now(UTC),
+            "n_folds": int(found["summary"].get("n_folds") or 0) if found else 0,
+            "lower_is_better": bool(found["lower_is_better"]) if found else False,
+        }  # fmt: skip
+        public = leaderboards.public(conn, dataset)
+        shown = {r["label"] for r in public}  # the scale of the charts: only what is shown
+        columns = COLUMNS if phase.test_public else [c for c in COLUMNS if c not in TEST_COLUMNS]
+        folder = spool.results / dataset
+        write_atomic(folder / "leaderboard.html",
+                     html.render(dataset, rows=public, board=public_page, **page,
+                                 folds={k: v for k, v in folds.items() if k in shown}))  # fmt: skip
+        write_atomic(folder / "leaderboard.csv", board_csv(public, columns))
+        del public, shown
+        private = leaderboards.private(conn, dataset)
+        secret = private_folder(spool, dataset, organizers)
+        write_atomic(secret / "leaderboard.html",
+                     html.render(dataset, rows=private, folds=dict(folds), board=private_page,
+                                 **page))  # fmt: skip
+        write_atomic(secret / "leaderboard.csv", board_csv(private, COLUMNS + PICK_COLUMNS))
     with database.transaction() as conn:  # a later close or reveal is then found again
         db.execute(conn, "leaderboard_written",
                    {"dataset": dataset, "revealed": phase.test_public})  # fmt: skip

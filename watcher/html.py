@@ -11,6 +11,7 @@ of the dataset's first metric. Everything that comes from users
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
@@ -132,18 +133,35 @@ def render(
     n_folds: int = 0,
     lower_is_better: bool = False,
     board: Board = Board(),  # frozen: one shared default is harmless
-) -> str:
-    """rows: the leaderboard view's rows; folds: label -> fold -> valid score; the ranking
-    direction is the dataset's first metric's (a RAMP kit's RMSE: lower is better)."""
+) -> Iterator[str]:
+    """The page, in pieces to write one after the other (a board of 10,000 submissions
+    is megabytes: never held whole). rows: the leaderboard view's rows; folds: label ->
+    fold -> valid score; the ranking direction is the dataset's first metric's (a RAMP
+    kit's RMSE: lower is better)."""
     finite = {label: {k: s for k, s in scores.items() if math.isfinite(s)}
               for label, scores in folds.items()}  # fmt: skip
     scale = Scale([s for scores in finite.values() for s in scores.values()], lower_is_better)
-    body = []
+    stamp = updated.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    direction = "lower is better" if lower_is_better else "greater is better"
+    span = (f" (folds left to right; {_num(scale.high if lower_is_better else scale.low)} "
+            f"at the bottom, {_num(scale.low if lower_is_better else scale.high)} at the top)"
+            if finite and any(finite.values()) else "")  # fmt: skip
+    ranking = board.ranking or f"Ranked by the mean validation <b>{escape(metric)}</b> over folds"
+    yield (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(dataset)} — {escape(board.title)}</title><style>{STYLE}</style>"
+        f"</head><body><h1>{escape(dataset)}</h1>"
+        f'<div class="meta">{ranking} (<span id="direction">{direction}</span>); a failed '
+        "or unfinished submission has no rank. Updated "
+        f'<time id="updated">{escape(stamp)}</time>.</div>'
+        + _header(metric, span, board)
+        + "<tbody>"
+    )
     for r in rows:
         label = r["label"]
         error = errors.get(label)
         rank = "" if r["rank"] is None else str(r["rank"])  # failed or not scored: no rank
-        body.append(
+        yield (
             f'<tr class="{escape(r["state"])}" data-submission="{escape(label)}">'
             f'<td class="num rank">{rank}</td>'
             f"<td>{escape(label)}"
@@ -154,19 +172,4 @@ def render(
             + _cells(r, board)
             + f"<td>{_chart(finite.get(label, {}), n_folds, scale)}</td></tr>"
         )
-    stamp = updated.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
-    direction = "lower is better" if lower_is_better else "greater is better"
-    span = (f" (folds left to right; {_num(scale.high if lower_is_better else scale.low)} "
-            f"at the bottom, {_num(scale.low if lower_is_better else scale.high)} at the top)"
-            if finite and any(finite.values()) else "")  # fmt: skip
-    ranking = board.ranking or f"Ranked by the mean validation <b>{escape(metric)}</b> over folds"
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{escape(dataset)} — {escape(board.title)}</title><style>{STYLE}</style>"
-        f"</head><body><h1>{escape(dataset)}</h1>"
-        f'<div class="meta">{ranking} (<span id="direction">{direction}</span>); a failed '
-        "or unfinished submission has no rank. Updated "
-        f'<time id="updated">{escape(stamp)}</time>.</div>'
-        + _header(metric, span, board)
-        + f"<tbody>{''.join(body)}</tbody></table></body></html>\n"
-    )
+    yield "</tbody></table></body></html>\n"

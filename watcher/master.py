@@ -28,9 +28,10 @@ from watcher.sweeper import Sweeper, reap_once
 
 log = logging.getLogger(__name__)
 
-# The master's threads (watcher, observer, scheduler, jobs, the pool's) share this many
-# malloc arenas: a run of 10,000 submissions left 60 MB in a dozen fragmented ones.
-MALLOC_ARENAS = 2
+# The master's threads (watcher, observer, scheduler, jobs, the pool's) share one malloc
+# arena: they wait on files and the database, not on malloc, and a run of 10,000
+# submissions left 60 MB in a dozen fragmented per-thread ones (bench memory).
+MALLOC_ARENAS = 1
 
 
 @dataclass(frozen=True)
