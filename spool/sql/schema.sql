@@ -27,6 +27,10 @@ CREATE FUNCTION public.take_turn(p_priority smallint, p_team text) RETURNS bigin
     RETURNING last_turn;
 $$;
 
+CREATE FUNCTION public.test_scores_public(revealed_at timestamp with time zone, closes_at timestamp with time zone) RETURNS boolean
+    LANGUAGE sql STABLE
+    RETURN COALESCE((LEAST(revealed_at, closes_at) <= now()), false);
+
 CREATE TABLE public.attempts (
     id bigint NOT NULL,
     job_id bigint NOT NULL,
@@ -533,7 +537,7 @@ CREATE VIEW public.public_leaderboard AS
             p.created_at,
             (EXISTS ( SELECT 1
                    FROM public.teams)) AS challenge,
-            COALESCE((LEAST(d.revealed_at, d.closes_at) <= now()), false) AS revealed
+            public.test_scores_public(d.revealed_at, d.closes_at) AS revealed
            FROM (public.private_leaderboard p
              JOIN public.datasets d ON ((d.name = p.dataset)))) x
   WHERE (public_row OR (NOT challenge));

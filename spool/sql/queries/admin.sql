@@ -17,7 +17,7 @@ SELECT CASE WHEN EXISTS (SELECT 1 FROM teams) THEN 'challenge' ELSE 'open' END A
 SELECT d.name, d.task, d.workflow, d.metrics, d.n_folds,
        count(s.id) AS submissions, d.created_at, d.opens_at, d.closes_at,
        d.submissions_per_day, d.min_minutes_between,
-       coalesce(least(d.revealed_at, d.closes_at) <= now(), false) AS revealed
+       test_scores_public(d.revealed_at, d.closes_at) AS revealed
 FROM datasets d LEFT JOIN submissions s ON s.dataset_id = d.id
 GROUP BY d.id ORDER BY d.name;
 

@@ -5,7 +5,7 @@
 -- Challenge mode: a team is registered. Revealed: closes_at has passed, or an organizer
 -- revealed the test scores; until then the public board holds no test score.
 SELECT EXISTS (SELECT 1 FROM teams) AS challenge,
-       coalesce(least(revealed_at, closes_at) <= now(), false) AS revealed
+       test_scores_public(revealed_at, closes_at) AS revealed
 FROM datasets WHERE name = %(dataset)s;
 
 -- name: public_leaderboard_of
@@ -22,7 +22,7 @@ SELECT * FROM private_leaderboard WHERE dataset = %(dataset)s ORDER BY rank, lab
 WITH mode AS (SELECT EXISTS (SELECT 1 FROM teams) AS challenge)
 SELECT d.name, d.leaderboard_revealed IS NOT NULL AS written FROM datasets d, mode
 WHERE d.leaderboard_revealed IS DISTINCT FROM
-      (NOT mode.challenge OR coalesce(least(d.revealed_at, d.closes_at) <= now(), false));
+      (NOT mode.challenge OR test_scores_public(d.revealed_at, d.closes_at));
 
 -- name: leaderboard_written
 -- Whether the files just written showed the test scores.
