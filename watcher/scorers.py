@@ -204,6 +204,7 @@ class Scorers:
                 store = self.root / dataset.path
                 found = child_for(store, dataset, self.predictions, self.timeout)
                 self._children[dataset.path] = found
+            found.used = time.monotonic()  # in use: stop_idle leaves it alone
             return found
 
     def waiting(self, dataset: Dataset) -> bool:
