@@ -23,8 +23,9 @@ from threadpoolctl import threadpool_limits
 from spool import db, jobs
 from tests.helpers import bundles as B
 from tests.integration.test_executor import drain, hostile, job_rows, register
+from watcher import scorers
 from watcher.results import Results
-from watcher.sweeper import Sweeper
+from watcher.sweeper import Sweeper, SweepResult
 
 METRICS = ["accuracy", "neg_log_loss", "balanced_accuracy"]
 
@@ -123,6 +124,27 @@ def test_scores_are_computed_in_a_confined_child_not_in_the_master(
     with db.connect(database_url) as conn:  # it still scores, confined
         conn.execute("update jobs set state = 'predicted'")
     assert sweeper.sweep_once().scored == 3
+
+
+def test_an_idle_scoring_child_is_stopped_and_the_next_work_starts_one(
+    spool, make_watcher, make_executor, database_url, tmp_path, back_half, monkeypatch
+):
+    sweeper, _ = back_half
+    registered(spool, make_watcher, tmp_path, logreg=B.CLASSIFIER)
+    drain(make_executor())
+    assert sweeper.sweep_once().scored == 3
+    [child] = sweeper.scorers._children.values()
+    pid = child.pid
+    assert pid is not None
+    monkeypatch.setattr(scorers, "IDLE", 0.0)
+    assert sweeper.sweep_once() == SweepResult(0, 0)  # no work: it is stopped
+    assert not Path(f"/proc/{pid}").exists() and not sweeper.scorers._children
+    monkeypatch.setattr(scorers, "IDLE", 300.0)
+    with db.connect(database_url) as conn:
+        conn.execute("update jobs set state = 'predicted'")
+    assert sweeper.sweep_once().scored == 3  # a new child
+    [child] = sweeper.scorers._children.values()
+    assert child.pid not in (None, pid)
 
 
 DAMAGES = {
