@@ -12,22 +12,15 @@ of submissions to bag, or the stored folds.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from spool import kitsandbox
 from watcher import scoring
-from watcher.scorers import Unscorable
-
-
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, Unscorable):
-        return str(exc)
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+from watcher.scorers import Handler, one_line, serve
 
 
 def handle(truth: scoring.Truth, payload: dict[str, Any]) -> dict[str, Any]:
@@ -38,14 +31,14 @@ def handle(truth: scoring.Truth, payload: dict[str, Any]) -> dict[str, Any]:
             preds = scoring.load_predictions(Path(job["pred"]), truth)
             got: Any = scoring.score_fold(truth, int(job["fold"]), preds, metrics)
         except Exception as exc:
-            got = {"error": _one_line(exc)}
+            got = {"error": one_line(exc)}
         answer["scores"][str(job["id"])] = got
     for sub in payload.get("bag", []):
         try:
             folds = {int(f): scoring.load_predictions(Path(p), truth) for f, p in sub["preds"]}
             got = scoring.bagged(truth, folds, metrics)
         except Exception as exc:
-            got = {"error": _one_line(exc)}
+            got = {"error": one_line(exc)}
         answer["bagged"][str(sub["id"])] = got
     if payload.get("folds"):
         answer["folds"] = {name: rows.tolist() for name, rows in truth.folds.items()}
@@ -64,27 +57,14 @@ def _confine(options: dict[str, str], store: Path) -> None:
         sys.stderr.write(f"the scoring child runs unconfined: {exc}\n")
 
 
-def main(argv: list[str]) -> int:
-    options = {k: v for k, _, v in (a[2:].partition("=") for a in argv if a.startswith("--"))}
-    store, target, task = (a for a in argv if not a.startswith("--"))
-    answers = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)  # a library's prints must not corrupt the answers
-    try:
-        truth = scoring.load_truth(Path(store), target, task)
-        _confine(options, Path(store))
-        with contextlib.suppress(OSError):
-            os.chdir("/")
-    except Exception as exc:
-        answers.write(json.dumps({"fatal": _one_line(exc)}) + "\n")
-        answers.flush()
-        return 1
-    answers.write(json.dumps({"ready": True}) + "\n")
-    answers.flush()
-    for line in sys.stdin:  # a score may be NaN (one class in a fold): json keeps it
-        answers.write(json.dumps(handle(truth, json.loads(line))) + "\n")
-        answers.flush()
-    return 0
+def _setup(options: dict[str, str], args: list[str]) -> Handler:
+    store, target, task = args
+    truth = scoring.load_truth(Path(store), target, task)
+    _confine(options, Path(store))
+    with contextlib.suppress(OSError):
+        os.chdir("/")
+    return partial(handle, truth)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(serve(sys.argv[1:], _setup))

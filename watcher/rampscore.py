@@ -12,13 +12,14 @@ folds that held them out, test predictions over all).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from spool import kitsandbox
+from watcher.scorers import Handler, one_line, serve
 
 Values = list[tuple[str, str, float]]  # (split, metric, value)
 
@@ -95,23 +96,18 @@ class _Kit:
         return out
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def _handle(kit: _Kit, payload: dict[str, Any]) -> dict[str, Any]:
     answer: dict[str, Any] = {"scores": {}, "bagged": {}}
     for job in payload.get("score", []):
         try:
             answer["scores"][str(job["id"])] = kit.fold_scores(int(job["fold"]), job["pred"])
         except Exception as exc:
-            answer["scores"][str(job["id"])] = {"error": _one_line(exc)}
+            answer["scores"][str(job["id"])] = {"error": one_line(exc)}
     for sub in payload.get("bag", []):
         try:
             answer["bagged"][str(sub["id"])] = kit.bagged([(int(f), p) for f, p in sub["preds"]])
         except Exception as exc:
-            answer["bagged"][str(sub["id"])] = {"error": _one_line(exc)}
+            answer["bagged"][str(sub["id"])] = {"error": one_line(exc)}
     if payload.get("folds"):
         answer["folds"] = {name: rows.tolist() for name, rows in kit.folds.items()}
     return answer
@@ -135,26 +131,12 @@ def _confine(options: dict[str, str], kit: Path, folds: Path) -> None:
         sys.stderr.write(f"the kit's code runs as root: {exc}\n")
 
 
-def main(argv: list[str]) -> int:
-    options = {k: v for k, _, v in (a[2:].partition("=") for a in argv if a.startswith("--"))}
-    argv = [a for a in argv if not a.startswith("--")]
-    answers = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)  # the kit's prints must not corrupt the answers
-    try:
-        _confine(options, Path(argv[0]), Path(argv[1]))
-        os.chdir(argv[0])  # as ramp-test, which runs in the kit's folder
-        kit = _Kit(Path(argv[0]), Path(argv[1]))
-    except Exception as exc:
-        answers.write(json.dumps({"fatal": _one_line(exc)}) + "\n")
-        answers.flush()
-        return 1
-    answers.write(json.dumps({"ready": True}) + "\n")
-    answers.flush()
-    for line in sys.stdin:
-        answers.write(json.dumps(_handle(kit, json.loads(line))) + "\n")
-        answers.flush()
-    return 0
+def _setup(options: dict[str, str], args: list[str]) -> Handler:
+    kit, folds = Path(args[0]), Path(args[1])
+    _confine(options, kit, folds)
+    os.chdir(kit)  # as ramp-test, which runs in the kit's folder
+    return partial(_handle, _Kit(kit, folds))
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(serve(sys.argv[1:], _setup))

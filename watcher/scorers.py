@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -282,3 +283,39 @@ class Scorers:
                 why = (got or {}).get("error") or f"no answer from the scoring child ({verb})"
                 out[int(job["id"])] = Unscorable(str(why))
         return out
+
+
+# ---- the children's side ------------------------------------------------------------
+
+
+def one_line(exc: BaseException) -> str:
+    """What a child answers for a file it could not score."""
+    if isinstance(exc, Unscorable):
+        return str(exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def serve(argv: list[str], setup: Callable[[dict[str, str], list[str]], Handler]) -> int:
+    """A scoring child's main: `setup(options, arguments)` (the `--name=value` options
+    and the rest) loads what it scores against and confines the child, then each JSON
+    line on stdin gets the handler's answer on one line of stdout. A score may be NaN
+    (one class in a fold): Python's json writes and reads it."""
+    options = {k: v for k, _, v in (a[2:].partition("=") for a in argv if a.startswith("--"))}
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # what the libraries or a kit print must not corrupt the answers
+    try:
+        handle = setup(options, [a for a in argv if not a.startswith("--")])
+    except Exception as exc:
+        answers.write(json.dumps({"fatal": one_line(exc)}) + "\n")
+        answers.flush()
+        return 1
+    answers.write(json.dumps({"ready": True}) + "\n")
+    answers.flush()
+    for line in sys.stdin:
+        answers.write(json.dumps(handle(json.loads(line))) + "\n")
+        answers.flush()
+    return 0
