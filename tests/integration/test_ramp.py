@@ -41,6 +41,15 @@ def back_half(spool, database_url):
     database.close()
 
 
+def run_kit(kit: Path, spool, make_watcher, make_executor) -> int:
+    """Drop the kit, register it and its own submissions, run every fold: how many."""
+    watcher = make_watcher()
+    drop(kit, spool.incoming_datasets)
+    watcher.run_once()
+    watcher.run_once()
+    return drain(make_executor())
+
+
 def kit_dataset(url: str) -> Dataset:
     """The one dataset of the test's spool, as its scoring child is started from."""
     with db.connect(url) as conn:
@@ -177,11 +186,7 @@ def test_a_failing_ramp_submission_says_why_with_its_own_traceback(
     code = kit / "submissions" / "starting_kit" / "classifier.py"
     code.write_text(code.read_text().replace("def fit(self, X, y):",
                                              "def fit(self, X, y):\n        1 / 0"))  # fmt: skip
-    watcher = make_watcher()
-    drop(kit, spool.incoming_datasets)
-    watcher.run_once()
-    watcher.run_once()
-    drain(make_executor())
+    run_kit(kit, spool, make_watcher, make_executor)
     sweeper, results = back_half
     sweeper.sweep_once()
     results.refresh_once()
@@ -240,11 +245,7 @@ def test_a_dead_scoring_child_is_started_again_and_a_broken_kit_waits(
     spool, make_watcher, make_executor, back_half, database_url, tmp_path, caplog
 ):
     kit = make_kit("notest", tmp_path)
-    watcher = make_watcher()
-    drop(kit, spool.incoming_datasets)
-    watcher.run_once()
-    watcher.run_once()
-    drain(make_executor())
+    run_kit(kit, spool, make_watcher, make_executor)
     sweeper, results = back_half
     store = next((spool.store / "datasets").iterdir())
     scorer = sweeper.scorers.child(kit_dataset(database_url))
@@ -289,11 +290,7 @@ def test_a_file_that_kills_the_scoring_child_fails_alone_and_the_others_are_scor
         "    return _score(self, truth, predictions)\n\n\n"
         "type(score_types[0]).score_function = _fragile\n"
     ))  # fmt: skip
-    watcher = make_watcher()
-    drop(kit, spool.incoming_datasets)
-    watcher.run_once()
-    watcher.run_once()
-    assert drain(make_executor()) == 3
+    assert run_kit(kit, spool, make_watcher, make_executor) == 3
     with db.connect(database_url) as conn:
         jobs = conn.execute("select id, prediction_path from jobs order by id").fetchall()
     poisoned = spool.absolute(jobs[1]["prediction_path"])
@@ -320,11 +317,7 @@ def test_a_kit_that_scores_too_slowly_is_stopped_and_its_jobs_wait(
         "\n\nif os.path.exists(os.path.join(os.path.dirname(__file__), 'slow')):\n"
         "    import time\n\n    time.sleep(60)\n"
     ))  # fmt: skip
-    watcher = make_watcher()
-    drop(kit, spool.incoming_datasets)
-    watcher.run_once()
-    watcher.run_once()
-    drain(make_executor())
+    run_kit(kit, spool, make_watcher, make_executor)
     bundle = next((spool.store / "datasets").iterdir()) / "bundle"
     bundle.chmod(0o755)  # frozen, and the test may not be root
     (bundle / "slow").touch()  # from now on, the scoring child's problem.py sleeps
@@ -356,11 +349,7 @@ def test_a_kits_problem_py_runs_in_each_fold_as_the_folds_user_not_root(
         "\n\nif os.environ.get('HOME', '').endswith('/work') and os.geteuid() == 0:\n"
         "    raise RuntimeError('problem.py ran as root in a fold')\n"
     ))  # fmt: skip
-    watcher = make_watcher()
-    drop(kit, spool.incoming_datasets)
-    watcher.run_once()
-    watcher.run_once()
-    drain(make_executor())
+    run_kit(kit, spool, make_watcher, make_executor)
     with db.connect(database_url) as conn:
         rows = conn.execute("select state, error from jobs").fetchall()
     assert rows and {(r["state"], r["error"]) for r in rows} == {("predicted", None)}, rows
