@@ -118,13 +118,20 @@ def claims_rate(bed: Bed, total: int, claimers: int = 8, batch: int = 1) -> floa
         )  # fmt: skip
 
     def claimer(done: list[int]) -> None:
+        # As executor workers do: what ended goes with the next claim, one statement
+        # (no-op jobs all end at once: a batch's completions go together).
         with db.connect(bed.url, durable=False) as conn:  # as executors connect
             n, known = 0, {}  # type: ignore[var-annotated]
-            while claimed := jobs_sql.claim(conn, executor, ["high", "low"], batch, known):
-                for job in claimed:
-                    outcome = jobs_sql.Outcome(prediction_path="x")
-                    assert jobs_sql.complete(conn, job, executor, outcome)
-                    n += 1
+            outcome = jobs_sql.Outcome(prediction_path="x")
+            claimed = jobs_sql.claim(conn, executor, ["high", "low"], batch, known)
+            while claimed:
+                ended = [(job, outcome) for job in claimed]
+                settled = jobs_sql.settle(
+                    conn, executor, ended, ["high", "low"], batch, known=known
+                )
+                assert not settled.refused
+                n += len(ended)
+                claimed = settled.claimed
             done.append(n)
 
     done: list[int] = []

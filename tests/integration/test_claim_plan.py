@@ -24,8 +24,10 @@ analyze jobs;
 
 
 def plan(conn: db.Conn, queues: list[str]) -> str:
-    params = {"executor": 1, "priorities": jobs.priorities(queues), "n": 1}
-    rows = conn.execute("explain (format json) " + query("jobs_claim"), params).fetchall()
+    params: dict[str, object] = {k: [] for k in jobs.SETTLE_ARRAYS}
+    params.update(executor=1, priorities=jobs.priorities(queues), n=1, share=10,
+                  short_seconds=1.0, short=[])  # fmt: skip
+    rows = conn.execute("explain (format json) " + query("jobs_settle"), params).fetchall()
     return json.dumps(rows[0])
 
 
