@@ -38,22 +38,12 @@ FROM submissions s JOIN datasets d ON d.id = s.dataset_id
 WHERE s.id = %(submission_id)s;
 
 -- name: jobs_settle
--- One statement, one transaction, one round trip: complete the attempts that ended,
--- then claim the next jobs (a worker's fold ends and its next is claimed together).
---
--- Completing is fenced: only the executor holding this very attempt completes it,
--- predicted (no error) or failed; it closes the job's open row in `attempts`. A
--- failure leaves what an earlier attempt predicted as it was. Each completed job's id
--- comes back as a row of kind 'completed' (missing: the attempt was no longer ours).
---
--- Claiming locks the next queued jobs (high before low, then by turn, which
--- interleaves teams, then oldest), skipping rows other executors hold, marks them
--- ours with the next attempt number and opens their rows in `attempts`. A head job
--- whose submission's folds are short (its longest fold done took under short_seconds,
--- or, none done yet, the executor saw a short one: the `short` submissions) brings up
--- to share - 1 more queued folds of its submission, to run in one warm child: they
--- share its turn (a submission's folds all take one), so fair share is kept.
--- What the fold needs about its submission comes from `submission_info`, cached.
+-- One statement, one round trip: complete the attempts that ended, each fenced on its
+-- own attempt ('completed' rows: missing means no longer ours; a failure keeps what an
+-- earlier attempt predicted), then claim: lock the next queued jobs by priority, turn
+-- (which interleaves teams), id, skipping others' locks. A head job of a submission
+-- with short folds (longest done under short_seconds, or, none done, in `short`)
+-- brings up to share - 1 more of its queued folds: one turn, so fair share holds.
 WITH ended AS (
     SELECT * FROM unnest(
         %(ids)s::bigint[], %(attempts)s::int[], %(errors)s::text[], %(details)s::text[],
