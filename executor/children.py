@@ -63,6 +63,10 @@ class Shared:
     control: int  # the child's B/E lines (read end)
     ack: int  # our answer to each E (write end): the child waits for it
     timeout: float
+    # once a fold has run this long, the folds not started are given back (`not_run`)
+    # to run in parallel elsewhere, and the child stops after that fold
+    release_after: float | None
+    total: int = 0  # the folds it was given
     current: int = 0
     running: bool = False
     inbuf: bytes = b""
@@ -72,6 +76,13 @@ class Shared:
     @property
     def key(self) -> str | None:
         return self.folds[self.current][0] if self.current < len(self.folds) else None
+
+    @property
+    def release_at(self) -> float | None:
+        """When to give back the folds not started (None: nothing to give back)."""
+        if not self.running or self.release_after is None or self.current + 1 >= len(self.folds):
+            return None
+        return self.started + self.release_after
 
 
 class Children:
@@ -104,8 +115,8 @@ class Children:
 
     # ---- a fold's start -----------------------------------------------------------
 
-    def start(self, key: str, spec: FoldSpec,
-              folds: list[tuple[str, FoldSpec]] | None = None) -> None:  # fmt: skip
+    def start(self, key: str, spec: FoldSpec, folds: list[tuple[str, FoldSpec]] | None = None,
+              release_after: float | None = None) -> None:  # fmt: skip
         """Fork a child for the fold `spec`, or, given `folds` (several of one
         submission), one child that runs them in turn (`key` is then the child's own)."""
         keys = [key] + [k for k, _ in folds or []]
@@ -154,7 +165,8 @@ class Children:
             os.close(control[2])
             os.set_blocking(control[0], False)
             os.set_blocking(control[3], False)
-            job.shared = Shared(list(folds), control[0], control[3], float(limits.timeout))
+            job.shared = Shared(list(folds), control[0], control[3], float(limits.timeout),
+                                release_after, total=len(folds))  # fmt: skip
             self.by_control[control[0]] = job
             for fold_key, _ in folds:
                 self.by_fold[fold_key] = job
@@ -252,6 +264,9 @@ class Children:
     def enforce_deadlines(self) -> None:
         now = time.monotonic()
         for job in self.running.values():
+            release_at = job.shared.release_at if job.shared else None
+            if release_at is not None and now >= release_at:
+                self._release(job)
             if job.exit is None and not job.timed_out and now >= job.deadline:
                 job.timed_out = True
                 self._stop(job)
@@ -271,6 +286,8 @@ class Children:
 
     def seconds_to_deadline(self) -> float:
         deadlines = [j.deadline for j in self.running.values()]
+        deadlines += [j.shared.release_at for j in self.running.values()
+                      if j.shared and j.shared.release_at is not None]  # fmt: skip
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else 1.0
 
     def readable(self, fd: int) -> None:
@@ -454,12 +471,25 @@ class Children:
         self.by_fold.pop(key, None)
         shared.current += 1
         shared.running = False
+        if shared.key is None and len(shared.folds) < shared.total:
+            self._stop(job)  # the folds after it were given back: the child goes
+            return True
         if shared.key is not None:
             job.log = open(shared.folds[shared.current][1].log, "wb", opener=_private)  # noqa: SIM115
             job.written = job.dropped = 0
         with contextlib.suppress(OSError):  # on: what it prints now is the next fold's
             os.write(shared.ack, b"k")
         return True
+
+    def _release(self, job: Running) -> None:
+        """The fold running is long: give back the folds not started, to run in
+        parallel in children of their own."""
+        shared = job.shared
+        assert shared is not None
+        for key, _ in shared.folds[shared.current + 1 :]:
+            self.by_fold.pop(key, None)
+            self.send(FoldDone(key, not_run=True).to_message())
+        shared.folds = shared.folds[: shared.current + 1]
 
     def _shared_end(self, job: Running, done: FoldDone) -> None:
         """The shared child is gone: the fold it was at ends as the child did (its

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import replace
 from pathlib import Path
 from tempfile import gettempdir
@@ -124,8 +124,10 @@ class Worker:
                     self._wake.wait(timeout=self.config.poll_seconds)
 
     def sharing(self) -> jobs.Sharing:
-        short = frozenset(sub for sub, short in self._short.items() if short)
-        return jobs.Sharing(self.config.shared_folds, self.config.short_fold_seconds, short)
+        known = self._short.items()
+        return jobs.Sharing(self.config.shared_folds, self.config.short_fold_seconds,
+                            short=frozenset(sub for sub, short in known if short),
+                            long=frozenset(sub for sub, short in known if not short))  # fmt: skip
 
     def _settle(self, ended: list[Ended], queues: list[str], n: int) -> list[ClaimedJob]:
         """Complete what ended (fenced: a refused attempt's files are discarded) and
@@ -245,38 +247,63 @@ class Worker:
     def _shared(self, run: list[ClaimedJob], specs: list[FoldSpec], scratch: Path,
                 ended: list[Ended]) -> FoldDone | None:  # fmt: skip
         """Several folds of one submission, in turn in one child: each with an output
-        folder and a log of its own, published and completed as it ends; the folds a
-        crash left unrun are handed back (not counted) and run again."""
+        folder and a log of its own, published and completed as it ends. The folds it
+        did not start go back to the queue at once (not counted): after a crash, to run
+        again; when a fold turned out long, to run in parallel in children of their own."""
         key = f"{run[0].key}+"
         work = Path(specs[0].work)
         specs = [replace(spec, out=str(work / f".datarun-{job.key}"),
                          log=str(scratch / f"{job.key}.log"))
                  for job, spec in zip(run, specs, strict=True)]  # fmt: skip
-        futures, child = self.zygote.run_shared(
-            key, [(j.key, s) for j, s in zip(run, specs, strict=True)]
-        )
+        folds = [(job.key, spec) for job, spec in zip(run, specs, strict=True)]
+        futures, child = self.zygote.run_shared(key, folds, self.config.short_fold_seconds)
+        waiting = {future: (job, spec) for job, spec, future in zip(run, specs, futures,
+                                                                     strict=True)}  # fmt: skip
+        with self._active_lock:
+            for future, (job, _) in waiting.items():
+                self._active[job.key] = (job, future)
         facts = self._facts(key)
-        for i, (job, spec, future) in enumerate(zip(run, specs, futures, strict=True)):
-            try:
-                done = self._wait(job, future, spec.limits.timeout)
-                if done.not_run:
+        timeout = float(specs[0].limits.timeout) + 60  # bounds a zygote gone silent
+        while waiting:
+            finished, _ = wait(waiting, timeout=timeout, return_when=FIRST_COMPLETED)
+            if not finished:
+                self.zygote.kill(key)
+                finished = set(waiting)
+            for future in sorted(finished, key=lambda f: run.index(waiting[f][0])):
+                job, spec = waiting.pop(future)
+                try:
+                    done = future.result(timeout=0)
+                    if done.not_run:  # a fold before it still runs: given back as long
+                        before = run.index(job)
+                        self._not_run(job, running=any(
+                            not f.done() for f, (j, _) in waiting.items() if run.index(j) < before
+                        ))  # fmt: skip
+                        continue
+                    self._ended(job, facts, scratch, spec, done, ended=ended,
+                                last=not waiting)  # fmt: skip
+                except Exception as exc:
+                    if isinstance(exc, TimeoutError):  # no word of it: as if the zygote died
+                        exc = ZygoteDied("the fold runner did not report the fold's end")
                     with self._active_lock:
                         self._active.pop(job.key, None)
-                    self._hand_back(job, "its shared child ended before it ran")
-                    continue
-                self._ended(job, facts, scratch, spec, done, ended=ended,
-                            last=i == len(run) - 1)  # fmt: skip
-            except Exception as exc:
-                with self._active_lock:
-                    self._active.pop(job.key, None)
-                self._fault(job, exc)
-            facts = self._facts(key)
+                    self._fault(job, exc)
+                facts = self._facts(key)
         try:  # its processes gone: then its folder and user may go
             return child.result(timeout=60)
         except Exception as exc:  # silent, or dead: its user's processes are killed
             log.error("the shared child %s did not report its end: %s", key, exc)
             self.zygote.kill(key)
             return None
+
+    def _not_run(self, job: ClaimedJob, *, running: bool) -> None:
+        """A fold its shared child did not start goes back to the queue, not counted.
+        With a fold still running there, that fold is long: so are this submission's."""
+        with self._active_lock:
+            self._active.pop(job.key, None)
+        if running:
+            self._remember(job.submission_id, short=False)
+        self._hand_back(job, "a fold before it in its shared child is long" if running
+                        else "its shared child ended before it ran")  # fmt: skip
 
     def _facts(self, child: str) -> dict[str, Any]:
         return {"executor": self.id, "host": self.host, "started_at": time.time(),
@@ -318,9 +345,11 @@ class Worker:
         if outcome.error is not None or outcome.train_seconds is None:
             return
         took = outcome.train_seconds + (outcome.valid_seconds or 0) + (outcome.test_seconds or 0)
-        short = took < self.config.short_fold_seconds and self._short.get(job.submission_id, True)
-        self._short[job.submission_id] = short
-        self._short.move_to_end(job.submission_id)
+        self._remember(job.submission_id, short=took < self.config.short_fold_seconds)
+
+    def _remember(self, submission: int, *, short: bool) -> None:
+        self._short[submission] = short and self._short.get(submission, True)
+        self._short.move_to_end(submission)
         while len(self._short) > SHORT_KEPT:
             self._short.popitem(last=False)
 

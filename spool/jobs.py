@@ -51,7 +51,7 @@ class ClaimedJob:
     summary: dict[str, Any]
     target: str | None
     scores: list[str] | None  # a native dataset's scikit-learn scorers
-    shared: bool = False  # its submission's folds are short: they run in one child
+    shared: bool = False  # its submission's folds may be short: they run in one child
 
     @property
     def key(self) -> str:
@@ -113,13 +113,16 @@ def heartbeat(conn: db.Conn, executor: int, workers: int) -> set[tuple[int, int]
 
 @dataclass(frozen=True)
 class Sharing:
-    """When a claimed job's submission has short folds, several of them come with it,
-    to run in one warm child: up to `folds` (1: never), when its longest fold done took
-    under `short_seconds`, or, none done yet, its id is in `short` (seen here)."""
+    """When a claimed job's submission has short folds, up to `folds` of its queued
+    folds come with it (1: never), to run in turn in one warm child, which gives back
+    those it has not started once a fold takes `short_seconds`. Short: every fold done
+    took under `short_seconds`; none done yet: its id is in `short` (seen here), or its
+    dataset says so (`[cv] short_folds`). Never when its id is in `long` (seen here)."""
 
     folds: int = 1
     short_seconds: float = 1.0
     short: frozenset[int] = frozenset()
+    long: frozenset[int] = frozenset()
 
 
 NO_SHARING = Sharing()
@@ -166,7 +169,7 @@ def settle(
     params: dict[str, Any] = {k: [r[v] for r in rows] for k, v in SETTLE_ARRAYS.items()}
     params.update(executor=executor, priorities=priorities(queues), n=max(0, n),
                   share=max(1, sharing.folds), short_seconds=sharing.short_seconds,
-                  short=sorted(sharing.short))  # fmt: skip
+                  short=sorted(sharing.short), long=sorted(sharing.long))  # fmt: skip
     if not rows and n <= 0:
         return Settled([], [])
     found = db.fetch_all(conn, "jobs_settle", params)

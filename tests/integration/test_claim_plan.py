@@ -26,7 +26,7 @@ analyze jobs;
 def plan(conn: db.Conn, queues: list[str]) -> str:
     params: dict[str, object] = {k: [] for k in jobs.SETTLE_ARRAYS}
     params.update(executor=1, priorities=jobs.priorities(queues), n=1, share=10,
-                  short_seconds=1.0, short=[])  # fmt: skip
+                  short_seconds=1.0, short=[], long=[])  # fmt: skip
     rows = conn.execute("explain (format json) " + query("jobs_settle"), params).fetchall()
     return json.dumps(rows[0])
 

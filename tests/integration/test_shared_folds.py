@@ -9,7 +9,8 @@ import threading
 from pathlib import Path
 
 from executor.daemon import Executor
-from spool import db
+from spool import db, jobs
+from spool.jobs import Outcome
 from tests.conftest import drop
 from tests.helpers import bundles as B
 
@@ -40,9 +41,13 @@ def counting(name: str, crash: str = "pass") -> str:
 
 
 def register(spool, make_watcher, tmp_path: Path, submissions: dict[str, str],
-             folds: int = 5) -> None:  # fmt: skip
+             folds: int = 5, short_folds: bool = False) -> None:  # fmt: skip
     watcher = make_watcher()
-    drop(B.dataset(tmp_path / "d", n_splits=folds, scores='["accuracy"]'), spool.incoming_datasets)
+    dataset = B.dataset(tmp_path / "d", n_splits=folds, scores='["accuracy"]')
+    if short_folds:  # the organizer says so: shared from a submission's first fold
+        toml = dataset / "dataset.toml"
+        toml.write_text(toml.read_text().replace("[cv]\n", "[cv]\nshort_folds = true\n"))
+    drop(dataset, spool.incoming_datasets)
     assert [o.result for o in watcher.run_once()] == ["registered"]
     for name, code in submissions.items():
         root = tmp_path / "subs" / name
@@ -187,6 +192,29 @@ def test_an_earlier_fold_cannot_leave_a_later_folds_results(
     assert rows[2]["error"] == "exited with code 0 before writing its predictions"
 
 
+def test_short_by_the_dataset_shares_from_the_first_fold_and_a_long_one_gives_back_the_rest(
+    spool, make_watcher, make_executor, database_url, tmp_path
+):
+    slow = "if builtins.ran == 1:\n            import time; time.sleep(1.5)"
+    register(spool, make_watcher, tmp_path, {"a": counting("a"), "b": counting("b", slow)},
+             folds=3, short_folds=True)  # fmt: skip
+    executor = make_executor(workers=1)
+    assert executor.run_once() == 3  # a: all its folds in one claim, one child
+    rows = [r for r in folds(database_url) if r["name"] == "a"]
+    assert [r["state"] for r in rows] == ["predicted"] * 3
+    assert len({meta(spool, r)["child"] for r in rows}) == 1
+    # b's first fold sleeps past a second: the two others go back at once, not
+    # counted, and, b known long now, run in a child each
+    assert executor.run_once() == 3
+    rows = [r for r in folds(database_url) if r["name"] == "b"]
+    assert [(r["state"], r["attempts"]) for r in rows] == [
+        ("predicted", 1), ("queued", 0), ("queued", 0)]  # fmt: skip
+    assert drain(executor) == 2
+    rows = [r for r in folds(database_url) if r["name"] == "b"]
+    assert [r["state"] for r in rows] == ["predicted"] * 3
+    assert len({meta(spool, r)["child"] for r in rows}) == 3
+
+
 def test_a_worker_completes_a_fold_and_claims_its_next_in_one_transaction(
     spool, make_watcher, make_executor, database_url, tmp_path
 ):
@@ -200,7 +228,7 @@ def test_a_worker_completes_a_fold_and_claims_its_next_in_one_transaction(
             "create trigger seen after update of state on jobs for each row"
             " execute function seen();"
         )
-    executor = make_executor(workers=1, short_fold_seconds=1e-9)  # a child per fold
+    executor = make_executor(workers=1, shared_folds=1)  # a child per fold
     executor.start()
     stop = threading.Event()
     worker = threading.Thread(target=executor._work, args=(stop,))
@@ -227,3 +255,47 @@ def test_a_worker_completes_a_fold_and_claims_its_next_in_one_transaction(
         [(ids[1], "predicted"), (ids[2], "running")],
         [(ids[2], "predicted")],
     ]
+
+
+def test_a_late_completion_is_refused_in_the_statement_that_claims_the_next(
+    spool, make_watcher, database_url, conn, tmp_path
+):
+    register(spool, make_watcher, tmp_path, {"a": counting("a"), "b": counting("b")}, folds=3)
+    me = jobs.register_executor(conn, host="h", pid=7, queues=["low"], workers=1,
+                                version="x", limits={})  # fmt: skip
+    [a0] = jobs.claim(conn, me, ["low"], 1)
+    assert jobs.requeue(conn, a0.id, a0.attempt, me, "lost") == "queued"  # say, reaped
+    settled = jobs.settle(conn, me, [(a0, Outcome(prediction_path="x"))], ["low"], 1)
+    assert settled.refused == [a0]  # that attempt is over: its result is not taken
+    assert [(j.id, j.attempt) for j in settled.claimed] == [(a0.id, a0.attempt + 1)]
+    row = conn.execute("select state, prediction_path from jobs where id = %s", [a0.id])
+    assert row.fetchone() == {"state": "running", "prediction_path": None}
+
+
+def test_a_short_submissions_claim_brings_its_own_folds_only_and_keeps_the_turns(
+    spool, make_watcher, database_url, conn, tmp_path
+):
+    register(spool, make_watcher, tmp_path, {"a": counting("a"), "b": counting("b")}, folds=3)
+    me = jobs.register_executor(conn, host="h", pid=7, queues=["low"], workers=1,
+                                version="x", limits={})  # fmt: skip
+    [a0] = jobs.claim(conn, me, ["low"], 1, sharing=jobs.Sharing(folds=8))
+    assert (a0.fold, a0.shared) == (0, False)  # nothing known of a yet: its first alone
+    # a's first fold was short (seen here): the next claim brings a's other folds
+    sharing = jobs.Sharing(folds=8, short_seconds=1.0, short=frozenset({a0.submission_id}))
+    a_folds = jobs.claim(conn, me, ["low"], 1, sharing=sharing)
+    claimed = a_folds
+    assert [(j.submission, j.fold, j.shared) for j in claimed] == [
+        ("a", 1, True), ("a", 2, True)]  # fmt: skip
+    # b's turn comes next, not a's given back folds (nor would it bring a's)
+    [b0] = jobs.claim(conn, me, ["low"], 1)
+    assert (b0.submission, b0.fold, b0.shared) == ("b", 0, False)
+    assert jobs.complete(conn, b0, me, Outcome(prediction_path="x", train_seconds=2.5))
+    # one of b's folds took 2.5 s: b's folds are long, a claim brings one
+    claimed = jobs.claim(conn, me, ["low"], 1, sharing=sharing)
+    assert [(j.submission, j.fold, j.shared) for j in claimed] == [("b", 1, False)]
+    # and a submission this executor knows long (`long`) is claimed one fold at a time
+    for job in a_folds:
+        assert jobs.hand_back(conn, job, me)  # back at the head: a's turn came first
+    long = jobs.Sharing(folds=8, long=frozenset({a0.submission_id}))
+    assert [(j.submission, j.fold) for j in jobs.claim(conn, me, ["low"], 1, sharing=long)] == [
+        ("a", 1)]  # fmt: skip

@@ -38,12 +38,12 @@ FROM submissions s JOIN datasets d ON d.id = s.dataset_id
 WHERE s.id = %(submission_id)s;
 
 -- name: jobs_settle
--- One statement, one round trip: complete the attempts that ended, each fenced on its
--- own attempt ('completed' rows: missing means no longer ours; a failure keeps what an
--- earlier attempt predicted), then claim: lock the next queued jobs by priority, turn
--- (which interleaves teams), id, skipping others' locks. A head job of a submission
--- with short folds (longest done under short_seconds, or, none done, in `short`)
--- brings up to share - 1 more of its queued folds: one turn, so fair share holds.
+-- One round trip: complete the attempts that ended, each fenced on its own attempt
+-- ('completed' rows; missing: no longer ours), then claim the next queued jobs by
+-- priority, turn (interleaving teams), id, skipping others' locks. A head job of a
+-- submission with short folds (all done under short_seconds; none done: in `short`,
+-- or its dataset says so; never in `long`) brings up to share - 1 more of its queued
+-- folds: one turn, so fair share holds.
 WITH ended AS (
     SELECT * FROM unnest(
         %(ids)s::bigint[], %(attempts)s::int[], %(errors)s::text[], %(details)s::text[],
@@ -82,12 +82,14 @@ RETURNING j.id, j.state, j.finished_at, j.error, j.exit_status, j.cpu_seconds,
     FOR UPDATE SKIP LOCKED
 ), short AS (
     SELECT h.id, h.submission_id, h.priority FROM next h
-    WHERE %(share)s > 1 AND COALESCE(
+    WHERE %(share)s > 1 AND NOT h.submission_id = ANY(%(long)s::bigint[]) AND COALESCE(
         (SELECT max(d.train_seconds + COALESCE(d.valid_seconds, 0)
                     + COALESCE(d.test_seconds, 0))
          FROM jobs d WHERE d.submission_id = h.submission_id
            AND d.state IN ('predicted', 'scored')) < %(short_seconds)s,
-        h.submission_id = ANY(%(short)s::bigint[]))
+        h.submission_id = ANY(%(short)s::bigint[]) OR (
+            SELECT t.manifest @> '{"cv": {"short_folds": true}}' FROM submissions s
+            JOIN datasets t ON t.id = s.dataset_id WHERE s.id = h.submission_id))
 ), more AS (
     SELECT m.id FROM short h CROSS JOIN LATERAL (
         SELECT id FROM jobs m
