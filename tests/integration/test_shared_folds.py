@@ -299,3 +299,27 @@ def test_a_short_submissions_claim_brings_its_own_folds_only_and_keeps_the_turns
     long = jobs.Sharing(folds=8, long=frozenset({a0.submission_id}))
     assert [(j.submission, j.fold) for j in jobs.claim(conn, me, ["low"], 1, sharing=long)] == [
         ("a", 1)]  # fmt: skip
+
+
+def test_a_stopping_worker_completes_its_fold_and_claims_nothing(
+    spool, make_watcher, make_executor, database_url, tmp_path
+):
+    nap = "import time; time.sleep(1)"
+    register(spool, make_watcher, tmp_path, {"a": counting("a", nap)}, folds=2)
+    executor = make_executor(workers=1, shared_folds=1)
+    executor.start()
+    stop = threading.Event()
+    worker = threading.Thread(target=executor._work, args=(stop,))
+    worker.start()
+    try:
+        with db.connect(database_url) as conn:
+            for _ in range(300):
+                found = conn.execute("select count(*) as n from jobs where state = 'running'")
+                if found.fetchone() == {"n": 1}:
+                    break
+                stop.wait(0.02)
+    finally:
+        stop.set()  # while its first fold runs
+        worker.join()
+    assert [(r["state"], r["attempts"]) for r in folds(database_url)] == [
+        ("predicted", 1), ("queued", 0)]  # fmt: skip
