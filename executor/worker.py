@@ -356,8 +356,13 @@ class Worker:
     def _complete(self, job: ClaimedJob, outcome: Outcome) -> None:
         executor = self.id
         assert executor is not None
-        if not self._with_db(lambda conn: jobs.complete(conn, job, executor, outcome)):
-            self._refused(job)
+        try:
+            if not self._with_db(lambda conn: jobs.complete(conn, job, executor, outcome)):
+                self._refused(job)
+        except DatabaseError:
+            # Left running in the database: the heartbeat hands it back, attempt counted.
+            log.exception("could not record the end of job %s", job.key)
+            outputs.discard(job, self.spool)
 
     def _hand_back(self, job: ClaimedJob, why: str) -> None:
         executor = self.id
