@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from spool import db
-from spool.errors import DatarunError
+from spool.errors import DatarunError, Deadlock
 
 PRIORITIES = {"high": 0, "low": 1}
 JOBS_CHANNEL = "datarun_jobs"
 REASON_CHARS = 500
 DETAIL_CHARS = 64 * 1024
+DEADLOCK_RETRIES = 3  # claimers' row locks can cross; the server breaks the cycle
 
 
 def clean_text(text: object, cap: int, *, one_line: bool = False) -> str:
@@ -172,7 +173,15 @@ def settle(
                   short=sorted(sharing.short), long=sorted(sharing.long))  # fmt: skip
     if not rows and n <= 0:
         return Settled([], [])
-    found = db.fetch_all(conn, "jobs_settle", params)
+    # the statement without sharing plans in 0.4 ms, with it 0.7: it is the common one
+    name = "jobs_settle_shared" if sharing.folds > 1 and n > 0 else "jobs_settle"
+    for retry in range(DEADLOCK_RETRIES, -1, -1):
+        try:
+            found = db.fetch_all(conn, name, params)
+            break
+        except Deadlock:  # rolled back whole (one statement in autocommit): run it again
+            if retry == 0 or not conn.autocommit:
+                raise
     completed = {r["id"] for r in found if r["kind"] == "completed"}
     refused = [job for job, _ in ended if job.id not in completed]
     cache = {} if known is None else known

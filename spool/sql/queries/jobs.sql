@@ -40,10 +40,65 @@ WHERE s.id = %(submission_id)s;
 -- name: jobs_settle
 -- One round trip: complete the attempts that ended, each fenced on its own attempt
 -- ('completed' rows; missing: no longer ours), then claim the next queued jobs by
--- priority, turn (interleaving teams), id, skipping others' locks. A head job of a
--- submission with short folds (all done under short_seconds; none done: in `short`,
--- or its dataset says so; never in `long`) brings up to share - 1 more of its queued
--- folds: one turn, so fair share holds.
+-- priority, turn (interleaving teams), id, skipping others' locks.
+WITH ended AS (
+    SELECT * FROM unnest(
+        %(ids)s::bigint[], %(attempts)s::int[], %(errors)s::text[], %(details)s::text[],
+        %(prediction_paths)s::text[], %(log_paths)s::text[], %(train)s::float8[],
+        %(valid)s::float8[], %(test)s::float8[], %(cpu)s::float8[], %(peak)s::bigint[],
+        %(exit_statuses)s::text[]
+    ) AS e(id, attempt, error, detail, prediction_path, log_path, train_seconds,
+           valid_seconds, test_seconds, cpu_seconds, peak_rss_bytes, exit_status)
+), done AS (
+UPDATE jobs j
+SET state = CASE WHEN e.error IS NULL THEN 'predicted' ELSE 'failed' END,
+    finished_at = now(), error = e.error, error_detail = e.detail,
+    prediction_path = CASE WHEN e.error IS NULL THEN e.prediction_path
+                           ELSE j.prediction_path END,
+    train_seconds = CASE WHEN e.error IS NULL THEN e.train_seconds ELSE j.train_seconds END,
+    valid_seconds = CASE WHEN e.error IS NULL THEN e.valid_seconds ELSE j.valid_seconds END,
+    test_seconds = CASE WHEN e.error IS NULL THEN e.test_seconds ELSE j.test_seconds END,
+    log_path = e.log_path, cpu_seconds = e.cpu_seconds,
+    peak_rss_bytes = e.peak_rss_bytes, exit_status = e.exit_status
+FROM ended e
+WHERE j.id = e.id AND j.attempts = e.attempt AND j.executor_id = %(executor)s
+  AND j.state = 'running'
+RETURNING j.id, j.state, j.finished_at, j.error, j.exit_status, j.cpu_seconds,
+          j.peak_rss_bytes
+), closed AS (
+    UPDATE attempts a
+    SET outcome = done.state, finished_at = done.finished_at, reason = done.error,
+        exit_status = done.exit_status, cpu_seconds = done.cpu_seconds,
+        peak_rss_bytes = done.peak_rss_bytes
+    FROM done WHERE a.job_id = done.id AND a.finished_at IS NULL
+), next AS MATERIALIZED (  -- locked once, as in jobs_settle_shared
+    SELECT id, submission_id, priority FROM jobs
+    WHERE state = 'queued' AND priority = ANY(%(priorities)s::smallint[])
+    ORDER BY priority, turn, id
+    LIMIT %(n)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+UPDATE jobs j
+SET state = 'running', attempts = j.attempts + 1, executor_id = %(executor)s,
+    claimed_at = now(), finished_at = NULL, error = NULL, error_detail = NULL,
+    exit_status = NULL
+FROM next c WHERE j.id = c.id
+RETURNING j.id, j.submission_id, j.fold, j.attempts AS attempt, j.queue
+), opened AS (
+    INSERT INTO attempts (job_id, attempt, executor_id)
+    SELECT id, attempt, %(executor)s FROM claimed
+)
+SELECT 'claimed' AS kind, c.id, c.submission_id, c.fold, c.attempt, c.queue,
+       false AS shared
+FROM claimed c
+UNION ALL
+SELECT 'completed', id, NULL, NULL, NULL, NULL, NULL FROM done;
+
+-- name: jobs_settle_shared
+-- jobs_settle (its text up to `next` must stay the same: a test compares them), where
+-- a head job of a submission with short folds (all done under short_seconds; none
+-- done: in `short`, or its dataset says so; never in `long`) brings up to share - 1
+-- more of its queued folds: one turn, so fair share holds.
 WITH ended AS (
     SELECT * FROM unnest(
         %(ids)s::bigint[], %(attempts)s::int[], %(errors)s::text[], %(details)s::text[],
