@@ -2,12 +2,14 @@
 PostgreSQL server, the same job count, in the same run.
 
 datarun: 8 threads, each with its own connection, claim and complete jobs as
-executors do (`spool.jobs.claim` then `complete`), `--batch` jobs per claim statement.
+executors do (`spool.jobs.settle`: the jobs that ended are completed by the statement
+that claims the next), `--batch` jobs per claim statement.
 PGQueuer: its own dequeue loop (`QueueManager.run`, drain mode), 8 queue managers in
 one asyncio process, each with its own connection, `--batch` jobs per dequeue, into a
 database of their own on the same server. PGQueuer runs in a virtual environment of
 its own that this benchmark makes on first use (pinned versions below), so nothing of
-it is installed beside datarun. Target: datarun >= PGQueuer.
+it is installed beside datarun. Targets (issue 18): datarun >= 3x PGQueuer at 1 job
+per claim, >= 1.2x at more.
 """
 
 from __future__ import annotations
@@ -63,10 +65,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             db.ensure_database(bed.url, name)
             theirs = pgqueuer_rate(bed.server.url(name), args.jobs, args.claimers, batch)
             db.drop_database(bed.url, name)
+            target = 3.0 if batch == 1 else 1.2
             print(f"peers     {args.jobs:,} no-op jobs, {args.claimers} claimers, {batch} per "
                   f"claim: datarun {ours:,.0f} jobs/s, PGQueuer {theirs:,.0f} jobs/s; ratio "
-                  f"{ours / theirs:.2f} (target >= 1: "
-                  f"{'met' if ours >= theirs else 'MISSED'})")  # fmt: skip
+                  f"{ours / theirs:.2f} (target >= {target:g}: "
+                  f"{'met' if ours >= target * theirs else 'MISSED'})")  # fmt: skip
             figures[f"datarun_{batch}"], figures[f"pgqueuer_{batch}"] = ours, theirs
     return figures
 

@@ -51,6 +51,38 @@ class Running:
     killed: bool = False
     oom: bool = False
     exit: tuple[int, Any] | None = field(default=None)
+    shared: Shared | None = None  # a child that runs several folds of one submission
+
+
+@dataclass
+class Shared:
+    """A shared child's folds, in order, and where it is: `current` is the fold it runs
+    (`running`, after its `B`) or will run next; each fold's own log and limits."""
+
+    folds: list[tuple[str, FoldSpec]]
+    control: int  # the child's B/E lines (read end)
+    ack: int  # our answer to each E (write end): the child waits for it
+    timeout: float
+    # once a fold has run this long, the folds not started are given back (`not_run`)
+    # to run in parallel elsewhere, and the child stops after that fold
+    release_after: float | None
+    total: int = 0  # the folds it was given
+    current: int = 0
+    running: bool = False
+    inbuf: bytes = b""
+    cpu_at_start: float = 0.0  # the child's CPU time at the current fold's B
+    started: float = 0.0
+
+    @property
+    def key(self) -> str | None:
+        return self.folds[self.current][0] if self.current < len(self.folds) else None
+
+    @property
+    def release_at(self) -> float | None:
+        """When to give back the folds not started (None: nothing to give back)."""
+        if not self.running or self.release_after is None or self.current + 1 >= len(self.folds):
+            return None
+        return self.started + self.release_after
 
 
 class Children:
@@ -62,6 +94,8 @@ class Children:
         self.cache: OrderedDict[str, Any] = OrderedDict()
         self.inits: dict[int, Running] = {}  # PID namespaces' inits
         self.by_oom: dict[int, Running] = {}  # v1 memory groups' OOM eventfds
+        self.by_control: dict[int, Running] = {}  # shared children's B/E pipes
+        self.by_fold: dict[str, Running] = {}  # shared children, by their folds' keys
         self.busy_groups: list[cgroups.FoldGroup] = []  # to remove once empty
         self.hierarchies: set[cgroups.Hierarchy] = set()  # seen: stale groups removed
 
@@ -81,7 +115,12 @@ class Children:
 
     # ---- a fold's start -----------------------------------------------------------
 
-    def start(self, key: str, spec: FoldSpec) -> None:
+    def start(self, key: str, spec: FoldSpec, folds: list[tuple[str, FoldSpec]] | None = None,
+              release_after: float | None = None) -> None:  # fmt: skip
+        """Fork a child for the fold `spec`, or, given `folds` (several of one
+        submission), one child that runs them in turn (`key` is then the child's own)."""
+        keys = [key] + [k for k, _ in folds or []]
+        spec = folds[0][1] if folds else spec
         limits = spec.limits
         isolated = limits.namespaces
         group: cgroups.FoldGroup | None = None
@@ -97,19 +136,23 @@ class Children:
         except Exception as exc:
             if group is not None:
                 group.remove()
-            self.send(FoldDone(key, start_error=f"{type(exc).__name__}: {exc}").to_message())
+            self._refuse(keys, exc)
             return
         read_end, write_end = os.pipe()
+        # a shared child's B/E lines to us, and our answer to each E
+        control = (*os.pipe(), *os.pipe()) if folds else None
         base = _rss_kb()
         try:
-            pid, init, keep = self._fork(spec, data, read_end, write_end, isolated)
+            pid, init, keep = self._fork(spec, data, read_end, write_end, isolated=isolated,
+                                         shared=[s for _, s in folds or []],
+                                         control=control)  # fmt: skip
         except OSError as exc:
-            for fd in (read_end, write_end):
+            for fd in (read_end, write_end, *(control or ())):
                 os.close(fd)
             if group is not None:
                 group.remove()
             log.close()
-            self.send(FoldDone(key, start_error=f"{type(exc).__name__}: {exc}").to_message())
+            self._refuse(keys, exc)
             return
         os.close(write_end)
         os.set_blocking(read_end, False)
@@ -117,6 +160,16 @@ class Children:
         job = Running(key, pid, read_end, log, int(limits.log_bytes),
                       now + float(limits.timeout), now, base, spec.uid, group,
                       spec.work if isolated else None, init, keep)  # fmt: skip
+        if control is not None and folds:
+            os.close(control[1])
+            os.close(control[2])
+            os.set_blocking(control[0], False)
+            os.set_blocking(control[3], False)
+            job.shared = Shared(list(folds), control[0], control[3], float(limits.timeout),
+                                release_after, total=len(folds))  # fmt: skip
+            self.by_control[control[0]] = job
+            for fold_key, _ in folds:
+                self.by_fold[fold_key] = job
         self.running[key] = job
         self.by_pipe[read_end] = job
         self.by_pid[pid] = job
@@ -126,11 +179,18 @@ class Children:
             self.by_oom[group.oom_event] = job
         self.send({"op": "started", "key": key, "pid": pid})
 
-    def _fork(self, spec: FoldSpec, data: Any, read_end: int, write_end: int,
-              isolated: bool) -> tuple[int, int | None, int | None]:  # fmt: skip
-        """Fork the fold's child (in a PID namespace of its own when `isolated`):
-        (its pid, its namespace's init, the pipe that keeps that init alive)."""
-        from executor.fold import child_main
+    def _refuse(self, keys: list[str], exc: BaseException) -> None:
+        for key in keys:
+            self.send(FoldDone(key, start_error=f"{type(exc).__name__}: {exc}").to_message())
+
+    def _fork(self, spec: FoldSpec, data: Any, read_end: int, write_end: int, *,
+              isolated: bool, shared: list[FoldSpec],
+              control: tuple[int, int, int, int] | None,
+              ) -> tuple[int, int | None, int | None]:  # fmt: skip
+        """Fork the fold's child (in a PID namespace of its own when `isolated`), or a
+        child for the `shared` folds: (its pid, its namespace's init, the pipe that
+        keeps that init alive)."""
+        from executor.fold import child_main, child_main_shared
 
         gc.freeze()  # the child's collector then leaves our objects (and their pages) alone
         init = keep = None
@@ -147,7 +207,12 @@ class Children:
             code = SANDBOX_FAILED
             try:
                 os.close(read_end)
-                code = child_main(spec, data, write_end)
+                if control is not None:
+                    os.close(control[0])
+                    os.close(control[3])
+                    code = child_main_shared(shared, data, write_end, control[1], control[2])
+                else:
+                    code = child_main(spec, data, write_end)
             except BaseException as exc:  # the sandbox itself failed: its last log line
                 os.write(2, f"\n{type(exc).__name__}: {exc}\n".encode(errors="replace"))
             finally:
@@ -170,7 +235,8 @@ class Children:
     # ---- stopping folds -----------------------------------------------------------
 
     def kill(self, key: str) -> None:
-        job = self.running.get(key)
+        """Stop a fold; in a shared child, the child (its folds not run are said so)."""
+        job = self.running.get(key) or self.by_fold.get(key)
         if job is not None:
             job.killed = True
             self._stop(job)
@@ -198,25 +264,37 @@ class Children:
     def enforce_deadlines(self) -> None:
         now = time.monotonic()
         for job in self.running.values():
+            release_at = job.shared.release_at if job.shared else None
+            if release_at is not None and now >= release_at:
+                self._release(job)
             if job.exit is None and not job.timed_out and now >= job.deadline:
                 job.timed_out = True
                 self._stop(job)
-            elif job.exit is not None and job.pipe in self.by_pipe and now >= job.deadline + 5:
-                self._close_pipe(job)  # a descendant escaped the group and holds the pipe
+            elif (
+                job.exit is not None
+                and now >= job.deadline + 5
+                and (job.pipe in self.by_pipe or self._control_open(job))
+            ):  # a descendant escaped the group and holds a pipe
+                self._close_control(job)
+                self._close_pipe(job)
 
     # ---- events -------------------------------------------------------------------
 
     def watched(self) -> list[int]:
         """The descriptors to wait on: the folds' output pipes, v1 OOM events."""
-        return [*self.by_pipe, *self.by_oom]
+        return [*self.by_pipe, *self.by_oom, *self.by_control]
 
     def seconds_to_deadline(self) -> float:
         deadlines = [j.deadline for j in self.running.values()]
+        deadlines += [j.shared.release_at for j in self.running.values()
+                      if j.shared and j.shared.release_at is not None]  # fmt: skip
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else 1.0
 
     def readable(self, fd: int) -> None:
         if fd in self.by_oom:
             self.out_of_memory(fd)
+        elif fd in self.by_control:
+            self.said(fd)
         else:
             self.drain(fd)
 
@@ -240,6 +318,8 @@ class Children:
             if not chunk:
                 self._close_pipe(job)
                 return
+            if job.log.closed:  # a shared child past its last fold: nobody's log
+                continue
             room = max(0, job.log_cap - job.written)
             if room:
                 job.log.write(chunk[:room])
@@ -275,6 +355,8 @@ class Children:
             job.exit = (status, usage)
             if job.pipe in self.by_pipe:
                 self.drain(job.pipe)
+            if self._control_open(job):
+                self.said(job.shared.control)  # type: ignore[union-attr]
             self._maybe_finish(job)
 
     # ---- a fold's end -------------------------------------------------------------
@@ -282,15 +364,10 @@ class Children:
     def _maybe_finish(self, job: Running) -> None:
         if job.exit is None or job.pipe in self.by_pipe or job.key not in self.running:
             return  # wait for both: the exit status and the end of its output (once)
-        if job.init is not None:
+        if job.init is not None or self._control_open(job):
             return  # and for its namespace's end: then none of its processes is left
         status, usage = job.exit
-        if job.dropped:
-            job.log.write(
-                f"\n[datarun: output capped at {job.log_cap} bytes; "
-                f"{job.dropped} more bytes dropped]\n".encode()
-            )
-        job.log.close()
+        self._close_log(job)
         del self.running[job.key]
         peak, oom = None, job.oom
         if job.group is not None:
@@ -311,7 +388,125 @@ class Children:
             memory_peak_bytes=peak, oom=oom,
             disk_full=mounts.work_full(job.work) if job.work else False,
         )  # fmt: skip
+        if job.shared is not None:
+            self._shared_end(job, done)
         self.send(done.to_message())
+
+    def _close_log(self, job: Running) -> None:
+        if job.log.closed:
+            return
+        if job.dropped:
+            job.log.write(
+                f"\n[datarun: output capped at {job.log_cap} bytes; "
+                f"{job.dropped} more bytes dropped]\n".encode()
+            )
+        job.log.close()
+
+    # ---- a shared child's folds ---------------------------------------------------
+
+    def _control_open(self, job: Running) -> bool:
+        return job.shared is not None and job.shared.control in self.by_control
+
+    def _close_control(self, job: Running) -> None:
+        if self._control_open(job):
+            assert job.shared is not None
+            del self.by_control[job.shared.control]
+            os.close(job.shared.control)
+            os.close(job.shared.ack)
+
+    def said(self, fd: int) -> None:
+        """A shared child's B/E lines: a fold begins, a fold ends. Anything else (its
+        code may write there too) breaks the protocol: the child is killed, and the
+        fold it was at fails."""
+        job = self.by_control.get(fd)
+        if job is None or job.shared is None:
+            return
+        shared = job.shared
+        while True:
+            try:
+                chunk = os.read(fd, 512)
+            except BlockingIOError:
+                return
+            if not chunk:
+                self._close_control(job)
+                self._maybe_finish(job)
+                return
+            shared.inbuf += chunk
+            while b"\n" in shared.inbuf:
+                line, shared.inbuf = shared.inbuf.split(b"\n", 1)
+                if not self._fold_event(job, line):
+                    shared.inbuf = b""
+                    self._close_control(job)
+                    self._stop(job)
+                    return
+            if len(shared.inbuf) > 16:
+                self._close_control(job)
+                self._stop(job)
+                return
+
+    def _fold_event(self, job: Running, line: bytes) -> bool:
+        shared = job.shared
+        assert shared is not None
+        if shared.key is None or line not in (b"B", b"E") or (line == b"E") != shared.running:
+            return False
+        now = time.monotonic()
+        job.deadline = now + shared.timeout  # each fold's own, from its start
+        if line == b"B":
+            shared.running = True
+            shared.started = now
+            shared.cpu_at_start = _cpu_seconds(job.pid)
+            job.base_rss_kb = _proc_status_kb(job.pid, "VmRSS") or job.base_rss_kb
+            _reset_peak(job.pid)
+            return True
+        if job.pipe in self.by_pipe:
+            self.drain(job.pipe)  # what it printed before its E is the fold's
+        self._close_log(job)
+        key = shared.key
+        done = FoldDone(
+            key, exit_code=0, cpu_seconds=max(0.0, _cpu_seconds(job.pid) - shared.cpu_at_start),
+            peak_rss_kb=_proc_status_kb(job.pid, "VmHWM"), base_rss_kb=job.base_rss_kb,
+            wall_seconds=now - shared.started, log_bytes=job.written, log_dropped=job.dropped,
+        )  # fmt: skip
+        self.send(done.to_message())
+        self.by_fold.pop(key, None)
+        shared.current += 1
+        shared.running = False
+        if shared.key is None and len(shared.folds) < shared.total:
+            self._stop(job)  # the folds after it were given back: the child goes
+            return True
+        if shared.key is not None:
+            job.log = open(shared.folds[shared.current][1].log, "wb", opener=_private)  # noqa: SIM115
+            job.written = job.dropped = 0
+        with contextlib.suppress(OSError):  # on: what it prints now is the next fold's
+            os.write(shared.ack, b"k")
+        return True
+
+    def _release(self, job: Running) -> None:
+        """The fold running is long: give back the folds not started, to run in
+        parallel in children of their own."""
+        shared = job.shared
+        assert shared is not None
+        for key, _ in shared.folds[shared.current + 1 :]:
+            self.by_fold.pop(key, None)
+            self.send(FoldDone(key, not_run=True).to_message())
+        shared.folds = shared.folds[: shared.current + 1]
+
+    def _shared_end(self, job: Running, done: FoldDone) -> None:
+        """The shared child is gone: the fold it was at ends as the child did (its
+        crash, its timeout, its kill: that fold's alone), and the folds after it did
+        not run."""
+        shared = job.shared
+        assert shared is not None
+        if shared.key is not None:
+            ran = max(0.0, (done.cpu_seconds or 0.0) - shared.cpu_at_start)
+            began = shared.started if shared.running else time.monotonic()
+            self.send(replace(done, key=shared.key, cpu_seconds=ran,
+                              wall_seconds=time.monotonic() - began,
+                              memory_peak_bytes=None).to_message())  # fmt: skip
+            for key, _ in shared.folds[shared.current + 1 :]:
+                self.send(FoldDone(key, not_run=True).to_message())
+        for key, _ in shared.folds:
+            self.by_fold.pop(key, None)
 
     def remove_busy_groups(self) -> None:
         self.busy_groups = [g for g in self.busy_groups if not g.remove()]
@@ -337,6 +532,33 @@ def _private(path: str, flags: int) -> int:
 def _killpg(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far, its reaped children's included (/proc/<pid>/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _proc_status_kb(pid: int, name: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith(name + ":"):
+                    return int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
+
+
+def _reset_peak(pid: int) -> None:
+    """Start a fold's peak RSS afresh in a shared child (clear_refs 5)."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/clear_refs", "w") as handle:
+        handle.write("5")
 
 
 def _rss_kb() -> int:

@@ -98,6 +98,27 @@ class ZygoteClient:
             session.pending[key] = future
         return future
 
+    def run_shared(
+        self, key: str, folds: list[tuple[str, FoldSpec]], release_after: float | None
+    ) -> tuple[list[Future[FoldDone]], Future[FoldDone]]:
+        """Start one child for several folds of one submission, run in turn: a future
+        for each fold's end (`not_run` when the child ended before it, or when a fold
+        before it ran `release_after` seconds), and one for the child's own end (its
+        processes gone). None stays pending if the zygote dies."""
+        self.start()
+        futures: list[Future[FoldDone]] = [Future() for _ in folds]
+        child: Future[FoldDone] = Future()
+        message = {"op": "run_shared", "key": key, "release_after": release_after,
+                   "folds": [[k, spec.to_dict()] for k, spec in folds]}  # fmt: skip
+        with self._lock:
+            session = self._session
+            self._send_locked(session, message)
+            assert session is not None
+            for (fold_key, _), future in zip(folds, futures, strict=True):
+                session.pending[fold_key] = future
+            session.pending[key] = child
+        return futures, child
+
     def kill(self, key: str) -> None:
         with self._lock, contextlib.suppress(ZygoteDied):
             self._send_locked(self._session, {"op": "kill", "key": key})

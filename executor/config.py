@@ -32,6 +32,11 @@ class ExecutorConfig:
     disk_mb: int | None = 1024
     # control groups and namespaces: probed at start unless given (a test's fallback)
     isolation: Isolation | None = None
+    # A submission whose folds are short (its longest fold done took under
+    # short_fold_seconds) has up to shared_folds of its queued folds claimed together,
+    # run in turn in one warm child (1: a child per fold, always).
+    shared_folds: int = 8
+    short_fold_seconds: float = 1.0
 
     def limits(self) -> FoldLimits:
         return FoldLimits(

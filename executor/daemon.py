@@ -1,6 +1,7 @@
 """The executor: claim fold jobs, run each in a sandboxed child, report the outcome.
 
-Threads: `workers` workers (claim one job, run it, complete it: executor.worker), one
+Threads: `workers` workers (claim one job, or a submission's short folds, run them,
+complete each, the last with the next claim: executor.worker), one
 heartbeat (beats, stops folds whose job is no longer ours, reaps executors that went
 silent), one listener (LISTEN datarun_jobs wakes idle workers; they also poll every
 `poll_seconds`, because a NOTIFY sent while we were disconnected is lost). This module
@@ -17,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Any
 
@@ -26,7 +28,7 @@ from executor.config import ExecutorConfig
 from executor.messages import FoldDone
 from executor.preflight import NOT_PRELOADED_EXAMPLES, PRELOADED_EXAMPLES, sandbox_import_warning
 from executor.sandbox import SandboxUsers
-from executor.worker import Worker
+from executor.worker import Ended, Worker
 from spool import db, jobs
 from spool.errors import DatabaseError
 from spool.jobs import ClaimedJob
@@ -66,6 +68,7 @@ class Executor(Worker):
         self._handing_back: set[str] = set()
         self._orphans: set[tuple[int, int]] = set()
         self._known: dict[int, dict[str, Any]] = {}  # submission id -> what folds need
+        self._short: OrderedDict[int, bool] = OrderedDict()  # were its folds here short?
         self._closed = False
         self.warning: str | None = None
         self._workers: list[threading.Thread] = []
@@ -137,14 +140,16 @@ class Executor(Worker):
         self.start()
         assert self.id is not None
         with self.pool.connection() as conn:
-            claimed = jobs.claim(
-                conn, self.id, list(self.config.queues), self.config.workers, self._known
-            )
-        threads = [threading.Thread(target=self.execute, args=(job,)) for job in claimed]
+            claimed = jobs.claim(conn, self.id, list(self.config.queues), self.config.workers,
+                                 self._known, sharing=self.sharing())  # fmt: skip
+        ended: list[list[Ended]] = []
+        threads = [threading.Thread(target=lambda run: ended.append(self.execute(run)),
+                                    args=(run,)) for run in self.runs(claimed)]  # fmt: skip
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+        self._settle([e for each in ended for e in each], [], 0)
         return len(claimed)
 
     # ---- the daemon ---------------------------------------------------------------

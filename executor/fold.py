@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import sys
 import time
@@ -63,9 +64,10 @@ def load_dataset(store: Path, kind: str = "native", target: str | None = None) -
     return Dataset(pd.read_parquet(prepared / "train.parquet"), features, arrays)
 
 
-def isolate(spec: FoldSpec, output: int) -> None:
-    """Own session, output to the zygote's pipe, nothing else inherited, a clean
-    environment: what a RAMP kit's own code (trusted) may run under, before `confine`."""
+def isolate(spec: FoldSpec, output: int, control: tuple[int, int] | None = None) -> None:
+    """Own session, output to the zygote's pipe, nothing else inherited (but a shared
+    child's pipes to and from the zygote, as fds 3 and 4), a clean environment: what a
+    RAMP kit's own code (trusted) may run under, before `confine`."""
     os.setsid()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
@@ -74,7 +76,12 @@ def isolate(spec: FoldSpec, output: int) -> None:
     os.dup2(devnull, 0)
     os.dup2(output, 1)
     os.dup2(output, 2)
-    os.closerange(3, 65536)  # the zygote's protocol pipe and other folds' pipes and logs
+    if control is not None:  # moved out of the way first: either may be 3 or 4 now
+        said, answer = (os.dup(fd) for fd in control)
+        os.dup2(said, CONTROL)
+        os.dup2(answer, ACK)
+    # the zygote's protocol pipe and other folds' pipes and logs
+    os.closerange(3 if control is None else ACK + 1, 65536)
     sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     os.environ.clear()
@@ -82,15 +89,15 @@ def isolate(spec: FoldSpec, output: int) -> None:
     sys.dont_write_bytecode = True
 
 
-def confine(spec: FoldSpec) -> None:
+def confine(spec: FoldSpec, folds: int = 1) -> None:
     """Limits, control groups, namespaces, the sandbox user, the work folder: for
-    submission code."""
+    submission code (`folds` of it in turn, in a shared child)."""
     limits = spec.limits
     isolated = limits.namespaces
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if limits.cpu_seconds:
+    if limits.cpu_seconds:  # a shared child raises the soft limit fold by fold
         cpu = int(limits.cpu_seconds)
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu * folds + 5))
     if limits.memory_mb:
         # Per process, even under a memory cgroup: one allocation too large is then a
         # MemoryError the fold reports, not a kill.
@@ -119,14 +126,15 @@ def confine(spec: FoldSpec) -> None:
         os.setgid(int(spec.gid))
         os.setuid(int(spec.uid))
     os.chdir(spec.work)
-    _keep_room()
+    _keep_room(spec.outputs)
 
 
-def _keep_room() -> None:
-    """Reserve result.json's room in the work folder before any submission code runs
-    (a file of its own: result.json itself appears only once written)."""
+def _keep_room(folder: str) -> None:
+    """Reserve result.json's room in the fold's output folder before any submission
+    code runs (a file of its own: result.json itself appears only once written)."""
     try:
-        fd = os.open(ROOM, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(os.path.join(folder, ROOM), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
+                     0o600)  # fmt: skip
     except OSError:
         return
     try:
@@ -175,9 +183,80 @@ def child_main(spec: FoldSpec, data: Dataset, output: int) -> int:
     try:
         kit = _confine_with_kit(spec)
     except KitUnreadable as unreadable:
-        return _report(replace(unreadable.result, versions=versions), work=spec.work)
+        return _report(replace(unreadable.result, versions=versions), spec)
     result = _train_and_predict(spec, data, kit, forked=forked, sandboxed=time.time())
-    return _report(replace(result, versions=versions), work=spec.work)
+    return _report(replace(result, versions=versions), spec)
+
+
+CONTROL = 3  # a shared child's pipe to the zygote: a line as each fold begins and ends
+ACK = 4  # and the zygote's answer to each end
+
+
+def child_main_shared(
+    specs: list[FoldSpec], data: Dataset, output: int, control: int, ack: int
+) -> int:
+    """Runs in a child forked for several folds of one submission: sandboxed once, as
+    for one fold, then the folds in turn, as `ramp-test` runs them in one process. The
+    zygote hears `B` and `E` on the control pipe as each fold begins and ends, and the
+    child waits for its answer to each `E` (by then it has the fold's output): a fold's
+    log is what the child printed in between, its limits start at its `B`. Each fold
+    writes into its own output folder, made afresh at its start: nothing an earlier
+    fold left can stand for its results. Returns the exit code."""
+    forked = time.time()
+    first = specs[0]
+    isolate(first, output, (control, ack))
+    versions = _versions()
+    try:
+        kit = _confine_with_kit(first, folds=len(specs))
+        unreadable = None
+    except KitUnreadable as exc:
+        kit, unreadable = None, exc.result
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(first.outputs, ROOM))  # each fold keeps its own
+    for spec in specs:
+        _said(b"B\n")
+        _fresh_outputs(spec)
+        _cpu_limit_from_now(spec)
+        if unreadable is not None:
+            result = unreadable
+        else:
+            os.chdir(spec.work)
+            result = _train_and_predict(spec, data, kit, forked=forked, sandboxed=time.time())
+        _report(replace(result, versions=versions), spec)
+        _said(b"E\n")
+        if not os.read(ACK, 1):
+            return 0  # the zygote is gone
+    return 0
+
+
+def _said(line: bytes) -> None:
+    sys.stdout.flush()  # what the fold printed reaches the pipe before its end does
+    sys.stderr.flush()
+    os.write(CONTROL, line)
+
+
+def _fresh_outputs(spec: FoldSpec) -> None:
+    """The fold's own output folder, empty: whatever an earlier fold put there goes."""
+    out = spec.outputs
+    if os.path.lexists(out):
+        if os.path.isdir(out) and not os.path.islink(out):
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            os.unlink(out)
+    os.mkdir(out, 0o700)
+    _keep_room(out)
+
+
+def _cpu_limit_from_now(spec: FoldSpec) -> None:
+    """The fold's CPU limit counts from its start (the earlier folds' time is spent)."""
+    if not spec.limits.cpu_seconds:
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    used = int(usage.ru_utime + usage.ru_stime) + 1
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = used + int(spec.limits.cpu_seconds)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CPU, (min(soft, hard), hard))
 
 
 class KitUnreadable(Exception):
@@ -188,7 +267,7 @@ class KitUnreadable(Exception):
         self.result = result
 
 
-def _confine_with_kit(spec: FoldSpec) -> Kit | None:
+def _confine_with_kit(spec: FoldSpec, folds: int = 1) -> Kit | None:
     """Confine the child; for a RAMP kit, load its problem and data (None otherwise).
     A kit's problem.py is the organizer's code, but not root's: with namespaces its
     folder is in the fold's own root, so it runs confined, as the fold's user. Without
@@ -200,9 +279,9 @@ def _confine_with_kit(spec: FoldSpec) -> Kit | None:
         try:
             kit = _load_kit(spec)
         except BaseException as exc:
-            confine(spec)  # into the work folder, where the result is written
+            confine(spec, folds)  # into the work folder, where the result is written
             raise KitUnreadable(_kit_failed(exc)) from exc
-    confine(spec)
+    confine(spec, folds)
     if late:
         try:
             kit = _load_kit(spec)
@@ -220,7 +299,7 @@ def _train_and_predict(
     try:
         predictions, arrays = _predict(spec, data, kit)
         os.chdir(spec.work)  # wherever the submission moved
-        np.savez(PREDICTIONS, **arrays)  # type: ignore[arg-type]
+        np.savez(os.path.join(spec.outputs, PREDICTIONS), **arrays)  # type: ignore[arg-type]
         phases = {"forked_at": forked, "sandbox": sandboxed - forked,
                   "saved": time.time() - sandboxed}  # fmt: skip
         return FoldResult(
@@ -292,16 +371,16 @@ def _disk_reason(exc: BaseException, spec: FoldSpec) -> str | None:
     return None
 
 
-def _report(result: FoldResult, *, work: str) -> int:
-    """Write result.json in the work folder (wherever the submission left the cwd);
-    the exit code."""
+def _report(result: FoldResult, spec: FoldSpec) -> int:
+    """Write result.json in the fold's output folder (wherever the submission left the
+    cwd); the exit code."""
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.chdir(work)
+        os.chdir(spec.work)
         with contextlib.suppress(OSError):
-            os.unlink(ROOM)  # its room is now result.json's
-        with open(RESULT, "w", encoding="utf-8") as handle:
+            os.unlink(os.path.join(spec.outputs, ROOM))  # its room is now result.json's
+        with open(os.path.join(spec.outputs, RESULT), "w", encoding="utf-8") as handle:
             json.dump(result.to_dict(), handle)
     except OSError as exc:
         sys.stderr.write(f"\n{type(exc).__name__}: {exc} (writing {RESULT})\n")

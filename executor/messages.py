@@ -78,6 +78,13 @@ class FoldSpec:
     hide: tuple[str, ...]  # never shown to a fold, whatever folder its Python lives in
     env: dict[str, str]  # its whole environment
     cgroups: tuple[str, ...] = ()  # the files it writes to join its control groups (zygote)
+    # where it writes pred.npz and result.json (None: `work`); in a child shared by
+    # several folds, a folder of each fold's own, made afresh when the fold starts
+    out: str | None = None
+
+    @property
+    def outputs(self) -> str:
+        return self.out or self.work
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "limits": self.limits.to_dict()}
@@ -92,6 +99,7 @@ class FoldSpec:
             uid=data.get("uid"), gid=data.get("gid"),
             limits=FoldLimits.from_dict(data["limits"]), hide=tuple(data["hide"]),
             env=dict(data["env"]), cgroups=tuple(data.get("cgroups") or ()),
+            out=data.get("out"),
         )  # fmt: skip
 
 
@@ -118,6 +126,9 @@ class FoldDone:
     memory_peak_bytes: int | None = None
     oom: bool = False
     disk_full: bool = False
+    # A fold of a shared child that never started: the child ended first (an earlier
+    # fold crashed it, or it was stopped). Not the fold's fault: it is handed back.
+    not_run: bool = False
 
     @property
     def ended(self) -> bool:
@@ -143,7 +154,7 @@ class FoldDone:
             wall_seconds=message.get("wall_seconds"), log_bytes=message.get("log_bytes"),
             log_dropped=message.get("log_dropped"),
             memory_peak_bytes=message.get("memory_peak_bytes"), oom=bool(message.get("oom")),
-            disk_full=bool(message.get("disk_full")),
+            disk_full=bool(message.get("disk_full")), not_run=bool(message.get("not_run")),
         )  # fmt: skip
 
 

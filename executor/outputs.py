@@ -185,15 +185,18 @@ def parse_result(raw: bytes | None) -> tuple[FoldResult | None, str | None]:
 
 def collect(
     job: ClaimedJob, scratch: Path, done: FoldDone, *, limits: FoldLimits,
-    spool: Spool, executor: dict[str, Any],
+    spool: Spool, executor: dict[str, Any], out: Path | None = None, log: Path | None = None,
 ) -> Outcome:  # fmt: skip
-    """Publish what the fold produced and say how it went."""
-    result, predictions = _what_it_left(job, scratch / "work", done)
+    """Publish what the fold produced and say how it went: its files from `out` (its
+    work folder unless it had a folder of its own, in a shared child), its log `log`."""
+    out = out or scratch / "work"
+    log = log or scratch / "fold.log"
+    result, predictions = _what_it_left(job, out, done)
     ok = predictions is not None
-    error = None if ok else _reason(done, result, limits, _last_line(scratch / "fold.log"))
+    error = None if ok else _reason(done, result, limits, _last_line(log))
     theirs = result.traceback if error and result is not None else None
     folder = spool.predictions
-    log_path = _publish_log(folder / f"{job.key}.log", scratch / "fold.log", error, theirs)
+    log_path = _publish_log(folder / f"{job.key}.log", log, error, theirs)
     npz = _publish(folder, f"{job.key}.npz", predictions) if predictions is not None else None
     peak, own, group = _memory(done)
     meta = {

@@ -1,6 +1,8 @@
-"""What each of the executor's worker threads does: claim one fold, run it to its end
-in the zygote, publish what it left and complete its job (one fenced UPDATE); a fault
-on our side or the machine's is said and recorded, never raised.
+"""What each of the executor's worker threads does: claim one fold (or a submission's
+short folds, to run in turn in one warm child), run it to its end in the zygote,
+publish what it left and complete its job (fenced on its attempt; the last fold's
+completion goes with the next claim, in one statement); a fault on our side or the
+machine's is said and recorded, never raised.
 
 `Worker` is mixed into `executor.daemon.Executor`, whose life cycle sets the state
 declared here; the daemon starts, replaces and stops the threads that run `work`.
@@ -15,8 +17,10 @@ import os
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import replace
 from pathlib import Path
 from tempfile import gettempdir
 from typing import Any, TypeVar
@@ -24,7 +28,7 @@ from typing import Any, TypeVar
 from executor import outputs
 from executor.client import ZygoteClient, ZygoteDied
 from executor.config import ExecutorConfig
-from executor.messages import FoldDone, FoldLimits, FoldSpec
+from executor.messages import FoldDone, FoldSpec
 from executor.sandbox import SandboxUsers, kill_user, release_scratch, remove_files_of
 from spool import db, jobs
 from spool.errors import DatabaseError, DatabaseUnavailable
@@ -34,6 +38,7 @@ from spool.layout import Spool
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+SHORT_KEPT = 256  # submissions whose folds' length this executor remembers
 
 
 def fold_spec(
@@ -60,6 +65,9 @@ def fold_spec(
     )  # fmt: skip
 
 
+Ended = tuple[ClaimedJob, Outcome]  # a fold's completion, not yet sent
+
+
 class Worker:
     # Set by Executor.__init__ and start().
     spool: Spool
@@ -77,30 +85,69 @@ class Worker:
     _stopping: threading.Event
     _handing_back: set[str]
     _known: dict[int, dict[str, Any]]  # submission id -> what folds need
+    _short: OrderedDict[int, bool]  # submission id -> were its folds done here short?
 
     # ---- the loop -----------------------------------------------------------------
 
     def _work(self, stop: threading.Event) -> None:
+        """Claim, run, and send each run's last completion with the next claim: one
+        round trip between two runs."""
         queues = list(self.config.queues)
-        while not stop.is_set():
-            if self.disk_full_since is not None:  # claim no fold we could not publish
+        ended: list[Ended] = []
+        while True:
+            stopping = stop.is_set()
+            if stopping and not ended:
+                return
+            if self.disk_full_since is not None and not ended:  # claim no fold we could not publish
                 stop.wait(min(30.0, 1.0 + (time.monotonic() - self.disk_full_since) / 4))
                 self.disk_full_since = None if self._has_space() else self.disk_full_since
-                if self.disk_full_since is not None:
-                    continue
+                continue
+            n = 0 if stopping or self.disk_full_since is not None else 1
             seen = self._generation
             try:
-                claimed = self._with_db(self._claim_one(queues))
+                claimed = self._settle(ended, queues, n)
             except DatabaseError:
                 log.exception("claim failed")
+                for job, _ in ended:  # left running in the database: the heartbeat hands
+                    outputs.discard(job, self.spool)  # it back, its attempt counted
+                ended = []
                 stop.wait(1.0)
                 continue
+            ended = []
             if claimed:
-                self.execute(claimed[0])
+                ended = self.execute(claimed)
+                continue
+            if n == 0:
                 continue
             with self._wake:
                 if self._generation == seen and not stop.is_set():
                     self._wake.wait(timeout=self.config.poll_seconds)
+
+    def sharing(self) -> jobs.Sharing:
+        known = self._short.items()
+        return jobs.Sharing(self.config.shared_folds, self.config.short_fold_seconds,
+                            short=frozenset(sub for sub, short in known if short),
+                            long=frozenset(sub for sub, short in known if not short))  # fmt: skip
+
+    def _settle(self, ended: list[Ended], queues: list[str], n: int) -> list[ClaimedJob]:
+        """Complete what ended (fenced: a refused attempt's files are discarded) and
+        claim up to n next jobs, in one statement."""
+        executor = self.id
+        assert executor is not None
+        sharing = self.sharing()
+        settled = self._with_db(
+            lambda conn: jobs.settle(
+                conn, executor, ended, queues, n, known=self._known, sharing=sharing
+            )
+        )
+        for job in settled.refused:
+            self._refused(job)
+        return settled.claimed
+
+    def _refused(self, job: ClaimedJob) -> None:
+        log.warning("late result of job %s attempt %d refused: the job was given back and "
+                    "belongs to a newer attempt", job.id, job.attempt)  # fmt: skip
+        outputs.discard(job, self.spool)
 
     def _has_space(self) -> bool:
         """Room for a fold's results again, in predictions/ and the scratch folder?"""
@@ -115,41 +162,61 @@ class Worker:
         log.info("space is back: claiming folds again")
         return True
 
-    def _claim_one(self, queues: list[str]) -> Callable[[db.Conn], list[ClaimedJob]]:
-        executor = self.id
-        assert executor is not None
-        return lambda conn: jobs.claim(conn, executor, queues, 1, self._known)
+    # ---- claimed jobs -------------------------------------------------------------
 
-    # ---- one job ------------------------------------------------------------------
+    def execute(self, claimed: list[ClaimedJob]) -> list[Ended]:
+        """Run what one claim brought: a submission's short folds together in one
+        child, any other fold in a child of its own. Each fold is published and
+        completed as it ends, but the last: its completion is returned, for the next
+        claim to carry. Never raises: whatever the fold left behind or said, an error on
+        our side fails the fold (its attempt counts, the worker goes on); a fault of the
+        machine (a full disk, a dead fold runner) gives it back."""
+        ended: list[Ended] = []
+        for run in self.runs(claimed):
+            for job, outcome in ended:  # an earlier run's last: not worth holding back
+                self._complete(job, outcome)
+            ended = self._run(run)
+        return ended
 
-    def execute(self, job: ClaimedJob) -> None:
-        """Run one fold to its end. Never raises: whatever the fold left behind or said,
-        an error on our side fails the fold (its attempt counts, the worker goes on); a
-        fault of the machine (a full disk, a dead fold runner) gives it back."""
-        try:
-            self._execute(job)
-        except Exception as exc:
-            self._fault(job, exc)
+    def runs(self, claimed: list[ClaimedJob]) -> list[list[ClaimedJob]]:
+        """A claim's jobs by child: a short submission's folds together, in fold order."""
+        shared: dict[int, list[ClaimedJob]] = {}
+        singles: list[list[ClaimedJob]] = []
+        for job in claimed:
+            if job.shared and self.config.shared_folds > 1:
+                shared.setdefault(job.submission_id, []).append(job)
+            else:
+                singles.append([job])
+        return [sorted(run, key=lambda j: (j.fold, j.id)) for run in shared.values()] + singles
 
-    def _execute(self, job: ClaimedJob) -> None:
+    def _run(self, run: list[ClaimedJob]) -> list[Ended]:
+        """One child's folds (one, or several of one submission)."""
         assert self.id is not None
-        facts = {"executor": self.id, "host": self.host, "started_at": time.time()}
         scratch: Path | None = None
         with self._active_lock:
-            self._active[job.key] = (job, None)
-        ids = self._users.take() if self._users else None
-        done: FoldDone | None = None
+            for job in run:
+                self._active[job.key] = (job, None)
+        ids: tuple[int, int] | None = None
+        ended: list[Ended] = []
+        child: FoldDone | None = None
         try:
             try:
-                scratch = outputs.make_scratch(job, self.spool, self.config.scratch, ids)
-                spec = fold_spec(job, scratch, ids, self.spool, self.config)
-                done = self._run_in_zygote(job, spec)
+                ids = self._users.take() if self._users else None
+                scratch = outputs.make_scratch(run[0], self.spool, self.config.scratch, ids)
+                specs = [fold_spec(job, scratch, ids, self.spool, self.config) for job in run]
+                if len(run) == 1:
+                    child = self._one(run[0], specs[0], scratch, ended)
+                else:
+                    child = self._shared(run, specs, scratch, ended)
+            except Exception as exc:  # before any fold started: each fails (or goes back)
+                for job in run:
+                    self._fault(job, exc)
             finally:
                 with self._active_lock:
-                    self._active.pop(job.key, None)
-                if ids and (done is None or not done.ended):  # the zygote did not see its end
+                    for job in run:
+                        self._active.pop(job.key, None)
+                if ids and (child is None or not child.ended):  # the zygote did not see its end
                     kill_user(ids[0])
-            self._finish(job, facts, scratch, spec.limits, done)
         finally:
             try:
                 if scratch is not None:
@@ -162,38 +229,146 @@ class Worker:
                         remove_files_of(ids[0])
                     finally:
                         self._users.give(ids)
+        return ended
 
-    def _run_in_zygote(self, job: ClaimedJob, spec: FoldSpec) -> FoldDone:
+    def _one(self, job: ClaimedJob, spec: FoldSpec, scratch: Path,
+             ended: list[Ended]) -> FoldDone | None:  # fmt: skip
+        """A fold in a child of its own; how the child ended (None: not seen)."""
+        facts = self._facts(job.key)
         future = self.zygote.run(job.key, spec)
+        done = None
+        try:
+            done = self._wait(job, future, spec.limits.timeout)
+            self._ended(job, facts, scratch, spec, done, ended=ended, last=True)
+        except Exception as exc:
+            self._fault(job, exc)
+        return done
+
+    def _shared(self, run: list[ClaimedJob], specs: list[FoldSpec], scratch: Path,
+                ended: list[Ended]) -> FoldDone | None:  # fmt: skip
+        """Several folds of one submission, in turn in one child: each with an output
+        folder and a log of its own, published and completed as it ends. The folds it
+        did not start go back to the queue at once (not counted): after a crash, to run
+        again; when a fold turned out long, to run in parallel in children of their own."""
+        key = f"{run[0].key}+"
+        work = Path(specs[0].work)
+        specs = [replace(spec, out=str(work / f".datarun-{job.key}"),
+                         log=str(scratch / f"{job.key}.log"))
+                 for job, spec in zip(run, specs, strict=True)]  # fmt: skip
+        folds = [(job.key, spec) for job, spec in zip(run, specs, strict=True)]
+        futures, child = self.zygote.run_shared(key, folds, self.config.short_fold_seconds)
+        waiting = {future: (job, spec) for job, spec, future in zip(run, specs, futures,
+                                                                     strict=True)}  # fmt: skip
+        with self._active_lock:
+            for future, (job, _) in waiting.items():
+                self._active[job.key] = (job, future)
+        facts = self._facts(key)
+        timeout = float(specs[0].limits.timeout) + 60  # bounds a zygote gone silent
+        while waiting:
+            finished, _ = wait(waiting, timeout=timeout, return_when=FIRST_COMPLETED)
+            if not finished:
+                self.zygote.kill(key)
+                finished = set(waiting)
+            for future in sorted(finished, key=lambda f: run.index(waiting[f][0])):
+                job, spec = waiting.pop(future)
+                try:
+                    done = future.result(timeout=0)
+                    if done.not_run:  # a fold before it still runs: given back as long
+                        before = run.index(job)
+                        self._not_run(job, running=any(
+                            not f.done() for f, (j, _) in waiting.items() if run.index(j) < before
+                        ))  # fmt: skip
+                        continue
+                    self._ended(job, facts, scratch, spec, done, ended=ended,
+                                last=not waiting)  # fmt: skip
+                except Exception as exc:
+                    if isinstance(exc, TimeoutError):  # no word of it: as if the zygote died
+                        exc = ZygoteDied("the fold runner did not report the fold's end")
+                    with self._active_lock:
+                        self._active.pop(job.key, None)
+                    self._fault(job, exc)
+                facts = self._facts(key)
+        try:  # its processes gone: then its folder and user may go
+            return child.result(timeout=60)
+        except Exception as exc:  # silent, or dead: its user's processes are killed
+            log.error("the shared child %s did not report its end: %s", key, exc)
+            self.zygote.kill(key)
+            return None
+
+    def _not_run(self, job: ClaimedJob, *, running: bool) -> None:
+        """A fold its shared child did not start goes back to the queue, not counted.
+        With a fold still running there, that fold is long: so are this submission's."""
+        with self._active_lock:
+            self._active.pop(job.key, None)
+        if running:
+            self._remember(job.submission_id, short=False)
+        self._hand_back(job, "a fold before it in its shared child is long" if running
+                        else "its shared child ended before it ran")  # fmt: skip
+
+    def _facts(self, child: str) -> dict[str, Any]:
+        return {"executor": self.id, "host": self.host, "started_at": time.time(),
+                "child": child}  # fmt: skip
+
+    def _wait(self, job: ClaimedJob, future: Future[FoldDone], timeout: float) -> FoldDone:
         with self._active_lock:
             self._active[job.key] = (job, future)
         try:  # the zygote enforces the timeout; this bounds a zygote gone silent
-            return future.result(timeout=float(spec.limits.timeout) + 60)
+            return future.result(timeout=float(timeout) + 60)
         except TimeoutError:
             self.zygote.kill(job.key)
             raise ZygoteDied("the fold runner did not report the fold's end") from None
 
-    def _finish(self, job: ClaimedJob, facts: dict[str, Any], scratch: Path,
-                limits: FoldLimits, done: FoldDone) -> None:  # fmt: skip
-        executor = int(facts["executor"])
+    def _ended(self, job: ClaimedJob, facts: dict[str, Any], scratch: Path, spec: FoldSpec,
+               done: FoldDone, *, ended: list[Ended], last: bool) -> None:  # fmt: skip
+        """Publish a fold's files and complete it (the last: later, with the next
+        claim); a fold the executor is handing back goes back instead."""
+        with self._active_lock:
+            self._active.pop(job.key, None)
         if job.key in self._handing_back:
             self._handing_back.discard(job.key)
-            self._with_db(lambda conn: jobs.hand_back(conn, job, executor))
-            log.info("job %s handed back", job.key)
+            self._hand_back(job, "the executor is stopping")
             return
-        outcome = outputs.collect(job, scratch, done, limits=limits, spool=self.spool,
-                                  executor=facts)  # fmt: skip
+        outcome = outputs.collect(job, scratch, done, limits=spec.limits, spool=self.spool,
+                                  executor=facts, out=Path(spec.outputs),
+                                  log=Path(spec.log))  # fmt: skip
         self.disk_full_since = None  # the results were published
-        if not self._with_db(lambda conn: jobs.complete(conn, job, executor, outcome)):
-            log.warning(
-                "late result of job %s attempt %d refused: the job was given "
-                "back and belongs to a newer attempt",
-                job.id,
-                job.attempt,
-            )
-            outputs.discard(job, self.spool)
-        elif outcome.error:
+        self._seen(job, outcome)
+        if outcome.error:
             log.info("job %s failed: %s", job.key, outcome.error)
+        if last:
+            ended.append((job, outcome))
+        else:
+            self._complete(job, outcome)
+
+    def _seen(self, job: ClaimedJob, outcome: Outcome) -> None:
+        """Remember whether this submission's folds are short (what its next claim asks)."""
+        if outcome.error is not None or outcome.train_seconds is None:
+            return
+        took = outcome.train_seconds + (outcome.valid_seconds or 0) + (outcome.test_seconds or 0)
+        self._remember(job.submission_id, short=took < self.config.short_fold_seconds)
+
+    def _remember(self, submission: int, *, short: bool) -> None:
+        self._short[submission] = short and self._short.get(submission, True)
+        self._short.move_to_end(submission)
+        while len(self._short) > SHORT_KEPT:
+            self._short.popitem(last=False)
+
+    def _complete(self, job: ClaimedJob, outcome: Outcome) -> None:
+        executor = self.id
+        assert executor is not None
+        try:
+            if not self._with_db(lambda conn: jobs.complete(conn, job, executor, outcome)):
+                self._refused(job)
+        except DatabaseError:
+            # Left running in the database: the heartbeat hands it back, attempt counted.
+            log.exception("could not record the end of job %s", job.key)
+            outputs.discard(job, self.spool)
+
+    def _hand_back(self, job: ClaimedJob, why: str) -> None:
+        executor = self.id
+        assert executor is not None
+        self._with_db(lambda conn: jobs.hand_back(conn, job, executor))
+        log.info("job %s handed back: %s", job.key, why)
 
     def _clean(self, scratch: Path) -> None:
         release_scratch(scratch)  # its work/ tmpfs, when the fold had one

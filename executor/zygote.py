@@ -16,8 +16,12 @@ so forking is safe. When the executor goes away (EOF on stdin) it kills every ch
 and exits.
 
 This module is the protocol and the loop. Requests, one JSON object a line on stdin:
-`run` (key, spec: a `FoldSpec`), `kill` (key), `ping`, `quit`. Replies on stdout:
-`ready` (pid), `started` (key, pid), `done` or `error` (a `FoldDone`), `pong`.
+`run` (key, spec: a `FoldSpec`), `run_shared` (key, folds: [key, spec] pairs of one
+submission, run in turn by one child; release_after: seconds of a fold after which
+the folds not started are given back), `kill` (key, a fold's or a shared child's),
+`ping`, `quit`. Replies on stdout: `ready` (pid), `started` (key, pid), `done` or
+`error` (a `FoldDone`: one per fold as it ends, and a shared child's own at its end),
+`pong`.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ class Zygote:
         op = request.get("op")
         if op == "run":
             self.children.start(request["key"], FoldSpec.from_dict(request["spec"]))
+        elif op == "run_shared":
+            folds = [(str(key), FoldSpec.from_dict(spec)) for key, spec in request["folds"]]
+            self.children.start(request["key"], folds[0][1], folds, request.get("release_after"))
         elif op == "kill":
             self.children.kill(request["key"])
         elif op == "ping":

@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg.rows import class_row, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from spool.errors import Conflict, DatabaseError, DatabaseUnavailable
+from spool.errors import Conflict, DatabaseError, DatabaseUnavailable, Deadlock
 from spool.queries import query
 from spool.urls import describe_host, mask_url
 
@@ -53,6 +53,8 @@ def translated(url: str, conn: psycopg.Connection[Any] | None = None) -> Iterato
         raise DatabaseError(f"database error: {_first_line(exc)}") from exc
     except psycopg.errors.UniqueViolation as exc:
         raise Conflict(f"database error: {_first_line(exc)}", exc.diag.constraint_name) from exc
+    except psycopg.errors.DeadlockDetected as exc:
+        raise Deadlock(f"database error: {_first_line(exc)}") from exc
     except psycopg.Error as exc:
         raise DatabaseError(f"database error: {_first_line(exc)}") from exc
 

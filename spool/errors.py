@@ -27,6 +27,11 @@ class Conflict(DatabaseError):
         self.constraint = constraint
 
 
+class Deadlock(DatabaseError):
+    """The server broke a lock cycle by rolling this statement back: nothing of it
+    happened, so the same statement may run again."""
+
+
 class DatabaseUnavailable(DatabaseError):
     """The database cannot be reached (down, wrong host, wrong credentials)."""
 

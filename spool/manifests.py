@@ -153,6 +153,9 @@ class CVSection(_Strict):
     valid_size: float = Field(default=0.2, gt=0, lt=1)
     group_column: str | None = None
     folds_file: RelPath | None = None
+    # The organizer's word that a fold fits in well under a second: a submission's
+    # folds then share a warm child from its first (else once one is seen short).
+    short_folds: bool = False
 
     @model_validator(mode="after")
     def _scheme_needs(self) -> CVSection:

@@ -23,15 +23,18 @@ analyze jobs;
 """
 
 
-def plan(conn: db.Conn, queues: list[str]) -> str:
-    params = {"executor": 1, "priorities": jobs.priorities(queues), "n": 1}
-    rows = conn.execute("explain (format json) " + query("jobs_claim"), params).fetchall()
+def plan(conn: db.Conn, queues: list[str], name: str = "jobs_settle_shared") -> str:
+    params: dict[str, object] = {k: [] for k in jobs.SETTLE_ARRAYS}
+    params.update(executor=1, priorities=jobs.priorities(queues), n=1, share=10,
+                  short_seconds=1.0, short=[], long=[])  # fmt: skip
+    rows = conn.execute("explain (format json) " + query(name), params).fetchall()
     return json.dumps(rows[0])
 
 
 def test_the_claim_uses_its_index_with_100000_queued_jobs(conn):
     conn.execute(SEED)
     for queues in (["high", "low"], ["low"], ["high"]):
-        text = plan(conn, queues)
-        assert "jobs_claim_idx" in text, text
-        assert "Seq Scan" not in text, text
+        for name in ("jobs_settle_shared", "jobs_settle"):
+            text = plan(conn, queues, name)
+            assert "jobs_claim_idx" in text, text
+            assert "Seq Scan" not in text, text

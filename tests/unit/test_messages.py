@@ -4,6 +4,7 @@ went: a fold's spec through the zygote's JSON line, a fold's end through its rep
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from executor.cgroups import Hierarchy
@@ -29,6 +30,10 @@ def test_a_spec_crosses_to_the_zygote_unchanged():
         limits=LIMITS, hide=("/spool", "/tmp"), env={"PATH": "/usr/bin", "HOME": "/tmp/s/work"},
     )  # fmt: skip
     assert FoldSpec.from_dict(through_json(spec.to_dict())) == spec
+    assert spec.outputs == spec.work  # a fold alone writes its results in work/
+    own = replace(spec, out="/tmp/s/work/.datarun-7.1")  # a fold of a shared child
+    assert FoldSpec.from_dict(through_json(own.to_dict())) == own
+    assert own.outputs == "/tmp/s/work/.datarun-7.1"
     bare = FoldLimits(3600.0, None, None, 64, 1 << 20, None, "host", None)
     assert FoldLimits.from_dict(through_json(bare.to_dict())) == bare
 
@@ -57,3 +62,5 @@ def test_a_fold_end_and_a_refused_start_cross_back_unchanged():
     assert message == {"op": "error", "key": "7.2", "message": refused.start_error}
     back = FoldDone.from_message(message)
     assert back == refused and not back.ended and back.exit_code is None
+    unrun = FoldDone("7.3", not_run=True)  # a shared child ended before this fold
+    assert FoldDone.from_message(through_json(unrun.to_message())) == unrun

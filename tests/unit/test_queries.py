@@ -8,7 +8,7 @@ import pytest
 
 from spool import migrate
 from spool.errors import DatarunError
-from spool.queries import all_queries, parse, query
+from spool.queries import _code, all_queries, parse, query
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,3 +80,18 @@ def test_every_query_defined_is_used():
     unused = [name for name in all_queries() if name not in literals
               and not any(p.fullmatch(name) for p in patterns)]  # fmt: skip
     assert not unused, unused
+
+
+def test_the_two_settle_statements_complete_attempts_alike():
+    """jobs_settle_shared is jobs_settle with a short submission's folds claimed
+    together: their completing part (up to the claim) must stay the same text."""
+    plain, shared = (_code(query(name)) for name in ("jobs_settle", "jobs_settle_shared"))
+    plain = plain.replace(
+        "next AS MATERIALIZED (  -- locked once, as in jobs_settle_shared", "next AS ("
+    )  # used once there, twice in the other
+    head = "), next AS ("
+    assert plain.split(head)[0] == shared.split(head)[0]
+    assert (
+        plain.split(head)[1].split("), claimed AS (")[0]
+        == (shared.split(head)[1].split("), short AS (")[0])
+    )

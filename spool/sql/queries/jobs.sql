@@ -27,31 +27,6 @@ UPDATE executors SET state = 'stopping' WHERE id = %(executor)s AND state = 'run
 UPDATE executors SET state = 'stopped', stopped_at = now(), heartbeat_at = now()
 WHERE id = %(executor)s;
 
--- name: jobs_claim
--- One committed statement: lock the next queued jobs (high before low, then by turn,
--- which interleaves teams, then oldest) skipping rows other executors hold, mark them
--- ours with the next attempt number.
--- What the fold needs about its submission comes from `submission_info`, cached.
--- Each claim opens the job's row in `attempts`.
-WITH next AS (
-    SELECT id FROM jobs
-    WHERE state = 'queued' AND priority = ANY(%(priorities)s)
-    ORDER BY priority, turn, id
-    LIMIT %(n)s
-    FOR UPDATE SKIP LOCKED
-), claimed AS (
-UPDATE jobs j
-SET state = 'running', attempts = j.attempts + 1, executor_id = %(executor)s,
-    claimed_at = now(), finished_at = NULL, error = NULL, error_detail = NULL,
-    exit_status = NULL
-FROM next WHERE j.id = next.id
-RETURNING j.id, j.submission_id, j.fold, j.attempts AS attempt, j.queue
-), opened AS (
-    INSERT INTO attempts (job_id, attempt, executor_id)
-    SELECT id, attempt, %(executor)s FROM claimed
-)
-SELECT id, submission_id, fold, attempt, queue FROM claimed;
-
 -- name: submission_info
 -- Immutable once registered, so executors cache it.
 SELECT s.id AS submission_id, s.store_path AS submission_path,
@@ -62,36 +37,139 @@ SELECT s.id AS submission_id, s.store_path AS submission_path,
 FROM submissions s JOIN datasets d ON d.id = s.dataset_id
 WHERE s.id = %(submission_id)s;
 
--- name: job_complete
--- Fenced: only the executor holding this very attempt completes it, predicted (no
--- error) or failed. Like every statement that ends an attempt, it closes the job's
--- open row in `attempts` and returns the job's id (none: the attempt was no longer
--- ours). A failure leaves what an earlier attempt predicted as it was.
-WITH done AS (
-UPDATE jobs
-SET state = CASE WHEN %(error)s::text IS NULL THEN 'predicted' ELSE 'failed' END,
-    finished_at = now(), error = %(error)s, error_detail = %(detail)s,
-    prediction_path = CASE WHEN %(error)s::text IS NULL THEN %(prediction_path)s
-                           ELSE prediction_path END,
-    train_seconds = CASE WHEN %(error)s::text IS NULL THEN %(train_seconds)s
-                         ELSE train_seconds END,
-    valid_seconds = CASE WHEN %(error)s::text IS NULL THEN %(valid_seconds)s
-                         ELSE valid_seconds END,
-    test_seconds = CASE WHEN %(error)s::text IS NULL THEN %(test_seconds)s
-                        ELSE test_seconds END,
-    log_path = %(log_path)s, cpu_seconds = %(cpu_seconds)s,
-    peak_rss_bytes = %(peak_rss_bytes)s, exit_status = %(exit_status)s
-WHERE id = %(id)s AND attempts = %(attempt)s AND executor_id = %(executor)s
-  AND state = 'running'
-RETURNING id, state, finished_at, error, exit_status, cpu_seconds, peak_rss_bytes
+-- name: jobs_settle
+-- One round trip: complete the attempts that ended, each fenced on its own attempt
+-- ('completed' rows; missing: no longer ours), then claim the next queued jobs by
+-- priority, turn (interleaving teams), id, skipping others' locks.
+WITH ended AS (
+    SELECT * FROM unnest(
+        %(ids)s::bigint[], %(attempts)s::int[], %(errors)s::text[], %(details)s::text[],
+        %(prediction_paths)s::text[], %(log_paths)s::text[], %(train)s::float8[],
+        %(valid)s::float8[], %(test)s::float8[], %(cpu)s::float8[], %(peak)s::bigint[],
+        %(exit_statuses)s::text[]
+    ) AS e(id, attempt, error, detail, prediction_path, log_path, train_seconds,
+           valid_seconds, test_seconds, cpu_seconds, peak_rss_bytes, exit_status)
+), done AS (
+UPDATE jobs j
+SET state = CASE WHEN e.error IS NULL THEN 'predicted' ELSE 'failed' END,
+    finished_at = now(), error = e.error, error_detail = e.detail,
+    prediction_path = CASE WHEN e.error IS NULL THEN e.prediction_path
+                           ELSE j.prediction_path END,
+    train_seconds = CASE WHEN e.error IS NULL THEN e.train_seconds ELSE j.train_seconds END,
+    valid_seconds = CASE WHEN e.error IS NULL THEN e.valid_seconds ELSE j.valid_seconds END,
+    test_seconds = CASE WHEN e.error IS NULL THEN e.test_seconds ELSE j.test_seconds END,
+    log_path = e.log_path, cpu_seconds = e.cpu_seconds,
+    peak_rss_bytes = e.peak_rss_bytes, exit_status = e.exit_status
+FROM ended e
+WHERE j.id = e.id AND j.attempts = e.attempt AND j.executor_id = %(executor)s
+  AND j.state = 'running'
+RETURNING j.id, j.state, j.finished_at, j.error, j.exit_status, j.cpu_seconds,
+          j.peak_rss_bytes
 ), closed AS (
     UPDATE attempts a
     SET outcome = done.state, finished_at = done.finished_at, reason = done.error,
         exit_status = done.exit_status, cpu_seconds = done.cpu_seconds,
         peak_rss_bytes = done.peak_rss_bytes
     FROM done WHERE a.job_id = done.id AND a.finished_at IS NULL
+), next AS MATERIALIZED (  -- locked once, as in jobs_settle_shared
+    SELECT id, submission_id, priority FROM jobs
+    WHERE state = 'queued' AND priority = ANY(%(priorities)s::smallint[])
+    ORDER BY priority, turn, id
+    LIMIT %(n)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+UPDATE jobs j
+SET state = 'running', attempts = j.attempts + 1, executor_id = %(executor)s,
+    claimed_at = now(), finished_at = NULL, error = NULL, error_detail = NULL,
+    exit_status = NULL
+FROM next c WHERE j.id = c.id
+RETURNING j.id, j.submission_id, j.fold, j.attempts AS attempt, j.queue
+), opened AS (
+    INSERT INTO attempts (job_id, attempt, executor_id)
+    SELECT id, attempt, %(executor)s FROM claimed
 )
-SELECT id FROM done;
+SELECT 'claimed' AS kind, c.id, c.submission_id, c.fold, c.attempt, c.queue,
+       false AS shared
+FROM claimed c
+UNION ALL
+SELECT 'completed', id, NULL, NULL, NULL, NULL, NULL FROM done;
+
+-- name: jobs_settle_shared
+-- jobs_settle (its text up to `next` must stay the same: a test compares them), where
+-- a head job of a submission with short folds (all done under short_seconds; none
+-- done: in `short`, or its dataset says so; never in `long`) brings up to share - 1
+-- more of its queued folds: one turn, so fair share holds.
+WITH ended AS (
+    SELECT * FROM unnest(
+        %(ids)s::bigint[], %(attempts)s::int[], %(errors)s::text[], %(details)s::text[],
+        %(prediction_paths)s::text[], %(log_paths)s::text[], %(train)s::float8[],
+        %(valid)s::float8[], %(test)s::float8[], %(cpu)s::float8[], %(peak)s::bigint[],
+        %(exit_statuses)s::text[]
+    ) AS e(id, attempt, error, detail, prediction_path, log_path, train_seconds,
+           valid_seconds, test_seconds, cpu_seconds, peak_rss_bytes, exit_status)
+), done AS (
+UPDATE jobs j
+SET state = CASE WHEN e.error IS NULL THEN 'predicted' ELSE 'failed' END,
+    finished_at = now(), error = e.error, error_detail = e.detail,
+    prediction_path = CASE WHEN e.error IS NULL THEN e.prediction_path
+                           ELSE j.prediction_path END,
+    train_seconds = CASE WHEN e.error IS NULL THEN e.train_seconds ELSE j.train_seconds END,
+    valid_seconds = CASE WHEN e.error IS NULL THEN e.valid_seconds ELSE j.valid_seconds END,
+    test_seconds = CASE WHEN e.error IS NULL THEN e.test_seconds ELSE j.test_seconds END,
+    log_path = e.log_path, cpu_seconds = e.cpu_seconds,
+    peak_rss_bytes = e.peak_rss_bytes, exit_status = e.exit_status
+FROM ended e
+WHERE j.id = e.id AND j.attempts = e.attempt AND j.executor_id = %(executor)s
+  AND j.state = 'running'
+RETURNING j.id, j.state, j.finished_at, j.error, j.exit_status, j.cpu_seconds,
+          j.peak_rss_bytes
+), closed AS (
+    UPDATE attempts a
+    SET outcome = done.state, finished_at = done.finished_at, reason = done.error,
+        exit_status = done.exit_status, cpu_seconds = done.cpu_seconds,
+        peak_rss_bytes = done.peak_rss_bytes
+    FROM done WHERE a.job_id = done.id AND a.finished_at IS NULL
+), next AS (
+    SELECT id, submission_id, priority FROM jobs
+    WHERE state = 'queued' AND priority = ANY(%(priorities)s::smallint[])
+    ORDER BY priority, turn, id
+    LIMIT %(n)s
+    FOR UPDATE SKIP LOCKED
+), short AS (
+    SELECT h.id, h.submission_id, h.priority FROM next h
+    WHERE %(share)s > 1 AND NOT h.submission_id = ANY(%(long)s::bigint[]) AND COALESCE(
+        (SELECT max(d.train_seconds + COALESCE(d.valid_seconds, 0)
+                    + COALESCE(d.test_seconds, 0))
+         FROM jobs d WHERE d.submission_id = h.submission_id
+           AND d.state IN ('predicted', 'scored')) < %(short_seconds)s,
+        h.submission_id = ANY(%(short)s::bigint[]) OR (
+            SELECT t.manifest @> '{"cv": {"short_folds": true}}' FROM submissions s
+            JOIN datasets t ON t.id = s.dataset_id WHERE s.id = h.submission_id))
+), more AS (
+    SELECT m.id FROM short h CROSS JOIN LATERAL (
+        SELECT id FROM jobs m
+        WHERE m.submission_id = h.submission_id AND m.state = 'queued'
+          AND m.priority = h.priority AND m.id <> h.id
+        ORDER BY m.id
+        LIMIT %(share)s - 1
+        FOR UPDATE SKIP LOCKED
+    ) m
+), claimed AS (
+UPDATE jobs j
+SET state = 'running', attempts = j.attempts + 1, executor_id = %(executor)s,
+    claimed_at = now(), finished_at = NULL, error = NULL, error_detail = NULL,
+    exit_status = NULL
+FROM (SELECT id FROM next UNION SELECT id FROM more) c WHERE j.id = c.id
+RETURNING j.id, j.submission_id, j.fold, j.attempts AS attempt, j.queue
+), opened AS (
+    INSERT INTO attempts (job_id, attempt, executor_id)
+    SELECT id, attempt, %(executor)s FROM claimed
+)
+SELECT 'claimed' AS kind, c.id, c.submission_id, c.fold, c.attempt, c.queue,
+       EXISTS (SELECT 1 FROM short s WHERE s.submission_id = c.submission_id) AS shared
+FROM claimed c
+UNION ALL
+SELECT 'completed', id, NULL, NULL, NULL, NULL, NULL FROM done;
 
 -- name: job_hand_back
 -- A clean stop gives the job back without counting an attempt.
