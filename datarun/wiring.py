@@ -111,6 +111,8 @@ def executor_config(s: Settings) -> ExecutorConfig:
         network=s.fold_network,
         threads=s.fold_threads,
         stop_grace_seconds=s.stop_grace_seconds,
+        shared_folds=s.shared_folds,
+        short_fold_seconds=s.short_fold_seconds,
         scratch=s.scratch_dir,
         name=s.runner_name,
     )

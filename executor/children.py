@@ -11,81 +11,26 @@ gone, its `FoldDone` is reported. No thread, no database connection: forking is 
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
-import signal
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from executor import SANDBOX_FAILED, cgroups, mounts, pidns
 from executor.messages import FoldDone, FoldLimits, FoldSpec
+from executor.running import Running, Shared, killpg, private, rss_kb
 from executor.sandbox import kill_user
+from executor.sharedruns import SharedRuns
 
 CHUNK = 1 << 16
 CACHE_DATASETS = 4
 
 
-@dataclass
-class Running:
-    key: str
-    pid: int
-    pipe: int
-    log: BinaryIO
-    log_cap: int
-    deadline: float
-    started: float
-    base_rss_kb: int
-    uid: int | None  # the fold's own user, whose every process dies with the fold
-    group: cgroups.FoldGroup | None = None  # its control group
-    work: str | None = None  # its work/ tmpfs, when it has namespaces
-    init: int | None = None  # its PID namespace's init, until reaped
-    keep: int | None = None  # the pipe that keeps that init (and the namespace) alive
-    written: int = 0
-    dropped: int = 0
-    timed_out: bool = False
-    killed: bool = False
-    oom: bool = False
-    exit: tuple[int, Any] | None = field(default=None)
-    shared: Shared | None = None  # a child that runs several folds of one submission
-
-
-@dataclass
-class Shared:
-    """A shared child's folds, in order, and where it is: `current` is the fold it runs
-    (`running`, after its `B`) or will run next; each fold's own log and limits."""
-
-    folds: list[tuple[str, FoldSpec]]
-    control: int  # the child's B/E lines (read end)
-    ack: int  # our answer to each E (write end): the child waits for it
-    timeout: float
-    # once a fold has run this long, the folds not started are given back (`not_run`)
-    # to run in parallel elsewhere, and the child stops after that fold
-    release_after: float | None
-    total: int = 0  # the folds it was given
-    current: int = 0
-    running: bool = False
-    inbuf: bytes = b""
-    cpu_at_start: float = 0.0  # the child's CPU time at the current fold's B
-    started: float = 0.0
-
-    @property
-    def key(self) -> str | None:
-        return self.folds[self.current][0] if self.current < len(self.folds) else None
-
-    @property
-    def release_at(self) -> float | None:
-        """When to give back the folds not started (None: nothing to give back)."""
-        if not self.running or self.release_after is None or self.current + 1 >= len(self.folds):
-            return None
-        return self.started + self.release_after
-
-
-class Children:
+class Children(SharedRuns):
     def __init__(self, send: Callable[[dict[str, Any]], None]) -> None:
         self.send = send  # a line to the executor
         self.running: dict[str, Running] = {}
@@ -132,7 +77,7 @@ class Children:
             if isolated:
                 mounts.plan(hide=spec.hide)  # once: the child inherits it
                 mounts.mount_work(spec.work, int(limits.disk_mb or 1024), spec.uid, spec.gid)
-            log = open(spec.log, "wb", opener=_private)  # noqa: SIM115 (closed at reap)
+            log = open(spec.log, "wb", opener=private)  # noqa: SIM115 (closed at reap)
         except Exception as exc:
             if group is not None:
                 group.remove()
@@ -141,7 +86,7 @@ class Children:
         read_end, write_end = os.pipe()
         # a shared child's B/E lines to us, and our answer to each E
         control = (*os.pipe(), *os.pipe()) if folds else None
-        base = _rss_kb()
+        base = rss_kb()
         try:
             pid, init, keep = self._fork(spec, data, read_end, write_end, isolated=isolated,
                                          shared=[s for _, s in folds or []],
@@ -160,24 +105,30 @@ class Children:
         job = Running(key, pid, read_end, log, int(limits.log_bytes),
                       now + float(limits.timeout), now, base, spec.uid, group,
                       spec.work if isolated else None, init, keep)  # fmt: skip
+        self._track(job, folds, control, float(limits.timeout), release_after)
+
+    def _track(self, job: Running, folds: list[tuple[str, FoldSpec]] | None,
+               control: tuple[int, ...] | None, timeout: float,
+               release_after: float | None) -> None:  # fmt: skip
+        """Watch a child just forked: its pipes, its pid, its namespace, its OOM events."""
         if control is not None and folds:
             os.close(control[1])
             os.close(control[2])
             os.set_blocking(control[0], False)
             os.set_blocking(control[3], False)
-            job.shared = Shared(list(folds), control[0], control[3], float(limits.timeout),
-                                release_after, total=len(folds))  # fmt: skip
+            job.shared = Shared(list(folds), control[0], control[3], timeout, release_after,
+                                total=len(folds))  # fmt: skip
             self.by_control[control[0]] = job
             for fold_key, _ in folds:
                 self.by_fold[fold_key] = job
-        self.running[key] = job
-        self.by_pipe[read_end] = job
-        self.by_pid[pid] = job
-        if init is not None:
-            self.inits[init] = job
-        if group is not None and group.oom_event is not None:
-            self.by_oom[group.oom_event] = job
-        self.send({"op": "started", "key": key, "pid": pid})
+        self.running[job.key] = job
+        self.by_pipe[job.pipe] = job
+        self.by_pid[job.pid] = job
+        if job.init is not None:
+            self.inits[job.init] = job
+        if job.group is not None and job.group.oom_event is not None:
+            self.by_oom[job.group.oom_event] = job
+        self.send({"op": "started", "key": job.key, "pid": job.pid})
 
     def _refuse(self, keys: list[str], exc: BaseException) -> None:
         for key in keys:
@@ -244,7 +195,7 @@ class Children:
     def _stop(self, job: Running) -> None:
         """Kill the fold: its process group, its PID namespace (init's pipe closed: the
         kernel kills every process in it), its control group."""
-        _killpg(job.pid)
+        killpg(job.pid)
         self._end_namespace(job)
         if job.group is not None:
             job.group.kill()
@@ -348,7 +299,7 @@ class Children:
             job = self.by_pid.pop(pid, None)
             if job is None:
                 continue
-            _killpg(pid)  # whatever the fold left running dies with it
+            killpg(pid)  # whatever the fold left running dies with it
             self._end_namespace(job)  # even what left its group (in its namespace)
             if job.uid is not None and job.work is None:  # no namespace: all of its user
                 kill_user(job.uid)
@@ -402,112 +353,6 @@ class Children:
             )
         job.log.close()
 
-    # ---- a shared child's folds ---------------------------------------------------
-
-    def _control_open(self, job: Running) -> bool:
-        return job.shared is not None and job.shared.control in self.by_control
-
-    def _close_control(self, job: Running) -> None:
-        if self._control_open(job):
-            assert job.shared is not None
-            del self.by_control[job.shared.control]
-            os.close(job.shared.control)
-            os.close(job.shared.ack)
-
-    def said(self, fd: int) -> None:
-        """A shared child's B/E lines: a fold begins, a fold ends. Anything else (its
-        code may write there too) breaks the protocol: the child is killed, and the
-        fold it was at fails."""
-        job = self.by_control.get(fd)
-        if job is None or job.shared is None:
-            return
-        shared = job.shared
-        while True:
-            try:
-                chunk = os.read(fd, 512)
-            except BlockingIOError:
-                return
-            if not chunk:
-                self._close_control(job)
-                self._maybe_finish(job)
-                return
-            shared.inbuf += chunk
-            while b"\n" in shared.inbuf:
-                line, shared.inbuf = shared.inbuf.split(b"\n", 1)
-                if not self._fold_event(job, line):
-                    shared.inbuf = b""
-                    self._close_control(job)
-                    self._stop(job)
-                    return
-            if len(shared.inbuf) > 16:
-                self._close_control(job)
-                self._stop(job)
-                return
-
-    def _fold_event(self, job: Running, line: bytes) -> bool:
-        shared = job.shared
-        assert shared is not None
-        if shared.key is None or line not in (b"B", b"E") or (line == b"E") != shared.running:
-            return False
-        now = time.monotonic()
-        job.deadline = now + shared.timeout  # each fold's own, from its start
-        if line == b"B":
-            shared.running = True
-            shared.started = now
-            shared.cpu_at_start = _cpu_seconds(job.pid)
-            job.base_rss_kb = _proc_status_kb(job.pid, "VmRSS") or job.base_rss_kb
-            _reset_peak(job.pid)
-            return True
-        if job.pipe in self.by_pipe:
-            self.drain(job.pipe)  # what it printed before its E is the fold's
-        self._close_log(job)
-        key = shared.key
-        done = FoldDone(
-            key, exit_code=0, cpu_seconds=max(0.0, _cpu_seconds(job.pid) - shared.cpu_at_start),
-            peak_rss_kb=_proc_status_kb(job.pid, "VmHWM"), base_rss_kb=job.base_rss_kb,
-            wall_seconds=now - shared.started, log_bytes=job.written, log_dropped=job.dropped,
-        )  # fmt: skip
-        self.send(done.to_message())
-        self.by_fold.pop(key, None)
-        shared.current += 1
-        shared.running = False
-        if shared.key is None and len(shared.folds) < shared.total:
-            self._stop(job)  # the folds after it were given back: the child goes
-            return True
-        if shared.key is not None:
-            job.log = open(shared.folds[shared.current][1].log, "wb", opener=_private)  # noqa: SIM115
-            job.written = job.dropped = 0
-        with contextlib.suppress(OSError):  # on: what it prints now is the next fold's
-            os.write(shared.ack, b"k")
-        return True
-
-    def _release(self, job: Running) -> None:
-        """The fold running is long: give back the folds not started, to run in
-        parallel in children of their own."""
-        shared = job.shared
-        assert shared is not None
-        for key, _ in shared.folds[shared.current + 1 :]:
-            self.by_fold.pop(key, None)
-            self.send(FoldDone(key, not_run=True).to_message())
-        shared.folds = shared.folds[: shared.current + 1]
-
-    def _shared_end(self, job: Running, done: FoldDone) -> None:
-        """The shared child is gone: the fold it was at ends as the child did (its
-        crash, its timeout, its kill: that fold's alone), and the folds after it did
-        not run."""
-        shared = job.shared
-        assert shared is not None
-        if shared.key is not None:
-            ran = max(0.0, (done.cpu_seconds or 0.0) - shared.cpu_at_start)
-            began = shared.started if shared.running else time.monotonic()
-            self.send(replace(done, key=shared.key, cpu_seconds=ran,
-                              wall_seconds=time.monotonic() - began,
-                              memory_peak_bytes=None).to_message())  # fmt: skip
-            for key, _ in shared.folds[shared.current + 1 :]:
-                self.send(FoldDone(key, not_run=True).to_message())
-        for key, _ in shared.folds:
-            self.by_fold.pop(key, None)
-
     def remove_busy_groups(self) -> None:
         self.busy_groups = [g for g in self.busy_groups if not g.remove()]
 
@@ -523,49 +368,3 @@ class Children:
             if job.group is not None:
                 job.group.remove(wait=0.5)
         self.remove_busy_groups()
-
-
-def _private(path: str, flags: int) -> int:
-    return os.open(path, flags, 0o600)  # the fold's log: not for other folds' eyes
-
-
-def _killpg(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-def _cpu_seconds(pid: int) -> float:
-    """A process's CPU time so far, its reaped children's included (/proc/<pid>/stat)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def _proc_status_kb(pid: int, name: str) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith(name + ":"):
-                    return int(line.split()[1])
-    except (OSError, IndexError, ValueError):
-        pass
-    return None
-
-
-def _reset_peak(pid: int) -> None:
-    """Start a fold's peak RSS afresh in a shared child (clear_refs 5)."""
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/clear_refs", "w") as handle:
-        handle.write("5")
-
-
-def _rss_kb() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from executor import SANDBOX_FAILED
-from executor.messages import FoldDone, FoldLimits, FoldResult
+from executor.config import ExecutorConfig
+from executor.messages import FoldDone, FoldLimits, FoldResult, FoldSpec
 from spool import arrays, linux, responses
 from spool.bundles import freeze, remove
 from spool.jobs import DETAIL_CHARS, REASON_CHARS, ClaimedJob, Outcome, clean_text
@@ -323,3 +324,39 @@ def clean_stale(parent: Path | None) -> list[Path]:
             continue  # another executor's clean-up got there first
         removed.append(path)
     return removed
+
+
+def fold_spec(
+    job: ClaimedJob, scratch: Path, ids: tuple[int, int] | None, spool: Spool,
+    config: ExecutorConfig,
+) -> FoldSpec:  # fmt: skip
+    """What the fold's child needs, for this attempt in this scratch folder."""
+    threads = str(config.threads)
+    return FoldSpec(
+        dataset_path=str(spool.absolute(job.dataset_path)),
+        kind=job.kind, workflow=job.workflow, task=job.task, target=job.target,
+        fold=job.fold, classes=tuple(job.summary.get("classes") or ()),
+        scores=tuple(job.scores or ()),
+        code=str(scratch / "code"), work=str(scratch / "work"),
+        log=str(scratch / "fold.log"),
+        uid=ids[0] if ids else None, gid=ids[1] if ids else None,
+        limits=config.limits(),
+        # never shown to a fold, whatever folder its Python lives in
+        hide=(str(spool.root), str(scratch.parent)),
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch / "work"),
+             "TMPDIR": str(scratch / "work"), "LANG": "C.UTF-8",
+             "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+             "MKL_NUM_THREADS": threads},
+    )  # fmt: skip
+
+
+def has_room(folder: Path) -> bool:
+    """Whether 64 KiB can be written and synced in `folder` (a full disk: no)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"\0" * 65536)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError:
+        return False
+    return True

@@ -14,7 +14,6 @@ import contextlib
 import errno
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -38,34 +37,8 @@ from spool.layout import Spool
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SHORT_KEPT = 256  # submissions whose folds' length this executor remembers
-
-
-def fold_spec(
-    job: ClaimedJob, scratch: Path, ids: tuple[int, int] | None, spool: Spool,
-    config: ExecutorConfig,
-) -> FoldSpec:  # fmt: skip
-    """What the fold's child needs, for this attempt in this scratch folder."""
-    threads = str(config.threads)
-    return FoldSpec(
-        dataset_path=str(spool.absolute(job.dataset_path)),
-        kind=job.kind, workflow=job.workflow, task=job.task, target=job.target,
-        fold=job.fold, classes=tuple(job.summary.get("classes") or ()),
-        scores=tuple(job.scores or ()),
-        code=str(scratch / "code"), work=str(scratch / "work"),
-        log=str(scratch / "fold.log"),
-        uid=ids[0] if ids else None, gid=ids[1] if ids else None,
-        limits=config.limits(),
-        # never shown to a fold, whatever folder its Python lives in
-        hide=(str(spool.root), str(scratch.parent)),
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch / "work"),
-             "TMPDIR": str(scratch / "work"), "LANG": "C.UTF-8",
-             "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
-             "MKL_NUM_THREADS": threads},
-    )  # fmt: skip
-
-
 Ended = tuple[ClaimedJob, Outcome]  # a fold's completion, not yet sent
+SHORT_KEPT = 256  # submissions whose folds' length this executor remembers
 
 
 class Worker:
@@ -151,14 +124,9 @@ class Worker:
 
     def _has_space(self) -> bool:
         """Room for a fold's results again, in predictions/ and the scratch folder?"""
-        for folder in (self.spool.predictions, self.config.scratch or Path(gettempdir())):
-            try:
-                with tempfile.TemporaryFile(dir=folder) as probe:
-                    probe.write(b"\0" * 65536)
-                    probe.flush()
-                    os.fsync(probe.fileno())
-            except OSError:
-                return False
+        folders = (self.spool.predictions, self.config.scratch or Path(gettempdir()))
+        if not all(outputs.has_room(folder) for folder in folders):
+            return False
         log.info("space is back: claiming folds again")
         return True
 
@@ -203,7 +171,9 @@ class Worker:
             try:
                 ids = self._users.take() if self._users else None
                 scratch = outputs.make_scratch(run[0], self.spool, self.config.scratch, ids)
-                specs = [fold_spec(job, scratch, ids, self.spool, self.config) for job in run]
+                specs = [
+                    outputs.fold_spec(job, scratch, ids, self.spool, self.config) for job in run
+                ]
                 if len(run) == 1:
                     child = self._one(run[0], specs[0], scratch, ended)
                 else:

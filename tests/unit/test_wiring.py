@@ -55,6 +55,8 @@ def s(clean_env: Path) -> Settings:
             "fold_network": True,
             "fold_threads": 3,
             "stop_grace_seconds": 12.0,
+            "shared_folds": 3,
+            "short_fold_seconds": 0.25,
             "runner_name": "runner@example:22",
             "scratch_dir": clean_env / "scratch",
             "database_url": None,  # None is "not given", as from the CLI
@@ -79,6 +81,8 @@ def test_executor_config_takes_every_fold_and_timing_setting(s: Settings, clean_
         network=True,
         threads=3,
         stop_grace_seconds=12.0,
+        shared_folds=3,
+        short_fold_seconds=0.25,
         scratch=clean_env / "scratch",
         name="runner@example:22",
     )
