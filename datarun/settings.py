@@ -177,12 +177,14 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="on SIGTERM, time given to running folds to finish"
     )
     shared_folds: int = Field(
-        default=8, ge=1, description="folds of one short submission run in turn in one child "
-        "(1: a child per fold)",
+        default=8,
+        ge=1,
+        description="folds of one short submission run in turn in one child (1: a child per fold)",
     )
     short_fold_seconds: float = Field(
-        default=1.0, gt=0, description="a submission whose folds take less is short: its "
-        "folds share a warm child",
+        default=1.0,
+        gt=0,
+        description="a submission whose folds take less is short: its folds share a warm child",
     )
     runner_name: str | None = Field(
         default=None, description="how executors here name themselves (default: host name)"
