@@ -4,7 +4,7 @@ The kits hold no data. `make_kit` writes it: from scikit-learn's datasets (a fix
 80/20 train/test split), or, for the `*_real` kits, from the real RAMP data in
 ../shared/ramp-data/ (not part of the repository: `FileNotFoundError` where it is
 absent, for the caller to turn into a skip). The `*_str` kits name their classes
-(a string target column). `ramp_test` runs ramp-workflow's own `ramp-test` on a
+(a string target column). `start_ramp_test` runs ramp-workflow's own `ramp-test` on a
 submission of a made kit, as in an environment with ramp-workflow and scikit-learn
 alone (no pyarrow), and returns the scores it saved.
 """
@@ -16,6 +16,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypedDict
 
@@ -216,20 +219,39 @@ sys.exit(start())
 )
 
 
-def ramp_test(kit: Path, submission: str, timeout: float = 600) -> RampScores:
-    """Run `ramp-test --submission <submission> --save-output` in the kit, pyarrow out
-    of pandas' reach, and return the scores it saved: per fold and step, and bagged over
-    all folds per step."""
-    proc = subprocess.run(
+def start_ramp_test(kit: Path, submission: str, timeout: float = 600) -> Callable[[], RampScores]:
+    """Start `ramp-test --submission <submission> --save-output` in the kit, pyarrow out
+    of pandas' reach; the returned function waits for it and gives the scores it saved:
+    per fold and step, and bagged over all folds per step. Started first, the reference
+    runs while datarun runs the same kit."""
+    # a file, not a pipe: nobody reads it until the end (scores() closes it)
+    out = tempfile.TemporaryFile()  # noqa: SIM115
+    proc = subprocess.Popen(
         [sys.executable, "-c", WITHOUT_PYARROW, "--submission", submission, "--save-output"],
         cwd=kit,
         env={**os.environ, "TERM": "dumb"},  # no colour codes in the output
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
-    if proc.returncode != 0:
-        raise RampTestError(kit, submission, proc.returncode, proc.stdout + proc.stderr)
+    started = time.monotonic()
+
+    def scores() -> RampScores:
+        try:
+            proc.wait(timeout=max(1.0, timeout - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        with out:
+            out.seek(0)
+            said = out.read().decode(errors="replace")
+        if proc.returncode != 0:
+            raise RampTestError(kit, submission, proc.returncode, said)
+        return _saved_scores(kit, submission)
+
+    return scores
+
+
+def _saved_scores(kit: Path, submission: str) -> RampScores:
     output = kit / "submissions" / submission / "training_output"
     folds: dict[int, dict[str, dict[str, float]]] = {}
     for fold in sorted(output.glob("fold_*"), key=lambda p: int(p.name.removeprefix("fold_"))):
