@@ -47,14 +47,14 @@ def translated(url: str, conn: psycopg.Connection[Any] | None = None) -> Iterato
     """Turn psycopg errors raised inside the block into datarun errors."""
     try:
         yield
+    except psycopg.errors.DeadlockDetected as exc:  # an OperationalError too: first
+        raise Deadlock(f"database error: {_first_line(exc)}") from exc
     except psycopg.OperationalError as exc:
         if conn is None or conn.broken or conn.closed:
             raise unreachable(url, exc) from exc
         raise DatabaseError(f"database error: {_first_line(exc)}") from exc
     except psycopg.errors.UniqueViolation as exc:
         raise Conflict(f"database error: {_first_line(exc)}", exc.diag.constraint_name) from exc
-    except psycopg.errors.DeadlockDetected as exc:
-        raise Deadlock(f"database error: {_first_line(exc)}") from exc
     except psycopg.Error as exc:
         raise DatabaseError(f"database error: {_first_line(exc)}") from exc
 
