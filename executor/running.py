@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from executor import cgroups
@@ -106,10 +105,5 @@ def reset_peak(pid: int) -> None:
 
 
 def rss_kb() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    """This process's RSS (the zygote's, as a child forked now starts with)."""
+    return proc_status_kb(os.getpid(), "VmRSS") or 0
