@@ -144,7 +144,7 @@ def _night(spool_root: Path, drops: list[Drop], where: Path) -> tuple[float, lis
         source.rename(spool_root / "incoming" / "submissions" / drop.dataset / drop.name)
         dropped[drop.label] = time.perf_counter()
     done: dict[str, float] = {}
-    seen: dict[str, tuple[int, int, int, float]] = {}
+    seen: dict[str, tuple[tuple[int, int, int], float]] = {}  # label: (file's look, read at)
     deadline = time.monotonic() + 3600
     while len(done) < len(drops):
         for drop in drops:
@@ -156,21 +156,23 @@ def _night(spool_root: Path, drops: list[Drop], where: Path) -> tuple[float, lis
     return max(done.values()) - start, [done[k] - dropped[k] for k in dropped]
 
 
-def _complete(spool_root: Path, drop: Drop, seen: dict[str, tuple[int, int, int, float]]) -> bool:
-    """Whether the drop's status.json is final. Read when it looks changed, and at
-    least once a second: this loop shares the daemons' process, and reading every
-    file 50 times a second held the GIL for 3.6 s of a 75 s night. (Looks: a file
-    renamed into place may reuse a freed inode within one tick of the coarse clock.)"""
+def _complete(
+    spool_root: Path, drop: Drop, seen: dict[str, tuple[tuple[int, int, int], float]]
+) -> bool:
+    """Whether the drop's status.json is final. Read when it looks changed (inode,
+    mtime, size), and at least once a second in case a change kept that look: this
+    loop shares the daemons' process, and reading every file 50 times a second held
+    the GIL for 3.6 s of a 75 s night."""
     path = spool_root / "results" / drop.dataset / drop.label / "status.json"
     try:
         info = path.stat()
     except OSError:
         return False
-    now = time.monotonic()
+    look, now = (info.st_ino, info.st_mtime_ns, info.st_size), time.monotonic()
     last = seen.get(drop.label)
-    if last and last[:3] == (info.st_ino, info.st_mtime_ns, info.st_size) and now - last[3] < 1:
+    if last is not None and last[0] == look and now - last[1] < 1:
         return False
-    seen[drop.label] = (info.st_ino, info.st_mtime_ns, info.st_size, now)
+    seen[drop.label] = (look, now)
     try:
         status = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
