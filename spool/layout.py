@@ -166,6 +166,26 @@ def write_atomic(path: Path, data: str | bytes | Iterable[str], *, mode: int = 0
         raise
 
 
+def write_changed(path: Path, data: str | bytes, *, mode: int = 0o666) -> bool:
+    """`write_atomic`, unless `path` already holds exactly `data`: a results pass
+    rewrites a submission's files at every change of its jobs, and most of them (its
+    finished folds' logs, its scores while a fold runs) have not changed; on a network
+    mount each write is a synced round trip. Returns whether it wrote."""
+    new = data if isinstance(data, bytes) else data.encode("utf-8", "backslashreplace")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        fd = None
+    if fd is not None:
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if (stat.S_ISREG(info.st_mode) and info.st_size == len(new)
+                    and handle.read(len(new) + 1) == new):  # fmt: skip
+                return False
+    write_atomic(path, new, mode=mode)
+    return True
+
+
 def remove_stale_temporaries(folder: Path, grace: float = TEMPORARY_GRACE) -> tuple[int, int]:
     """Remove the temporaries that processes killed mid-write left under `folder`.
     Those of this process, and those written less than `grace` seconds ago (perhaps by

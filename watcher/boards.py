@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from spool import access, db, leaderboards, teams
-from spool.layout import Spool, write_atomic
+from spool.layout import Spool, write_atomic, write_changed
 from watcher import html
 
 log = logging.getLogger(__name__)
@@ -105,14 +105,14 @@ def write(spool: Spool, database: db.Database, dataset: str, found: dict[str, An
         write_atomic(folder / "leaderboard.html",
                      html.render(dataset, rows=public, board=public_page, **page,
                                  folds={k: v for k, v in folds.items() if k in shown}))  # fmt: skip
-        write_atomic(folder / "leaderboard.csv", board_csv(public, columns))
+        write_changed(folder / "leaderboard.csv", board_csv(public, columns))
         del public, shown
         private = leaderboards.private(conn, dataset)
         secret = private_folder(spool, dataset, organizers)
         write_atomic(secret / "leaderboard.html",
                      html.render(dataset, rows=private, folds=dict(folds), board=private_page,
                                  **page))  # fmt: skip
-        write_atomic(secret / "leaderboard.csv", board_csv(private, COLUMNS + PICK_COLUMNS))
+        write_changed(secret / "leaderboard.csv", board_csv(private, COLUMNS + PICK_COLUMNS))
     with database.transaction() as conn:  # a later close or reveal is then found again
         db.execute(conn, "leaderboard_written",
                    {"dataset": dataset, "revealed": phase.test_public})  # fmt: skip

@@ -38,7 +38,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from spool import db, leaderboards
-from spool.layout import TEMPORARY_GRACE, Spool, label, remove_stale_temporaries, write_atomic
+from spool.layout import (
+    TEMPORARY_GRACE,
+    Spool,
+    label,
+    remove_stale_temporaries,
+    write_atomic,
+    write_changed,
+)
 from watcher import boards, summary
 from watcher.scorers import Dataset, ScoringFailed, Unscorable, Values
 
@@ -176,8 +183,8 @@ class Results:
         for job in jobs:
             source = self.spool.absolute(job["log_path"]) if job["log_path"] else None
             if source is not None and source.is_file():  # capped by the executor
-                write_atomic(folder / f"fold_{job['fold']}.log", source.read_bytes())
-        write_atomic(folder / "scores.csv", _scores_csv(scores_shown))
+                write_changed(folder / f"fold_{job['fold']}.log", source.read_bytes())
+        write_changed(folder / "scores.csv", _scores_csv(scores_shown))
         write_atomic(folder / "status.json", json.dumps(status, indent=2, default=str) + "\n")
         with self.database.transaction() as conn:
             db.execute_many(conn, "bagged_upsert", [

@@ -10,6 +10,7 @@ import resource
 import shutil
 import tracemalloc
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -372,6 +373,12 @@ def test_results_files_and_views_agree(
         r["submission"]: int(r["rank"]) if r["rank"] else None for r in board}  # fmt: skip
     assert board[-1]["rank"] == "" and view_board[-1]["rank"] is None  # failed: no rank
     assert results.refresh_once() == 0  # nothing changed since
+    # Written again: the files that would not change are left as they are.
+    good = folder / "good.v1"
+    before = {p.name: p.stat().st_ino for p in good.iterdir()}
+    results.write_submission(status["id"], datetime.now(UTC))
+    after = {p.name: p.stat().st_ino for p in good.iterdir()}
+    assert {n for n in before if after[n] != before[n]} == {"status.json"}
     failures = query(database_url, "select * from recent_failures")
     assert {r["error"] for r in failures} == {"ValueError: no way"}
     queue = query(database_url, "select * from queue")

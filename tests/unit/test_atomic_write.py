@@ -9,7 +9,13 @@ import threading
 import time
 from pathlib import Path
 
-from spool.layout import TEMPORARY, escaped, remove_stale_temporaries, write_atomic
+from spool.layout import (
+    TEMPORARY,
+    escaped,
+    remove_stale_temporaries,
+    write_atomic,
+    write_changed,
+)
 
 
 def test_two_threads_writing_one_file_never_mix_and_leave_nothing(tmp_path: Path):
@@ -106,3 +112,30 @@ def test_names_are_escaped_to_one_line_that_says_what_they_are():
     assert escaped("para\u2029graph") == "para\\u2029graph"
     assert escaped("café ok-1_2") == "café ok-1_2"
     assert "\n" not in escaped("".join(map(chr, range(0x20))) + "\x85\u2028")
+
+
+def test_an_unchanged_file_is_not_written_again(tmp_path: Path):
+    target = tmp_path / "scores.csv"
+    assert write_changed(target, "fold,split\n0,valid\n")
+    before = os.stat(target)
+    time.sleep(0.01)
+    assert not write_changed(target, b"fold,split\n0,valid\n")  # the same bytes
+    after = os.stat(target)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert write_changed(target, "fold,split\n0,valid\n1,valid\n")
+    assert target.read_text() == "fold,split\n0,valid\n1,valid\n"
+    assert write_changed(target, "fold,split\n")  # shorter: written, not compared as a prefix
+    assert target.read_text() == "fold,split\n"
+
+
+def test_a_link_in_place_of_an_unchanged_file_is_replaced_not_followed(tmp_path: Path):
+    elsewhere = tmp_path / "elsewhere.log"
+    elsewhere.write_text("same\n")
+    target = tmp_path / "fold_0.log"
+    target.symlink_to(elsewhere)
+    assert write_changed(target, "same\n")
+    assert not target.is_symlink() and target.read_text() == "same\n"
+    fifo = tmp_path / "fold_1.log"
+    os.mkfifo(fifo)  # opened without blocking, and not read: not a regular file
+    assert write_changed(fifo, "same\n")
+    assert fifo.read_text() == "same\n"
