@@ -180,3 +180,24 @@ def percentile(values: list[float], q: float) -> float:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
+
+
+@dataclass(frozen=True)
+class MachineCpu:
+    """The machine's CPU time since boot, in core-seconds (/proc/stat's first line):
+    busy (user, nice, system, interrupts), idle (with I/O wait), stolen by the host."""
+
+    busy: float
+    idle: float
+    stolen: float
+
+    @staticmethod
+    def now() -> MachineCpu:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = [int(x) / os.sysconf("SC_CLK_TCK") for x in handle.readline().split()[1:]]
+        user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
+        return MachineCpu(user + nice + system + irq + softirq, idle + iowait, steal)
+
+    def __sub__(self, earlier: MachineCpu) -> MachineCpu:
+        return MachineCpu(self.busy - earlier.busy, self.idle - earlier.idle,
+                          self.stolen - earlier.stolen)  # fmt: skip

@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import DATASET, connected, percentile, settle, testbed, wait
+from bench.common import DATASET, MachineCpu, connected, percentile, settle, testbed, wait
 from executor.daemon import Executor, ExecutorConfig
+from spool import db
 from watcher.daemon import Watcher, WatcherConfig
 from watcher.master import Master, MasterConfig
 
 FOLDS = 5
+POLL_SECONDS = 0.1  # the figures' resolution: 0.1 s of nights that last minutes
 MODEL = {
     "tiny": "LogisticRegression(max_iter=500)",
     "forest": "RandomForestClassifier(n_estimators={trees}, random_state={variant})",
@@ -106,9 +108,15 @@ def write_bundles(where: Path, drops: list[Drop], data: dict[str, Any], trees: i
         (root / "submission.toml").write_text(f'team = "{drop.team}"\n')
 
 
-def run_datarun(where: Path, drops: list[Drop], workers: int) -> tuple[float, list[float]]:
-    """Wall time from the first drop to the last complete status.json, and each
-    submission's drop-to-complete time."""
+@dataclass(frozen=True)
+class Night:
+    wall: float  # the first drop to the last complete status.json
+    waits: list[float]  # each submission's drop to its complete status.json
+    cpu: MachineCpu  # the machine's, over the night
+    folds_cpu: float  # the folds' children's (their attempts' cpu_seconds)
+
+
+def run_datarun(where: Path, drops: list[Drop], workers: int) -> Night:
     with testbed() as bed:
         watcher = Watcher(bed.spool, bed.url, WatcherConfig(rescan_seconds=3600))
         master = Master(bed.spool, bed.url, watcher, MasterConfig())
@@ -127,7 +135,13 @@ def run_datarun(where: Path, drops: list[Drop], workers: int) -> tuple[float, li
                 source.rename(bed.spool.incoming_datasets / name)
             for name in ("tiny", "forest"):
                 wait((bed.spool.incoming_submissions / name).is_dir, 120, f"dataset {name}")
-            return _night(bed.spool.root, drops, where)
+            before = MachineCpu.now()
+            wall, waits = _night(bed.spool.root, drops, where)
+            cpu = MachineCpu.now() - before
+            with db.connect(bed.url) as conn:
+                row = conn.execute("select coalesce(sum(cpu_seconds), 0) as s from attempts")
+                folds_cpu = float(row.fetchone()["s"])  # type: ignore[index]
+            return Night(wall, waits, cpu, folds_cpu)
         finally:
             stop.set()
             for thread in threads:
@@ -138,6 +152,8 @@ def run_datarun(where: Path, drops: list[Drop], workers: int) -> tuple[float, li
 
 def _night(spool_root: Path, drops: list[Drop], where: Path) -> tuple[float, list[float]]:
     sources = [settle(where / "submissions" / d.dataset / d.name) for d in drops]
+    statuses = {d.label: str(spool_root / "results" / d.dataset / d.label / "status.json")
+                for d in drops}  # fmt: skip
     dropped: dict[str, float] = {}
     start = time.perf_counter()
     for drop, source in zip(drops, sources, strict=True):
@@ -147,45 +163,46 @@ def _night(spool_root: Path, drops: list[Drop], where: Path) -> tuple[float, lis
     seen: dict[str, tuple[tuple[int, int, int], float]] = {}  # label: (file's look, read at)
     deadline = time.monotonic() + 3600
     while len(done) < len(drops):
-        for drop in drops:
-            if drop.label not in done and _complete(spool_root, drop, seen):
-                done[drop.label] = time.perf_counter()
+        for label, path in statuses.items():
+            if label not in done and _complete(path, label, seen):
+                done[label] = time.perf_counter()
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(drops) - len(done)} submissions never completed")
-        time.sleep(0.02)
+        time.sleep(POLL_SECONDS)
     return max(done.values()) - start, [done[k] - dropped[k] for k in dropped]
 
 
-def _complete(
-    spool_root: Path, drop: Drop, seen: dict[str, tuple[tuple[int, int, int], float]]
-) -> bool:
-    """Whether the drop's status.json is final. Read when it looks changed (inode,
+def _complete(path: str, label: str, seen: dict[str, tuple[tuple[int, int, int], float]]) -> bool:
+    """Whether the status.json at `path` is final. Read when it looks changed (inode,
     mtime, size), and at least once a second in case a change kept that look: this
-    loop shares the daemons' process, and reading every file 50 times a second held
-    the GIL for 3.6 s of a 75 s night."""
-    path = spool_root / "results" / drop.dataset / drop.label / "status.json"
+    loop shares the daemons' process (reading every file 50 times a second held the GIL
+    for 3.6 s of a 75 s night; stat-ing them through pathlib, 1.7 s of a 128 s one)."""
     try:
-        info = path.stat()
+        info = os.stat(path)
     except OSError:
         return False
     look, now = (info.st_ino, info.st_mtime_ns, info.st_size), time.monotonic()
-    last = seen.get(drop.label)
+    last = seen.get(label)
     if last is not None and last[0] == look and now - last[1] < 1:
         return False
-    seen[drop.label] = (look, now)
+    seen[label] = (look, now)
     try:
-        status = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as handle:
+            status = json.load(handle)
     except (OSError, ValueError):
-        seen.pop(drop.label, None)
+        seen.pop(label, None)
         return False
     if status.get("state") not in ("scored", "failed"):
         return False
     return all(f.get("state") in ("scored", "failed") for f in status.get("folds", []))
 
 
-def run_joblib(data: dict[str, Any], drops: list[Drop], trees: int, workers: int) -> float:
+def run_joblib(
+    data: dict[str, Any], drops: list[Drop], trees: int, workers: int
+) -> tuple[float, MachineCpu]:
     """The same fits (train on the fold's rows, predict the whole training set and the
-    test set) of every submission that is not broken, by joblib.Parallel, one process."""
+    test set) of every submission that is not broken, by joblib.Parallel, one process:
+    its wall time, and the machine's CPU meanwhile."""
     from joblib import Parallel, delayed
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
@@ -201,10 +218,10 @@ def run_joblib(data: dict[str, Any], drops: list[Drop], trees: int, workers: int
         delayed(_fit)("tiny", 0, trees, prepared["tiny"], prepared["tiny"][3][0])
         for _ in range(workers)
     )  # untimed: workers started, scikit-learn imported
-    start = time.perf_counter()
+    start, before = time.perf_counter(), MachineCpu.now()
     parallel(delayed(_fit)(d.dataset, d.variant, trees, prepared[d.dataset], rows)
              for d in drops if not d.broken for rows in prepared[d.dataset][3])  # fmt: skip
-    return time.perf_counter() - start
+    return time.perf_counter() - start, MachineCpu.now() - before
 
 
 def _fit(dataset: str, variant: int, trees: int, data: Any, rows: Any) -> None:
@@ -217,6 +234,17 @@ def _fit(dataset: str, variant: int, trees: int, data: Any, rows: Any) -> None:
     model.fit(X[rows], y[rows])
     model.predict_proba(X)
     model.predict_proba(X_test)
+
+
+def _print_cpu(night: Night, joblib: MachineCpu) -> None:
+    """Where the ratio comes from, in core-seconds of the same run: the folds' own CPU
+    against joblib's (both on a machine whose speed moves), and datarun's around them."""
+    cpu = night.cpu
+    print(f"          the machine's CPU in core-seconds: the night busy {cpu.busy:.1f} "
+          f"(the folds' children {night.folds_cpu:.1f}, the rest "
+          f"{cpu.busy - night.folds_cpu:.1f}), idle {cpu.idle:.1f}, stolen "
+          f"{cpu.stolen:.1f}; joblib's run busy {joblib.busy:.1f}, idle {joblib.idle:.1f}, "
+          f"stolen {joblib.stolen:.1f}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -233,20 +261,23 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     where = Path(os.environ.get("TMPDIR", "/tmp")) / f"datarun-bench-deadline-{os.getpid()}"
     try:
         write_bundles(where, drops, data, args.trees)
-        baseline = run_joblib(data, drops, args.trees, args.workers)
-        wall, waits = run_datarun(where, drops, args.workers)
+        baseline, joblib_cpu = run_joblib(data, drops, args.trees, args.workers)
+        night = run_datarun(where, drops, args.workers)
     finally:
         shutil.rmtree(where, ignore_errors=True)
+    wall, cpu = night.wall, night.cpu
     ratio = wall / baseline
-    p50, p99 = percentile(waits, 50), percentile(waits, 99)
+    p50, p99 = percentile(night.waits, 50), percentile(night.waits, 99)
     broken = sum(d.broken for d in drops)
     print(f"deadline  {len(drops)} submissions of {args.teams} teams ({broken} broken) x "
           f"{FOLDS} folds on 2 datasets, {args.workers} workers: first drop to last "
           f"complete status.json {wall:.1f} s; joblib.Parallel the same fits {baseline:.1f} s;"
           f" ratio {ratio:.2f} (target <= 1.15: {'met' if ratio <= 1.15 else 'MISSED'}); "
           f"drop to complete status.json p50 {p50:.1f} s, p99 {p99:.1f} s")  # fmt: skip
+    _print_cpu(night, joblib_cpu)
     return {"datarun_s": wall, "joblib_s": baseline, "ratio": ratio, "wait_p50_s": p50,
-            "wait_p99_s": p99}  # fmt: skip
+            "wait_p99_s": p99, "folds_cpu_s": night.folds_cpu,
+            "rest_cpu_s": cpu.busy - night.folds_cpu, "joblib_cpu_s": joblib_cpu.busy}  # fmt: skip
 
 
 if __name__ == "__main__":
