@@ -193,8 +193,9 @@ class MachineCpu:
 
     @staticmethod
     def now() -> MachineCpu:
+        tick = os.sysconf("SC_CLK_TCK")
         with open("/proc/stat", encoding="ascii") as handle:
-            fields = [int(x) / os.sysconf("SC_CLK_TCK") for x in handle.readline().split()[1:]]
+            fields = [int(x) / tick for x in handle.readline().split()[1:]]
         user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
         return MachineCpu(user + nice + system + irq + softirq, idle + iowait, steal)
 
