@@ -202,3 +202,23 @@ class MachineCpu:
     def __sub__(self, earlier: MachineCpu) -> MachineCpu:
         return MachineCpu(self.busy - earlier.busy, self.idle - earlier.idle,
                           self.stolen - earlier.stolen)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ProcessCpu:
+    """A process's CPU in core-seconds (/proc/PID/stat): its own (every thread), and
+    that of its children it has reaped."""
+
+    own: float
+    children: float
+
+    @staticmethod
+    def of(pid: int) -> ProcessCpu:
+        tick = os.sysconf("SC_CLK_TCK")
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            stat = handle.read()
+        fields = [int(x) / tick for x in stat[stat.rindex(")") + 2 :].split()[11:15]]
+        return ProcessCpu(fields[0] + fields[1], fields[2] + fields[3])
+
+    def __sub__(self, earlier: ProcessCpu) -> ProcessCpu:
+        return ProcessCpu(self.own - earlier.own, self.children - earlier.children)

@@ -7,6 +7,9 @@ worker time datarun adds around each fit (claim, scratch, fork, files, completio
 The dataset says its folds are short (`[cv] short_folds`), so each submission's folds
 share one warm child (`--no-short-folds`: from its second claim on, once a fold was
 seen short; `--shared-folds 1`: a child per fold, as before issue 18). Target: <= 5 ms.
+A second line splits the machine's CPU over datarun's run (core-seconds from /proc):
+the folds' own (their attempts), their children's start, sandbox and exit around them,
+the zygote, the executor's process, and the rest.
 
 claims: no-op jobs claimed and completed by 8 threads, each with its own connection
 (each batch's completions sent with the next claim, one statement), against 8 threads
@@ -18,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +33,15 @@ import psycopg
 from joblib import Parallel, delayed
 from sklearn.linear_model import LogisticRegression
 
-from bench.common import Bed, settle, testbed, write_dataset, write_submission
+from bench.common import (
+    Bed,
+    MachineCpu,
+    ProcessCpu,
+    settle,
+    testbed,
+    write_dataset,
+    write_submission,
+)
 from executor.daemon import Executor, ExecutorConfig
 from spool import db
 from spool import jobs as jobs_sql
@@ -73,6 +86,35 @@ def _fit(
     return model.predict_proba(X), model.predict_proba(X_test)
 
 
+def _attempts_cpu(conn: db.Conn) -> float:
+    row = conn.execute("select coalesce(sum(cpu_seconds), 0) as s from attempts").fetchone()
+    return float(row["s"]) if row else 0.0
+
+
+@dataclass(frozen=True)
+class _Cpu:
+    """Where the folds' run spent the machine's CPU, in core-seconds."""
+
+    machine: MachineCpu
+    zygote: ProcessCpu  # its own, and its children's: the folds' children, reaped
+    here: ProcessCpu  # the executor's threads and the benchmark's wait
+    attempts: float  # the folds' own (their attempts' cpu_seconds)
+
+    def print(self, folds: int, joblib: MachineCpu) -> None:
+        around = self.zygote.children - self.attempts
+        rest = self.machine.busy - self.zygote.own - self.zygote.children - self.here.own
+
+        def each(seconds: float) -> str:
+            return f"{seconds:.2f} ({seconds / folds * 1000:.1f} ms a fold)"
+
+        print(f"          CPU in core-seconds: the machine busy {self.machine.busy:.2f}, idle "
+              f"{self.machine.idle:.2f}; the folds' attempts {each(self.attempts)}, their "
+              f"children around them {each(around)}, the zygote {each(self.zygote.own)}, "
+              f"the executor's process {each(self.here.own)}, the rest (PostgreSQL, the kernel, "
+              f"anything else running) {each(rest)}; joblib's run busy {joblib.busy:.2f}, idle "
+              f"{joblib.idle:.2f}")  # fmt: skip
+
+
 def bench_folds(
     total: int, workers: int = 2, shared_folds: int = 8, short_folds: bool = True
 ) -> dict[str, float]:
@@ -87,16 +129,23 @@ def bench_folds(
         executor = Executor(bed.url, bed.spool, config)
         executor.start()  # registration and the zygote's warm-up are not timed
         stop = threading.Event()
+        zygote = executor.zygote.pid
+        assert zygote is not None
+        before = (MachineCpu.now(), ProcessCpu.of(zygote), ProcessCpu.of(os.getpid()))
         start = time.perf_counter()
         thread = threading.Thread(target=executor.run, args=(stop,))
         thread.start()
         while _count(poll, "predicted") < total:
             time.sleep(0.02)
         datarun = time.perf_counter() - start
+        cpu = _Cpu(MachineCpu.now() - before[0], ProcessCpu.of(zygote) - before[1],
+                   ProcessCpu.of(os.getpid()) - before[2], _attempts_cpu(poll))  # fmt: skip
         stop.set()
         thread.join()
         prepared = next((bed.spool.store / "datasets").iterdir()) / "prepared"
+        machine = MachineCpu.now()
         baseline = _joblib(prepared, n_folds, total)
+        joblib_cpu = MachineCpu.now() - machine
     overhead = (datarun - baseline) * workers / total
     said = "says" if short_folds else "does not say"
     print(f"folds     {total} folds, {workers} workers, up to {shared_folds} per child, the "
@@ -104,6 +153,7 @@ def bench_folds(
           f"datarun {datarun:.2f} s, joblib.Parallel(n_jobs=2) {baseline:.2f} s, ratio "
           f"{datarun / baseline:.2f}, overhead {overhead * 1000:.1f} ms per fold (target "
           f"<= 5 ms: {'met' if overhead <= 0.005 else 'MISSED'})")  # fmt: skip
+    cpu.print(total, joblib_cpu)
     return {"datarun_s": datarun, "joblib_s": baseline, "overhead_ms": overhead * 1000}
 
 
