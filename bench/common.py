@@ -222,3 +222,9 @@ class ProcessCpu:
 
     def __sub__(self, earlier: ProcessCpu) -> ProcessCpu:
         return ProcessCpu(self.own - earlier.own, self.children - earlier.children)
+
+
+def attempts_cpu(conn: db.Conn) -> float:
+    """The folds' own CPU so far, in core-seconds: the sum of their attempts'."""
+    row = conn.execute("select coalesce(sum(cpu_seconds), 0) as s from attempts").fetchone()
+    return float(row["s"]) if row else 0.0

@@ -24,7 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import DATASET, MachineCpu, connected, percentile, settle, testbed, wait
+from bench.common import (
+    DATASET,
+    MachineCpu,
+    attempts_cpu,
+    connected,
+    percentile,
+    settle,
+    testbed,
+    wait,
+)
 from executor.daemon import Executor, ExecutorConfig
 from spool import db
 from watcher.daemon import Watcher, WatcherConfig
@@ -144,9 +153,7 @@ def run_datarun(where: Path, drops: list[Drop], workers: int) -> Night:
             wall, waits = _night(bed.spool.root, drops, where)
             cpu = MachineCpu.now() - before
             with db.connect(bed.url) as conn:
-                row = conn.execute("select coalesce(sum(cpu_seconds), 0) as s from attempts")
-                folds_cpu = float(row.fetchone()["s"])  # type: ignore[index]
-            return Night(wall, waits, cpu, folds_cpu)
+                return Night(wall, waits, cpu, attempts_cpu(conn))
         finally:
             stop.set()
             for thread in threads:

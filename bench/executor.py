@@ -37,6 +37,7 @@ from bench.common import (
     Bed,
     MachineCpu,
     ProcessCpu,
+    attempts_cpu,
     settle,
     testbed,
     write_dataset,
@@ -84,11 +85,6 @@ def _fit(
 ) -> tuple[np.ndarray, np.ndarray]:
     model = LogisticRegression(max_iter=500).fit(X[rows], y[rows])
     return model.predict_proba(X), model.predict_proba(X_test)
-
-
-def _attempts_cpu(conn: db.Conn) -> float:
-    row = conn.execute("select coalesce(sum(cpu_seconds), 0) as s from attempts").fetchone()
-    return float(row["s"]) if row else 0.0
 
 
 @dataclass(frozen=True)
@@ -139,7 +135,7 @@ def bench_folds(
             time.sleep(0.02)
         datarun = time.perf_counter() - start
         cpu = _Cpu(MachineCpu.now() - before[0], ProcessCpu.of(zygote) - before[1],
-                   ProcessCpu.of(os.getpid()) - before[2], _attempts_cpu(poll))  # fmt: skip
+                   ProcessCpu.of(os.getpid()) - before[2], attempts_cpu(poll))  # fmt: skip
         stop.set()
         thread.join()
         prepared = next((bed.spool.store / "datasets").iterdir()) / "prepared"
