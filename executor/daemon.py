@@ -28,7 +28,8 @@ from executor.config import ExecutorConfig
 from executor.messages import FoldDone
 from executor.preflight import NOT_PRELOADED_EXAMPLES, PRELOADED_EXAMPLES, sandbox_import_warning
 from executor.sandbox import SandboxUsers
-from executor.worker import Ended, Worker
+from executor.sharedwork import Ended
+from executor.worker import Worker
 from spool import db, jobs
 from spool.errors import DatabaseError
 from spool.jobs import ClaimedJob
@@ -62,6 +63,7 @@ class Executor(Worker):
         self._users: SandboxUsers | None = None  # when root: a user per running fold
         self._active: dict[str, tuple[ClaimedJob, Future[FoldDone] | None]] = {}
         self._active_lock = threading.Lock()
+        self._unsent: dict[str, ClaimedJob] = {}  # ended, completion not sent yet (same lock)
         self._wake = threading.Condition()
         self._generation = 0
         self._stopping = threading.Event()
@@ -228,6 +230,7 @@ class Executor(Worker):
         assert self.id is not None
         with self._active_lock:  # before the query: what it misses was claimed after it
             active = dict(self._active)
+            held = list(self._unsent.values())
         with self.pool.connection() as conn:
             ours = jobs.heartbeat(conn, self.id, self.live_workers())
         if ours is None:
@@ -245,6 +248,7 @@ class Executor(Worker):
         # Running in the database but not here (a completion lost in a server crash, a
         # worker gone): seen twice in a row, such a job is handed back to the queue.
         running_here = {(job.id, job.attempt) for job, _ in active.values()}
+        running_here |= {(job.id, job.attempt) for job in held}  # its completion on the way
         orphans = ours - running_here
         for job_id, attempt in orphans & self._orphans:
             with self.pool.connection() as conn:

@@ -18,8 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import replace
+from concurrent.futures import Future
 from pathlib import Path
 from tempfile import gettempdir
 from typing import Any, TypeVar
@@ -29,6 +28,7 @@ from executor.client import ZygoteClient, ZygoteDied
 from executor.config import ExecutorConfig
 from executor.messages import FoldDone, FoldSpec
 from executor.sandbox import SandboxUsers, kill_user, release_scratch, remove_files_of
+from executor.sharedwork import Ended, SharedWork
 from spool import db, jobs
 from spool.errors import DatabaseError, DatabaseUnavailable
 from spool.jobs import ClaimedJob, Outcome
@@ -37,11 +37,9 @@ from spool.layout import Spool
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Ended = tuple[ClaimedJob, Outcome]  # a fold's completion, not yet sent
-SHORT_KEPT = 256  # submissions whose folds' length this executor remembers
 
 
-class Worker:
+class Worker(SharedWork):
     # Set by Executor.__init__ and start().
     spool: Spool
     config: ExecutorConfig
@@ -53,6 +51,7 @@ class Worker:
     _users: SandboxUsers | None  # when root: a user per running fold
     _active: dict[str, tuple[ClaimedJob, Future[FoldDone] | None]]
     _active_lock: threading.Lock
+    _unsent: dict[str, ClaimedJob]  # ended folds whose completion is not sent yet
     _wake: threading.Condition
     _generation: int  # bumped by each wake-up
     _stopping: threading.Event
@@ -65,8 +64,15 @@ class Worker:
     def _work(self, stop: threading.Event) -> None:
         """Claim, run, and send each run's last completion with the next claim: one
         round trip between two runs."""
-        queues = list(self.config.queues)
         ended: list[Ended] = []
+        try:
+            self._serve(stop, ended)
+        finally:  # a worker that dies leaves what it did not send to the heartbeat
+            self._sent([job for job, _ in ended])
+
+    def _serve(self, stop: threading.Event, ended: list[Ended]) -> None:
+        """The loop of `_work`; `ended` holds the completions not sent yet."""
+        queues = list(self.config.queues)
         while True:
             stopping = stop.is_set()
             if stopping and not ended:
@@ -83,12 +89,12 @@ class Worker:
                 log.exception("claim failed")
                 for job, _ in ended:  # left running in the database: the heartbeat hands
                     outputs.discard(job, self.spool)  # it back, its attempt counted
-                ended = []
+                ended.clear()
                 stop.wait(1.0)
                 continue
-            ended = []
+            ended.clear()
             if claimed:
-                ended = self.execute(claimed)
+                ended.extend(self.execute(claimed))
                 continue
             if n == 0:
                 continue
@@ -96,23 +102,20 @@ class Worker:
                 if self._generation == seen and not stop.is_set():
                     self._wake.wait(timeout=self.config.poll_seconds)
 
-    def sharing(self) -> jobs.Sharing:
-        known = self._short.items()
-        return jobs.Sharing(self.config.shared_folds, self.config.short_fold_seconds,
-                            short=frozenset(sub for sub, short in known if short),
-                            long=frozenset(sub for sub, short in known if not short))  # fmt: skip
-
     def _settle(self, ended: list[Ended], queues: list[str], n: int) -> list[ClaimedJob]:
         """Complete what ended (fenced: a refused attempt's files are discarded) and
         claim up to n next jobs, in one statement."""
         executor = self.id
         assert executor is not None
         sharing = self.sharing()
-        settled = self._with_db(
-            lambda conn: jobs.settle(
-                conn, executor, ended, queues, n, known=self._known, sharing=sharing
+        try:
+            settled = self._with_db(
+                lambda conn: jobs.settle(
+                    conn, executor, ended, queues, n, known=self._known, sharing=sharing
+                )
             )
-        )
+        finally:
+            self._sent([job for job, _ in ended])
         for job in settled.refused:
             self._refused(job)
         return settled.claimed
@@ -214,67 +217,6 @@ class Worker:
             self._fault(job, exc)
         return done
 
-    def _shared(self, run: list[ClaimedJob], specs: list[FoldSpec], scratch: Path,
-                ended: list[Ended]) -> FoldDone | None:  # fmt: skip
-        """Several folds of one submission, in turn in one child: each with an output
-        folder and a log of its own, published and completed as it ends. The folds it
-        did not start go back to the queue at once (not counted): after a crash, to run
-        again; when a fold turned out long, to run in parallel in children of their own."""
-        key = f"{run[0].key}+"
-        work = Path(specs[0].work)
-        specs = [replace(spec, out=str(work / f".datarun-{job.key}"),
-                         log=str(scratch / f"{job.key}.log"))
-                 for job, spec in zip(run, specs, strict=True)]  # fmt: skip
-        folds = [(job.key, spec) for job, spec in zip(run, specs, strict=True)]
-        futures, child = self.zygote.run_shared(key, folds, self.config.short_fold_seconds)
-        waiting = {future: (job, spec) for job, spec, future in zip(run, specs, futures,
-                                                                     strict=True)}  # fmt: skip
-        with self._active_lock:
-            for future, (job, _) in waiting.items():
-                self._active[job.key] = (job, future)
-        facts = self._facts(key)
-        timeout = float(specs[0].limits.timeout) + 60  # bounds a zygote gone silent
-        while waiting:
-            finished, _ = wait(waiting, timeout=timeout, return_when=FIRST_COMPLETED)
-            if not finished:
-                self.zygote.kill(key)
-                finished = set(waiting)
-            for future in sorted(finished, key=lambda f: run.index(waiting[f][0])):
-                job, spec = waiting.pop(future)
-                try:
-                    done = future.result(timeout=0)
-                    if done.not_run:  # a fold before it still runs: given back as long
-                        before = run.index(job)
-                        self._not_run(job, running=any(
-                            not f.done() for f, (j, _) in waiting.items() if run.index(j) < before
-                        ))  # fmt: skip
-                        continue
-                    self._ended(job, facts, scratch, spec, done, ended=ended,
-                                last=not waiting)  # fmt: skip
-                except Exception as exc:
-                    if isinstance(exc, TimeoutError):  # no word of it: as if the zygote died
-                        exc = ZygoteDied("the fold runner did not report the fold's end")
-                    with self._active_lock:
-                        self._active.pop(job.key, None)
-                    self._fault(job, exc)
-                facts = self._facts(key)
-        try:  # its processes gone: then its folder and user may go
-            return child.result(timeout=60)
-        except Exception as exc:  # silent, or dead: its user's processes are killed
-            log.error("the shared child %s did not report its end: %s", key, exc)
-            self.zygote.kill(key)
-            return None
-
-    def _not_run(self, job: ClaimedJob, *, running: bool) -> None:
-        """A fold its shared child did not start goes back to the queue, not counted.
-        With a fold still running there, that fold is long: so are this submission's."""
-        with self._active_lock:
-            self._active.pop(job.key, None)
-        if running:
-            self._remember(job.submission_id, short=False)
-        self._hand_back(job, "a fold before it in its shared child is long" if running
-                        else "its shared child ended before it ran")  # fmt: skip
-
     def _facts(self, child: str) -> dict[str, Any]:
         return {"executor": self.id, "host": self.host, "started_at": time.time(),
                 "child": child}  # fmt: skip
@@ -292,12 +234,32 @@ class Worker:
                done: FoldDone, *, ended: list[Ended], last: bool) -> None:  # fmt: skip
         """Publish a fold's files and complete it (the last: later, with the next
         claim); a fold the executor is handing back goes back instead."""
-        with self._active_lock:
+        with self._active_lock:  # its completion on the way: still ours, not an orphan
             self._active.pop(job.key, None)
+            self._unsent[job.key] = job
         if job.key in self._handing_back:
             self._handing_back.discard(job.key)
+            self._sent([job])
             self._hand_back(job, "the executor is stopping")
             return
+        try:
+            outcome = self._publish(job, scratch, spec, done, facts)
+        except BaseException:
+            self._sent([job])
+            raise
+        if last:  # sent with the next claim (or by the caller): held until then
+            ended.append((job, outcome))
+        else:
+            self._complete(job, outcome)
+
+    def _sent(self, done: list[ClaimedJob]) -> None:
+        """Completions sent (or given up on: the heartbeat may hand their jobs back)."""
+        with self._active_lock:
+            for job in done:
+                self._unsent.pop(job.key, None)
+
+    def _publish(self, job: ClaimedJob, scratch: Path, spec: FoldSpec, done: FoldDone,
+                 facts: dict[str, Any]) -> Outcome:  # fmt: skip
         outcome = outputs.collect(job, scratch, done, limits=spec.limits, spool=self.spool,
                                   executor=facts, out=Path(spec.outputs),
                                   log=Path(spec.log))  # fmt: skip
@@ -305,23 +267,7 @@ class Worker:
         self._seen(job, outcome)
         if outcome.error:
             log.info("job %s failed: %s", job.key, outcome.error)
-        if last:
-            ended.append((job, outcome))
-        else:
-            self._complete(job, outcome)
-
-    def _seen(self, job: ClaimedJob, outcome: Outcome) -> None:
-        """Remember whether this submission's folds are short (what its next claim asks)."""
-        if outcome.error is not None or outcome.train_seconds is None:
-            return
-        took = outcome.train_seconds + (outcome.valid_seconds or 0) + (outcome.test_seconds or 0)
-        self._remember(job.submission_id, short=took < self.config.short_fold_seconds)
-
-    def _remember(self, submission: int, *, short: bool) -> None:
-        self._short[submission] = short and self._short.get(submission, True)
-        self._short.move_to_end(submission)
-        while len(self._short) > SHORT_KEPT:
-            self._short.popitem(last=False)
+        return outcome
 
     def _complete(self, job: ClaimedJob, outcome: Outcome) -> None:
         executor = self.id
@@ -333,6 +279,8 @@ class Worker:
             # Left running in the database: the heartbeat hands it back, attempt counted.
             log.exception("could not record the end of job %s", job.key)
             outputs.discard(job, self.spool)
+        finally:
+            self._sent([job])
 
     def _hand_back(self, job: ClaimedJob, why: str) -> None:
         executor = self.id

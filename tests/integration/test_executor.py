@@ -256,6 +256,35 @@ def test_a_job_running_in_the_database_but_not_here_is_handed_back(
     assert (row["state"], row["attempts"]) == ("queued", 1)  # the attempt counts
 
 
+def test_a_completion_waiting_for_the_next_claim_is_not_taken_for_an_orphan(
+    spool, make_watcher, make_executor, database_url, tmp_path
+):
+    import time
+
+    slow = hostile("import time; time.sleep(5)")
+    register(spool, make_watcher, tmp_path, {"fast": B.CLASSIFIER, "slow": slow})
+    with db.connect(database_url) as conn:  # one fold of each, claimed together
+        conn.execute("update jobs set state = 'cancelled' where fold <> 0")
+    executor = make_executor(workers=2)
+    ran = threading.Thread(target=executor.run_once)
+    ran.start()
+    try:  # the fast fold is published; its completion waits for the slow one's
+        deadline = time.monotonic() + 30
+        while not list(spool.predictions.glob("*.npz")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(spool.predictions.glob("*.npz"))
+        executor.beat_once()
+        executor.beat_once()  # twice in a row: an orphan would be handed back now
+    finally:
+        ran.join()
+    states = {r["name"]: (r["state"], r["attempts"]) for r in job_rows(database_url)
+              if r["state"] != "cancelled"}  # fmt: skip
+    assert states == {"fast": ("predicted", 1), "slow": ("failed", 1)}
+    with db.connect(database_url) as conn:
+        outcomes = [r["outcome"] for r in conn.execute("select outcome from attempts")]
+    assert sorted(outcomes) == ["failed", "predicted"]
+
+
 def test_cancelling_a_running_submission_stops_its_folds(
     spool, make_watcher, make_executor, database_url, tmp_path
 ):
