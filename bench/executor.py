@@ -33,6 +33,7 @@ import psycopg
 from joblib import Parallel, delayed
 from sklearn.linear_model import LogisticRegression
 
+from bench import forks
 from bench.common import (
     Bed,
     MachineCpu,
@@ -150,7 +151,15 @@ def bench_folds(
           f"{datarun / baseline:.2f}, overhead {overhead * 1000:.1f} ms per fold (target "
           f"<= 5 ms: {'met' if overhead <= 0.005 else 'MISSED'})")  # fmt: skip
     cpu.print(total, joblib_cpu)
-    return {"datarun_s": datarun, "joblib_s": baseline, "overhead_ms": overhead * 1000}
+    floor = forks.run()
+    per_child = min(max(1, shared_folds), n_folds)
+    print(floor.line(per_child))
+    return {
+        "datarun_s": datarun,
+        "joblib_s": baseline,
+        "overhead_ms": overhead * 1000,
+        "child_floor_ms": (floor.warm_fork + floor.warm_exit) / per_child * 1000,
+    }
 
 
 def claims_rate(bed: Bed, total: int, claimers: int = 8, batch: int = 1) -> float:
