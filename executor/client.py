@@ -123,6 +123,12 @@ class ZygoteClient:
         with self._lock, contextlib.suppress(ZygoteDied):
             self._send_locked(self._session, {"op": "kill", "key": key})
 
+    def share(self, key: str) -> None:
+        """Ask the shared child `key` to give back half of its folds not started (they
+        end `not_run`), to run beside it."""
+        with self._lock, contextlib.suppress(ZygoteDied):
+            self._send_locked(self._session, {"op": "share", "key": key})
+
     def running(self) -> list[str]:
         session = self._session
         return list(session.pending) if session else []

@@ -28,7 +28,7 @@ from executor.config import ExecutorConfig
 from executor.messages import FoldDone
 from executor.preflight import NOT_PRELOADED_EXAMPLES, PRELOADED_EXAMPLES, sandbox_import_warning
 from executor.sandbox import SandboxUsers
-from executor.sharedwork import Ended
+from executor.sharedwork import Ended, Lendable
 from executor.worker import Worker
 from spool import db, jobs
 from spool.errors import DatabaseError
@@ -63,6 +63,7 @@ class Executor(Worker):
         self._users: SandboxUsers | None = None  # when root: a user per running fold
         self._active: dict[str, tuple[ClaimedJob, Future[FoldDone] | None]] = {}
         self._active_lock = threading.Lock()
+        self._lendable: dict[str, Lendable] = {}  # shared children running (same lock)
         self._unsent: dict[str, ClaimedJob] = {}  # ended, completion not sent yet (same lock)
         self._wake = threading.Condition()
         self._generation = 0

@@ -19,6 +19,7 @@ class SharedRuns:
     """Mixed into `Children`, which owns the state and the methods declared here."""
 
     send: Callable[[dict[str, Any]], None]
+    running: dict[str, Running]
     by_pipe: dict[int, Running]
     by_control: dict[int, Running]
     by_fold: dict[str, Running]
@@ -104,15 +105,28 @@ class SharedRuns:
             os.write(shared.ack, b"k")
         return True
 
-    def _release(self, job: Running) -> None:
-        """The fold running is long: give back the folds not started, to run in
-        parallel in children of their own."""
+    def _release(self, job: Running, give: int | None = None) -> None:
+        """Give back `give` of the folds not started, the last ones (None: all of them:
+        the fold running is long, they run in parallel in children of their own). The
+        child stops after the last fold it keeps."""
         shared = job.shared
         assert shared is not None
-        for key, _ in shared.folds[shared.current + 1 :]:
+        cut = shared.current + 1 if give is None else len(shared.folds) - give
+        for key, _ in shared.folds[cut:]:
             self.by_fold.pop(key, None)
             self.send(FoldDone(key, not_run=True).to_message())
-        shared.folds = shared.folds[: shared.current + 1]
+        shared.folds = shared.folds[:cut]
+
+    def share(self, key: str) -> None:
+        """An idle worker asks for half of a shared child's folds not started (never
+        its next one: at least one stays, so the child is never left with none)."""
+        job = self.running.get(key)
+        if job is None or job.shared is None or job.exit is not None:
+            return
+        shared = job.shared
+        left = len(shared.folds) - shared.current - (1 if shared.running else 0)
+        if left // 2 > 0:
+            self._release(job, left // 2)
 
     def _shared_end(self, job: Running, done: FoldDone) -> None:
         """The shared child is gone: the fold it was at ends as the child did (its

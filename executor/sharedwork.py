@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,31 @@ from spool.jobs import ClaimedJob, Outcome
 log = logging.getLogger(__name__)
 
 Ended = tuple[ClaimedJob, Outcome]  # a fold's completion, not yet sent
+Waiting = dict[Future[FoldDone], tuple[ClaimedJob, FoldSpec]]  # a shared child's folds
 SHORT_KEPT = 256  # submissions whose folds' length this executor remembers
+LEND_SECONDS = 0.25  # fold time worth a child of its own, for a worker that has nothing
+
+
+@dataclass
+class Lendable:
+    """A shared child running here, as a worker with nothing to claim sees it."""
+
+    key: str
+    futures: list[Future[FoldDone]]
+    began: float
+    last_wall: float | None = None  # its last fold's, once one ended
+    asked: float | None = None  # when it was asked to give folds back
+
+    def pending(self) -> int:
+        return sum(not future.done() for future in self.futures)
+
+    def worth(self, now: float) -> float:
+        """The fold time it would give back: half its folds not started (one of those
+        pending runs), each as long as its last fold (or the time it has run so far)."""
+        if self.asked is not None and now - self.asked < 1.0:
+            return 0.0
+        each = self.last_wall if self.last_wall is not None else now - self.began
+        return (self.pending() - 1) // 2 * each
 
 
 class SharedWork:
@@ -34,6 +59,7 @@ class SharedWork:
     _active: dict[str, tuple[ClaimedJob, Future[FoldDone] | None]]
     _active_lock: threading.Lock
     _short: OrderedDict[int, bool]  # submission id -> were its folds done here short?
+    _lendable: dict[str, Lendable]  # shared children running here (under _active_lock)
     _ended: Callable[..., None]
     _fault: Callable[[ClaimedJob, Exception], None]
     _facts: Callable[[str], dict[str, Any]]
@@ -51,7 +77,9 @@ class SharedWork:
         """Several folds of one submission, in turn in one child: each with an output
         folder and a log of its own, published and completed as it ends. The folds it
         did not start go back to the queue at once (not counted): after a crash, to run
-        again; when a fold turned out long, to run in parallel in children of their own."""
+        again; when a fold turned out long, to run in parallel in children of their own;
+        when a worker here has nothing to claim, half of those not started, to run beside
+        it (`_borrow`)."""
         key = f"{run[0].key}+"
         work = Path(specs[0].work)
         specs = [replace(spec, out=str(work / f".datarun-{job.key}"),
@@ -59,13 +87,27 @@ class SharedWork:
                  for job, spec in zip(run, specs, strict=True)]  # fmt: skip
         folds = [(job.key, spec) for job, spec in zip(run, specs, strict=True)]
         futures, child = self.zygote.run_shared(key, folds, self.config.short_fold_seconds)
+        lendable = Lendable(key, futures, time.monotonic())
         waiting = {future: (job, spec) for job, spec, future in zip(run, specs, futures,
                                                                      strict=True)}  # fmt: skip
         with self._active_lock:
             for future, (job, _) in waiting.items():
                 self._active[job.key] = (job, future)
+            self._lendable[key] = lendable
+        try:
+            self._follow(run, waiting, lendable, scratch, ended)
+        finally:
+            with self._active_lock:
+                self._lendable.pop(key, None)
+        return self._child_end(key, child, ended)
+
+    def _follow(self, run: list[ClaimedJob], waiting: Waiting, lendable: Lendable, scratch: Path,
+                ended: list[Ended]) -> None:  # fmt: skip
+        """Each fold of a shared child, as it ends, in order: published and completed,
+        or given back."""
+        key = lendable.key
         facts = self._facts(key)
-        timeout = float(specs[0].limits.timeout) + 60  # bounds a zygote gone silent
+        timeout = float(waiting[lendable.futures[0]][1].limits.timeout) + 60  # a silent zygote
         while waiting:
             finished, _ = wait(waiting, timeout=timeout, return_when=FIRST_COMPLETED)
             if not finished:
@@ -75,12 +117,13 @@ class SharedWork:
                 job, spec = waiting.pop(future)
                 try:
                     done = future.result(timeout=0)
-                    if done.not_run:  # a fold before it still runs: given back as long
+                    if done.not_run:  # a fold before it still runs: long, or lent
                         before = run.index(job)
-                        self._not_run(job, running=any(
+                        self._not_run(job, lent=lendable.asked is not None, running=any(
                             not f.done() for f, (j, _) in waiting.items() if run.index(j) < before
                         ))  # fmt: skip
                         continue
+                    lendable.last_wall = done.wall_seconds
                     self._ended(job, facts, scratch, spec, done, ended=ended,
                                 last=not waiting)  # fmt: skip
                 except Exception as exc:
@@ -90,7 +133,26 @@ class SharedWork:
                         self._active.pop(job.key, None)
                     self._fault(job, exc)
                 facts = self._facts(key)
-        return self._child_end(key, child, ended)
+
+    def _borrow(self) -> bool:
+        """This worker has nothing to claim: the shared child here with the most fold
+        time not started (worth a child of its own) is asked to give half of its folds
+        not started back, to run beside it. True if one was asked."""
+        now = time.monotonic()
+        with self._active_lock:
+            best = max(self._lendable.values(), key=lambda r: r.worth(now), default=None)
+            if best is None or best.worth(now) < LEND_SECONDS:
+                return False
+            best.asked = now
+        log.info("an idle worker asks the shared child %s for half its folds not started",
+                 best.key)  # fmt: skip
+        self.zygote.share(best.key)
+        return True
+
+    def _lending(self) -> bool:
+        """A shared child here has folds not started: an idle worker looks again soon."""
+        with self._active_lock:
+            return any(r.pending() > 2 for r in self._lendable.values())
 
     def _child_end(self, key: str, child: Future[FoldDone], ended: list[Ended]) -> FoldDone | None:
         """Wait for a shared child's end (its processes gone: then its folder and user
@@ -113,15 +175,17 @@ class SharedWork:
             self.zygote.kill(key)
             return None
 
-    def _not_run(self, job: ClaimedJob, *, running: bool) -> None:
+    def _not_run(self, job: ClaimedJob, *, running: bool, lent: bool = False) -> None:
         """A fold its shared child did not start goes back to the queue, not counted.
-        With a fold still running there, that fold is long: so are this submission's."""
+        Lent to an idle worker, it runs beside the child. Otherwise, with a fold still
+        running there, that fold is long: so are this submission's."""
         with self._active_lock:
             self._active.pop(job.key, None)
-        if running:
+        if running and not lent:
             self._remember(job.submission_id, short=False)
-        self._hand_back(job, "a fold before it in its shared child is long" if running
-                        else "its shared child ended before it ran")  # fmt: skip
+        why = ("lent to an idle worker" if lent else "a fold before it in its shared child is long"
+               if running else "its shared child ended before it ran")  # fmt: skip
+        self._hand_back(job, why)
 
     def _seen(self, job: ClaimedJob, outcome: Outcome) -> None:
         """Remember whether this submission's folds are short (what its next claim asks)."""

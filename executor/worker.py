@@ -98,9 +98,13 @@ class Worker(SharedWork):
                 continue
             if n == 0:
                 continue
+            self._borrow()  # nothing to claim: folds a shared child here has not started?
+            wait = (
+                min(0.25, self.config.poll_seconds) if self._lending() else self.config.poll_seconds
+            )
             with self._wake:
                 if self._generation == seen and not stop.is_set():
-                    self._wake.wait(timeout=self.config.poll_seconds)
+                    self._wake.wait(timeout=wait)
 
     def _settle(self, ended: list[Ended], queues: list[str], n: int) -> list[ClaimedJob]:
         """Complete what ended (fenced: a refused attempt's files are discarded) and

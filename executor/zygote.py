@@ -19,7 +19,8 @@ This module is the protocol and the loop. Requests, one JSON object a line on st
 `run` (key, spec: a `FoldSpec`), `run_shared` (key, folds: [key, spec] pairs of one
 submission, run in turn by one child; release_after: seconds of a fold after which
 the folds not started are given back), `kill` (key, a fold's or a shared child's),
-`ping`, `quit`. Replies on stdout: `ready` (pid), `started` (key, pid), `done` or
+`share` (key, a shared child's: half its folds not started are given back), `ping`,
+`quit`. Replies on stdout: `ready` (pid), `started` (key, pid), `done` or
 `error` (a `FoldDone`: one per fold as it ends, and a shared child's own at its end),
 `pong`.
 """
@@ -64,6 +65,8 @@ class Zygote:
             self.children.start(request["key"], folds[0][1], folds, request.get("release_after"))
         elif op == "kill":
             self.children.kill(request["key"])
+        elif op == "share":
+            self.children.share(request["key"])
         elif op == "ping":
             self.send({"op": "pong"})
         elif op == "quit":

@@ -323,3 +323,38 @@ def test_a_stopping_worker_completes_its_fold_and_claims_nothing(
         worker.join()
     assert [(r["state"], r["attempts"]) for r in folds(database_url)] == [
         ("predicted", 1), ("queued", 0)]  # fmt: skip
+
+
+def test_an_idle_worker_takes_half_the_folds_a_shared_child_has_not_started(
+    spool, make_watcher, make_executor, database_url, tmp_path
+):
+    import time
+
+    # folds of about 0.3 s: short, so all 8 are claimed into one child; the other worker
+    # has nothing left to claim, and half of those not started are given to it
+    slow = counting("a").replace("self.model.fit(X, y)", "time.sleep(0.3); self.model.fit(X, y)")
+    register(spool, make_watcher, tmp_path, {"a": "import time\n" + slow}, folds=8,
+             short_folds=True)  # fmt: skip
+    executor = make_executor(workers=2)
+    stop = threading.Event()
+    thread = threading.Thread(target=executor.run, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(
+            r["state"] != "predicted" for r in folds(database_url)
+        ):
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join()
+    rows = folds(database_url)
+    assert [(r["state"], r["attempts"]) for r in rows] == [("predicted", 1)] * 8  # not counted
+    children = [meta(spool, r)["child"] for r in rows]
+    assert len(set(children)) >= 2, children  # the idle worker ran some beside the first
+    assert children[0] == children[1]  # the first child kept its next folds
+    lent = [r for r, child in zip(rows, children, strict=True) if child != children[0]]
+    assert lent and all(r["fold"] > rows[1]["fold"] for r in lent)  # the last ones
+    with db.connect(database_url) as conn:
+        back = conn.execute("select count(*) as n from attempts where outcome = 'handed back'")
+        assert back.fetchone()["n"] >= len(lent)
