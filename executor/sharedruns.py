@@ -118,15 +118,17 @@ class SharedRuns:
         shared.folds = shared.folds[:cut]
 
     def share(self, key: str) -> None:
-        """An idle worker asks for half of a shared child's folds not started (never
-        its next one: at least one stays, so the child is never left with none)."""
+        """An idle worker asks for half of what a shared child has left to run: the
+        last of its folds not started (the one running counts as the child's; between
+        two folds, the next stays, so the child is never left with none)."""
         job = self.running.get(key)
         if job is None or job.shared is None or job.exit is not None:
             return
         shared = job.shared
-        left = len(shared.folds) - shared.current - (1 if shared.running else 0)
-        if left // 2 > 0:
-            self._release(job, left // 2)
+        left = len(shared.folds) - shared.current  # the one running included
+        give = left // 2
+        if give > 0:
+            self._release(job, give)
 
     def _shared_end(self, job: Running, done: FoldDone) -> None:
         """The shared child is gone: the fold it was at ends as the child did (its

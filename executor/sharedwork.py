@@ -43,12 +43,12 @@ class Lendable:
         return sum(not future.done() for future in self.futures)
 
     def worth(self, now: float) -> float:
-        """The fold time it would give back: half its folds not started (one of those
-        pending runs), each as long as its last fold (or the time it has run so far)."""
+        """The fold time it would give back (half of its folds left, the one running
+        included), each as long as its last fold (or the time it has run so far)."""
         if self.asked is not None and now - self.asked < 1.0:
             return 0.0
         each = self.last_wall if self.last_wall is not None else now - self.began
-        return (self.pending() - 1) // 2 * each
+        return self.pending() // 2 * each
 
 
 class SharedWork:
@@ -152,7 +152,7 @@ class SharedWork:
     def _lending(self) -> bool:
         """A shared child here has folds not started: an idle worker looks again soon."""
         with self._active_lock:
-            return any(r.pending() > 2 for r in self._lendable.values())
+            return any(r.pending() >= 2 for r in self._lendable.values())
 
     def _child_end(self, key: str, child: Future[FoldDone], ended: list[Ended]) -> FoldDone | None:
         """Wait for a shared child's end (its processes gone: then its folder and user
