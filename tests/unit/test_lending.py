@@ -24,7 +24,8 @@ def test_half_of_what_is_left_each_as_long_as_the_last_fold():
 
 
 def test_before_any_fold_ended_the_time_it_has_run_stands_for_a_fold():
-    assert child(8).worth(now=100.25) == pytest.approx(4 * 0.25) >= LEND_SECONDS
+    worth = child(8).worth(now=100.25)
+    assert worth == pytest.approx(4 * 0.25) and worth >= LEND_SECONDS
 
 
 def test_tiny_folds_and_a_last_fold_are_never_worth_a_child():
