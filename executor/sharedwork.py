@@ -1,7 +1,8 @@
 """A worker's side of shared children (`executor.worker`): a short submission's folds,
 claimed together, run in turn in one warm child; each published and completed as it
-ends; those it did not start handed back. And what the worker remembers of which
-submissions have short folds, for its next claims (`jobs.Sharing`)."""
+ends; those it did not start handed back; half of what it has left lent to a worker
+here with nothing to claim. And what the worker remembers of which submissions have
+short folds, for its next claims (`jobs.Sharing`)."""
 
 from __future__ import annotations
 
@@ -136,21 +137,21 @@ class SharedWork:
 
     def _borrow(self) -> bool:
         """This worker has nothing to claim: the shared child here with the most fold
-        time not started (worth a child of its own) is asked to give half of its folds
-        not started back, to run beside it. True if one was asked."""
+        time left (worth a child of its own) is asked to give back half of what it has
+        left, its last folds, to run beside it. True if one was asked."""
         now = time.monotonic()
         with self._active_lock:
             best = max(self._lendable.values(), key=lambda r: r.worth(now), default=None)
             if best is None or best.worth(now) < LEND_SECONDS:
                 return False
             best.asked = now
-        log.info("an idle worker asks the shared child %s for half its folds not started",
+        log.info("an idle worker asks the shared child %s for half of its folds left",
                  best.key)  # fmt: skip
         self.zygote.share(best.key)
         return True
 
     def _lending(self) -> bool:
-        """A shared child here has folds not started: an idle worker looks again soon."""
+        """A shared child here has 2 folds left or more: an idle worker looks again soon."""
         with self._active_lock:
             return any(r.pending() >= 2 for r in self._lendable.values())
 

@@ -1,12 +1,34 @@
-"""Waiting for a condition in end-to-end tests, with a message that says what for."""
+"""Waiting for a condition in end-to-end tests, with a message that says what for; and
+a daemon served in a thread of the test while it waits."""
 
 from __future__ import annotations
 
 import os
 import select
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+
+class Daemon(Protocol):
+    def run(self, stop: threading.Event) -> None: ...
+
+
+@contextmanager
+def running(daemon: Daemon) -> Iterator[threading.Event]:
+    """`daemon.run` in a thread for the block; stopped (and gone) at its end."""
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,), name="daemon-under-test")
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(timeout=90)
+        assert not thread.is_alive()
 
 
 def wait_for(check: Callable[[], object], timeout: float, what: str) -> None:

@@ -15,6 +15,7 @@ from executor.daemon import Executor
 from spool import db
 from tests.conftest import drop
 from tests.helpers import bundles as B
+from tests.helpers.waiting import running, wait_for
 
 HOSTILE = {
     "raises": "raise ValueError('the model refuses this data')",
@@ -288,29 +289,17 @@ def test_a_completion_waiting_for_the_next_claim_is_not_taken_for_an_orphan(
 def test_cancelling_a_running_submission_stops_its_folds(
     spool, make_watcher, make_executor, database_url, tmp_path
 ):
-    import threading
-    import time
-
     from spool import jobs
 
     slow = hostile("import time; time.sleep(30)")
     register(spool, make_watcher, tmp_path, {"slow": slow})
     executor = make_executor(workers=2)
-    stop = threading.Event()
-    thread = threading.Thread(target=executor.run, args=(stop,))
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while sum(r["state"] == "running" for r in job_rows(database_url)) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+    with running(executor):
+        wait_for(lambda: sum(r["state"] == "running" for r in job_rows(database_url)) == 2,
+                 30, "two folds running")  # fmt: skip
         with db.connect(database_url) as conn:
             assert jobs.cancel(conn, 1) == {"running": 2, "queued": 1}
-        while executor.zygote.running():  # stopped at the next heartbeat, not after 30 s
-            assert time.monotonic() < deadline, "the cancelled folds were not stopped"
-            time.sleep(0.1)
-    finally:
-        stop.set()
-        thread.join(timeout=60)
+        # stopped at the next heartbeat, not after 30 s
+        wait_for(lambda: not executor.zygote.running(), 15, "the cancelled folds to stop")
     assert {r["state"] for r in job_rows(database_url)} == {"cancelled"}
     assert list(spool.predictions.glob("*.npz")) == []

@@ -9,16 +9,13 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from executor.daemon import Executor
 from spool import db
 from tests.helpers import bundles as B
-from tests.helpers.waiting import wait_for
+from tests.helpers.waiting import running, wait_for
 from tests.integration.test_executor import hostile, job_rows, register
 
 pytestmark = pytest.mark.chaos
@@ -54,19 +51,6 @@ class Classifier:
 
 def live_workers() -> int:
     return sum(t.name.startswith("worker-") and t.is_alive() for t in threading.enumerate())
-
-
-@contextmanager
-def running(executor: Executor) -> Iterator[threading.Event]:
-    stop = threading.Event()
-    thread = threading.Thread(target=executor.run, args=(stop,), name="executor-under-test")
-    thread.start()
-    try:
-        yield stop
-    finally:
-        stop.set()
-        thread.join(timeout=90)
-        assert not thread.is_alive()
 
 
 def settled(url: str) -> bool:

@@ -13,6 +13,7 @@ from spool import db, jobs
 from spool.jobs import Outcome
 from tests.conftest import drop
 from tests.helpers import bundles as B
+from tests.helpers.waiting import running, wait_for
 
 # Counts the folds this process ran: 1 in a fresh child, 2, 3... in a shared one.
 COUNTING = """
@@ -328,26 +329,14 @@ def test_a_stopping_worker_completes_its_fold_and_claims_nothing(
 def test_an_idle_worker_takes_half_the_folds_a_shared_child_has_not_started(
     spool, make_watcher, make_executor, database_url, tmp_path
 ):
-    import time
-
     # folds of about 0.3 s: short, so all 8 are claimed into one child; the other worker
     # has nothing left to claim, and half of those not started are given to it
     slow = counting("a").replace("self.model.fit(X, y)", "time.sleep(0.3); self.model.fit(X, y)")
     register(spool, make_watcher, tmp_path, {"a": "import time\n" + slow}, folds=8,
              short_folds=True)  # fmt: skip
-    executor = make_executor(workers=2)
-    stop = threading.Event()
-    thread = threading.Thread(target=executor.run, args=(stop,))
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and any(
-            r["state"] != "predicted" for r in folds(database_url)
-        ):
-            time.sleep(0.1)
-    finally:
-        stop.set()
-        thread.join()
+    with running(make_executor(workers=2)):
+        wait_for(lambda: all(r["state"] == "predicted" for r in folds(database_url)), 60,
+                 "the 8 folds")  # fmt: skip
     rows = folds(database_url)
     assert [(r["state"], r["attempts"]) for r in rows] == [("predicted", 1)] * 8  # not counted
     children = [meta(spool, r)["child"] for r in rows]
