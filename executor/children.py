@@ -224,7 +224,7 @@ class Children(SharedRuns):
             elif (
                 job.exit is not None
                 and now >= job.deadline + 5
-                and (job.pipe in self.by_pipe or self._control_open(job))
+                and (self._pipe_open(job) or self._control_open(job))
             ):  # a descendant escaped the group and holds a pipe
                 self._close_control(job)
                 self._close_pipe(job)
@@ -278,7 +278,7 @@ class Children(SharedRuns):
             job.dropped += max(0, len(chunk) - room)
 
     def _close_pipe(self, job: Running) -> None:
-        if job.pipe in self.by_pipe:
+        if self._pipe_open(job):
             del self.by_pipe[job.pipe]
             os.close(job.pipe)
         self._maybe_finish(job)
@@ -304,7 +304,7 @@ class Children(SharedRuns):
             if job.uid is not None and job.work is None:  # no namespace: all of its user
                 kill_user(job.uid)
             job.exit = (status, usage)
-            if job.pipe in self.by_pipe:
+            if self._pipe_open(job):
                 self.drain(job.pipe)
             if self._control_open(job):
                 self.said(job.shared.control)  # type: ignore[union-attr]
@@ -313,7 +313,7 @@ class Children(SharedRuns):
     # ---- a fold's end -------------------------------------------------------------
 
     def _maybe_finish(self, job: Running) -> None:
-        if job.exit is None or job.pipe in self.by_pipe or job.key not in self.running:
+        if job.exit is None or self._pipe_open(job) or self.running.get(job.key) is not job:
             return  # wait for both: the exit status and the end of its output (once)
         if job.init is not None or self._control_open(job):
             return  # and for its namespace's end: then none of its processes is left

@@ -28,8 +28,13 @@ class SharedRuns:
     _stop: Callable[[Running], None]
     _maybe_finish: Callable[[Running], None]
 
+    # A closed descriptor's number is soon another child's: "still open" is asked of the
+    # job that owns it, never of the number alone.
+    def _pipe_open(self, job: Running) -> bool:
+        return self.by_pipe.get(job.pipe) is job
+
     def _control_open(self, job: Running) -> bool:
-        return job.shared is not None and job.shared.control in self.by_control
+        return job.shared is not None and self.by_control.get(job.shared.control) is job
 
     def _close_control(self, job: Running) -> None:
         if self._control_open(job):
@@ -82,7 +87,7 @@ class SharedRuns:
             job.base_rss_kb = proc_status_kb(job.pid, "VmRSS") or job.base_rss_kb
             reset_peak(job.pid)
             return True
-        if job.pipe in self.by_pipe:
+        if self._pipe_open(job):
             self.drain(job.pipe)  # what it printed before its E is the fold's
         self._close_log(job)
         key = shared.key
