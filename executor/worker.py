@@ -98,7 +98,7 @@ class Worker(SharedWork):
                 continue
             if n == 0:
                 continue
-            self._borrow()  # nothing to claim: folds a shared child here has not started?
+            self._borrow()  # nothing to claim: half of what a shared child here has left?
             wait = (
                 min(0.25, self.config.poll_seconds) if self._lending() else self.config.poll_seconds
             )
