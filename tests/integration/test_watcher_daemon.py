@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,20 +12,7 @@ import pytest
 from spool import db
 from tests.conftest import age, drop, staged
 from tests.helpers import bundles as B
-from watcher.daemon import Watcher
-
-
-@contextmanager
-def running(watcher: Watcher) -> Iterator[threading.Event]:
-    stop = threading.Event()
-    thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield stop
-    finally:
-        stop.set()
-        thread.join(timeout=15)
-        assert not thread.is_alive(), "the watcher did not stop"
+from tests.helpers.waiting import running
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> float:
