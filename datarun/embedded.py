@@ -139,13 +139,13 @@ class EmbeddedServer:
     def up(self) -> ServerState:
         """Make sure the server runs and the datarun database exists. Idempotent."""
         self._prepare_home()
-        with self._locked():
+        with self._locked() as lock:
             current = self.state()
             if current.running:
                 self._warn_if_config_differs(current)
             else:
                 ident, bins = self._binaries()
-                self.data.ensure(ident, bins)
+                self.data.ensure(ident, bins, holding=lock)
                 self.data.write_settings(
                     ident, port=self.port, listen=self.listen, socket_dir=self.socket_dir
                 )
@@ -193,11 +193,12 @@ class EmbeddedServer:
             self.home.chmod(mode | 0o011)  # traverse only; the home itself is ours
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> Iterator[int]:
+        """Hold the lock; yields its descriptor, which `initdb` inherits (see `pgdata`)."""
         with open(self.home / "db.lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                yield
+                yield handle.fileno()
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 

@@ -138,7 +138,9 @@ class Result:
     output: str
 
 
-def run(cmd: list[str], ident: RunAs, *, new_session: bool = False) -> Result:
+def run(
+    cmd: list[str], ident: RunAs, *, new_session: bool = False, pass_fds: tuple[int, ...] = ()
+) -> Result:
     """Run a server binary as `ident`; output goes to a file, not a pipe, because a
     started postmaster would otherwise hold the pipe open."""
     switch = not ident.is_myself
@@ -154,6 +156,7 @@ def run(cmd: list[str], ident: RunAs, *, new_session: bool = False) -> Result:
                 extra_groups=[] if switch else None,
                 cwd="/",
                 start_new_session=new_session,
+                pass_fds=pass_fds,
                 check=False,
                 env={**_server_env(), "LC_ALL": "C"},
             )

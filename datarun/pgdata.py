@@ -2,7 +2,9 @@
 
 On first use `initdb` runs into `pgdata.partial-<pid>`, which becomes `pgdata` only
 once complete (with its `pg_hba.conf` and the marker), so a killed `up` leaves a
-partial folder the next one removes. A folder that is not ours (no marker, another
+partial folder the next one removes. `initdb` inherits the lock `up` holds: a killed
+`up`'s orphaned `initdb` keeps the lock until it ends, so the next `up` never removes a
+folder that is still being written. A folder that is not ours (no marker, another
 system identifier), corrupt, of another PostgreSQL major version or owned by another
 user is refused (`DataFolderRefused`) and left exactly as it is.
 """
@@ -46,8 +48,9 @@ class DataFolder:
         self.path = home / "pgdata"
         self.marker = home / "pgdata.json"
 
-    def ensure(self, ident: pgbin.RunAs, bins: Path) -> None:
-        """Check the data folder, or make it when there is none."""
+    def ensure(self, ident: pgbin.RunAs, bins: Path, *, holding: int | None = None) -> None:
+        """Check the data folder, or make it when there is none; `holding` is the
+        descriptor of the lock held by the caller, passed on to `initdb`."""
         if self.path.is_dir() and not any(self.path.iterdir()):
             self.path.rmdir()  # an empty folder holds nothing to keep
         if self.path.exists() or self.path.is_symlink():
@@ -59,7 +62,7 @@ class DataFolder:
         partial.mkdir(mode=0o700)
         ident.chown(partial)
         log.info("initialising the database folder %s", self.path)
-        _initdb(partial, ident, bins)
+        _initdb(partial, ident, bins, holding)
         with open(partial / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write(INCLUDE)
         _write_owned(partial / "pg_hba.conf", HBA, ident)
@@ -115,7 +118,7 @@ class DataFolder:
         _write_owned(self.path / "datarun.conf", text, ident)
 
 
-def _initdb(folder: Path, ident: pgbin.RunAs, bins: Path) -> None:
+def _initdb(folder: Path, ident: pgbin.RunAs, bins: Path, holding: int | None) -> None:
     cmd = [
         str(bins / "initdb"),
         "-D",
@@ -129,7 +132,7 @@ def _initdb(folder: Path, ident: pgbin.RunAs, bins: Path) -> None:
         "--auth-host=scram-sha-256",
         "--no-instructions",
     ]
-    result = pgbin.run(cmd, ident)
+    result = pgbin.run(cmd, ident, pass_fds=() if holding is None else (holding,))
     if result.returncode != 0:
         shutil.rmtree(folder, ignore_errors=True)
         raise EmbeddedServerError(f"initdb failed: {pgbin.last_line(result.output)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -128,16 +130,40 @@ def test_up_recovers_after_the_cli_was_killed_during_initdb(home: Path):
     env = {**os.environ, "DATARUN_HOME": str(home)}
     proc = subprocess.Popen([*DATARUN, "db", "up"], env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
-    while not list(home.glob("pgdata.partial-*")) and time.monotonic() < deadline:
-        time.sleep(0.002)
+    orphans: list[int] = []
+    while not orphans and time.monotonic() < deadline:
+        orphans = [pid for pid, args in processes() if any("pgdata.partial-" in a for a in args)]
     proc.kill()
     assert proc.wait() == -signal.SIGKILL, "the CLI finished before it could be killed"
     assert not (home / "pgdata").exists()
+    for pid in orphans:  # the killed CLI's initdb, still writing its partial folder
+        os.kill(pid, signal.SIGSTOP)
+    stale = list(home.glob("pgdata.partial-*"))
+    assert orphans and stale
     server = EmbeddedServer(home)
-    assert server.up().running
+    upping = ThreadPoolExecutor(1).submit(server.up)
+    try:
+        time.sleep(1)
+        # up waits: it neither removes the folder being written nor starts its own
+        assert list(home.glob("pgdata.partial-*")) == stale
+        assert not upping.done()
+    finally:
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert upping.result(timeout=60).running
     assert select_one(server) == 1
-    time.sleep(1)  # the orphaned initdb may still be finishing its removed folder
     assert not list(home.glob("pgdata.partial-*"))
+
+
+def processes() -> list[tuple[int, list[str]]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit():
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+                found.append((int(entry.name), [a.decode(errors="replace") for a in args]))
+    return found
 
 
 def test_concurrent_ups_start_one_server(home: Path):
