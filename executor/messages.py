@@ -128,7 +128,9 @@ class FoldDone:
     disk_full: bool = False
     # A fold of a shared child that never started: the child ended first (an earlier
     # fold crashed it, or it was stopped). Not the fold's fault: it is handed back.
+    # `lent`: given to a worker here that had nothing to run.
     not_run: bool = False
+    lent: bool = False
 
     @property
     def ended(self) -> bool:
@@ -155,6 +157,7 @@ class FoldDone:
             log_dropped=message.get("log_dropped"),
             memory_peak_bytes=message.get("memory_peak_bytes"), oom=bool(message.get("oom")),
             disk_full=bool(message.get("disk_full")), not_run=bool(message.get("not_run")),
+            lent=bool(message.get("lent")),
         )  # fmt: skip
 
 

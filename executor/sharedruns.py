@@ -119,7 +119,7 @@ class SharedRuns:
         cut = shared.current + 1 if give is None else len(shared.folds) - give
         for key, _ in shared.folds[cut:]:
             self.by_fold.pop(key, None)
-            self.send(FoldDone(key, not_run=True).to_message())
+            self.send(FoldDone(key, not_run=True, lent=give is not None).to_message())
         shared.folds = shared.folds[:cut]
 
     def share(self, key: str) -> None:

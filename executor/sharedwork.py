@@ -120,7 +120,7 @@ class SharedWork:
                     done = future.result(timeout=0)
                     if done.not_run:  # a fold before it still runs: long, or lent
                         before = run.index(job)
-                        self._not_run(job, lent=lendable.asked is not None, running=any(
+                        self._not_run(job, lent=done.lent, running=any(
                             not f.done() for f, (j, _) in waiting.items() if run.index(j) < before
                         ))  # fmt: skip
                         continue

@@ -64,3 +64,5 @@ def test_a_fold_end_and_a_refused_start_cross_back_unchanged():
     assert back == refused and not back.ended and back.exit_code is None
     unrun = FoldDone("7.3", not_run=True)  # a shared child ended before this fold
     assert FoldDone.from_message(through_json(unrun.to_message())) == unrun
+    lent = FoldDone("7.4", not_run=True, lent=True)  # given to an idle worker
+    assert FoldDone.from_message(through_json(lent.to_message())) == lent
