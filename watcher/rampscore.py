@@ -12,6 +12,7 @@ folds that held them out, test predictions over all).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from functools import partial
@@ -73,8 +74,17 @@ class _Kit:
                   P(y_pred=train, fold_is=valid_is))]  # fmt: skip
         if self.y_test is not None:
             pairs.append(("test", P(y_true=self.y_test), P(y_pred=test)))
-        return [(split, st.name, float(st.score_function(truth, pred)))
-                for split, truth, pred in pairs for st in self.score_types]  # fmt: skip
+        values = []
+        for split, truth, pred in pairs:
+            for st in self.score_types:
+                value = float(st.score_function(truth, pred))
+                if math.isnan(value) and not _finite(pred.y_pred):
+                    # left out of the mean, a spoiled fold would let a submission
+                    # choose which folds count: the fold fails instead
+                    raise ValueError(f"the {split} predictions hold NaN or infinite values: "
+                                     f"'{st.name}' is undefined")  # fmt: skip
+                values.append((split, st.name, value))
+        return values
 
     def bagged(self, paths: list[tuple[int, str]]) -> Values:
         """As ramp-workflow's bag_submissions: the score of all folds combined."""
@@ -140,3 +150,12 @@ def _setup(options: dict[str, str], args: list[str]) -> Handler:
 
 if __name__ == "__main__":
     sys.exit(serve(sys.argv[1:], _setup))
+
+
+def _finite(values: Any) -> bool:
+    import numpy as np
+
+    try:
+        return bool(np.isfinite(np.asarray(values, dtype=float)).all())
+    except (TypeError, ValueError):
+        return True  # labels, not numbers: nothing to be NaN

@@ -275,8 +275,38 @@ def _score(name: str, split: Responses, truth: Truth, rows: np.ndarray, y: np.nd
         if guarded.twin is None:
             return reference()
         return guarded(y, getattr(estimator, method)(rows), truth.classes, reference)
-    except ValueError:
+    except ValueError as exc:
+        if _defined(name, truth, rows, y):  # the file's values, not the truth: its fault
+            why = " ".join(str(exc).split())[:200]
+            raise Unscorable(f"scikit-learn's '{name}' refuses these predictions: {why}") from None
         return math.nan  # e.g. a ROC AUC on rows of one class: undefined, not an error
+
+
+def _defined(name: str, truth: Truth, rows: np.ndarray, y: np.ndarray) -> bool:
+    """Whether `name` has a score on these rows at all: a perfect prediction of them
+    gets one. A score undefined by the truth alone is left out of the mean; one the
+    scorer refuses for the file's values fails the fold, or a submission could choose
+    which folds count by spoiling the others."""
+    size = int(rows.max()) + 1 if len(rows) else 0
+    estimator: Any
+    if truth.task == "classification":
+        assert truth.classes is not None
+        index = np.searchsorted(truth.classes, y).clip(0, len(truth.classes) - 1)
+        labels = np.empty(size, dtype=truth.classes.dtype)
+        labels[rows] = truth.classes[index]
+        proba = np.zeros((size, len(truth.classes)))
+        proba[rows, index] = 1.0
+        decision = proba if len(truth.classes) > 2 else proba[:, -1] * 2 - 1
+        estimator = _FrozenClassifier(proba, truth.classes, decision, labels)
+    else:
+        values = np.zeros(size)
+        values[rows] = y
+        estimator = _FrozenRegressor(values)
+    try:
+        _scorer(name)(estimator, rows.reshape(-1, 1), y)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 @cache
