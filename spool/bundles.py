@@ -19,7 +19,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from spool.archives import extract
-from spool.droprules import CHUNK, MARKER, MAX_DEPTH, Limits, archive_kind, shown, stem
+from spool.droprules import (
+    CHUNK,
+    MARKER,
+    MAX_DEPTH,
+    Limits,
+    archive_kind,
+    shown,
+    sibling_marker,
+    stem,
+)
 from spool.foldercopy import copy_folder
 from spool.trees import freeze, private, remove
 
@@ -35,6 +44,7 @@ __all__ = [
     "private",
     "remove",
     "shown",
+    "sibling_marker",
     "stem",
     "walk",
 ]

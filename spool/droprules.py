@@ -13,6 +13,7 @@ hold up every drop behind it.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass
 from typing import IO
@@ -122,3 +123,21 @@ def no_link(where: str, name: str) -> BundleError:
         f"{where}: {shown(name)!r} is a link; bundles may hold only files and folders "
         "(copy the file instead)"
     )
+
+
+def sibling_marker(drop: os.PathLike[str] | str) -> str | None:
+    """`<drop>.ready`, when it may say the drop is complete: a regular file (not a link,
+    not a folder) of the drop's own owner. In a shared inbox anyone may create that
+    name; another team's marker must neither hurry a drop still being copied nor
+    block one. None also when the name would be too long to exist."""
+    path = os.fspath(drop)
+    if len(os.path.basename(path).encode(errors="surrogateescape")) + len(MARKER) > MAX_NAME_BYTES:
+        return None
+    marker = path + MARKER
+    try:
+        found, owner = os.lstat(marker), os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(found.st_mode) or found.st_uid != owner.st_uid:
+        return None
+    return marker

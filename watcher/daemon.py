@@ -220,8 +220,7 @@ class Watcher:
         return entry.name in self._datasets or self.ready(entry)
 
     def ready(self, path: Path) -> bool:
-        marker = path.with_name(path.name + bundles.MARKER)
-        if (path / bundles.MARKER).is_file() or marker.is_file():
+        if (path / bundles.MARKER).is_file() or bundles.sibling_marker(path) is not None:
             return True
         sig = _signature(path)
         now, wall = time.monotonic(), self._now or time.time()

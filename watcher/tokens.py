@@ -16,6 +16,7 @@ is forgotten, drop and all.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -94,7 +95,10 @@ def claim(
     spool: Spool, path: Path, kind: Kind, hint: str | None, reject_reason: str
 ) -> Path | Outcome:
     """Rename a drop into a new token: the token, or why there is none."""
-    path.with_name(path.name + bundles.MARKER).unlink(missing_ok=True)
+    marker = bundles.sibling_marker(path)  # another user's is not ours to remove
+    if marker is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(marker)
     name = f"{stamp()}-{os.getpid()}-{next(_tokens)}"
     fresh = spool.staging / f".new-{name}"
     (fresh / "drop").mkdir(parents=True)
