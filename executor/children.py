@@ -157,6 +157,9 @@ class Children(SharedRuns):
         if pid == 0:  # the fold's child: never returns
             code = SANDBOX_FAILED
             try:
+                # other datasets (another challenge's labels) are not this fold's to see:
+                # its code could reach them through this frame (its own stays: `data`)
+                self.cache.clear()
                 os.close(read_end)
                 if control is not None:
                     os.close(control[0])
