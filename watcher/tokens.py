@@ -27,7 +27,7 @@ from typing import Any
 
 from spool import bundles
 from spool.layout import Spool, stamp, write_atomic
-from watcher.drops import Kind, Outcome, now
+from watcher.drops import NOTES, Kind, Outcome, now
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +102,17 @@ def claim(
     name = f"{stamp()}-{os.getpid()}-{next(_tokens)}"
     fresh = spool.staging / f".new-{name}"
     (fresh / "drop").mkdir(parents=True)
+    # an answer holds the drop beside its notes: a drop named like one is renamed
+    kept = f"{path.name}-drop" if path.name in NOTES else path.name
     origin = Origin(
-        kind=kind, hint=hint, name=path.name, source=_relative(path, spool.root),
+        kind=kind, hint=hint, name=kept, source=_relative(path, spool.root),
         taken_at=now(), reject_reason=reject_reason,
     )  # fmt: skip
     save(fresh, origin)
     token = spool.staging / name
     fresh.rename(token)
     try:
-        path.rename(token / "drop" / path.name)
+        path.rename(token / "drop" / kept)
     except FileNotFoundError:
         bundles.remove(token)  # gone meanwhile (another watcher, or its owner)
         return Outcome("gone", path.name, kind)

@@ -1,7 +1,8 @@
 """`<drop>.ready` beside a drop says it is complete only when its owner made it: in a
 shared inbox another team may create that name, as a file to have a drop taken while
 it is still being copied, or as a folder to block it. A name too long to have a marker
-is answered like any other bad name, never left waiting."""
+is answered like any other bad name, never left waiting; so is a drop named like the
+notes of an answer, which holds the drop beside them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 import pytest
 
 from spool.bundles import MARKER
-from tests.conftest import age, drop
+from tests.conftest import age, drop, staged
 from tests.helpers import bundles as B
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="makes files of another user")
@@ -48,3 +49,23 @@ def test_another_users_marker_neither_hurries_nor_blocks_a_drop(spool, make_watc
     assert not (inbox / f"mine{MARKER}").exists()
     age(inbox / "copying", 7200)
     assert [(o.name, o.result) for o in watcher.run_once()] == [("copying", "registered")]
+
+
+def test_a_drop_named_like_an_answers_note_is_answered_with_both(spool, make_watcher, tmp_path):
+    watcher = make_watcher()
+    drop(B.dataset(tmp_path / "d"), spool.incoming_datasets)
+    assert [o.result for o in watcher.run_once()] == ["registered"]
+    inbox = spool.incoming_submissions / "iris"
+    folder = B.submission(tmp_path / "s", name="x")
+    drop(folder.rename(folder.with_name("REJECTED.txt")), inbox)  # a folder
+    (tmp_path / "file").mkdir()
+    (tmp_path / "file" / "WAITING.txt").write_text("not datarun's note\n")
+    drop(tmp_path / "file" / "WAITING.txt", inbox)  # a file
+    outcomes = watcher.run_once()
+    assert sorted(o.result for o in outcomes) == ["rejected", "rejected"], outcomes
+    assert not staged(spool)
+    answers = sorted(spool.rejected.iterdir())
+    assert sorted(n for a in answers for n in os.listdir(a) if n.endswith("-drop")) == [
+        "REJECTED.txt-drop", "WAITING.txt-drop"]  # fmt: skip
+    for answer in answers:  # the drop, beside datarun's own note
+        assert "not datarun's note" not in (answer / "REJECTED.txt").read_text()
