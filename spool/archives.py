@@ -160,8 +160,9 @@ def _extract_tar(handle: IO[bytes], dest: Path, budget: Budget) -> None:
                 budget.entry()  # every header, litter included
                 rel = _safe_relative(member.name, budget.where)
                 if rel is None:
-                    # Skipping its data still inflates it: a 5 MB archive can hide GBs.
-                    budget.add(member.size if member.isfile() else 0)
+                    # Skipping its data still inflates it: a 5 MB archive can hide GBs
+                    # (tarfile skips data for files and for types it does not know).
+                    budget.add(member.size if _has_data(member) else 0)
                     continue
                 if member.issym() or member.islnk():
                     raise no_link(budget.where, member.name)
@@ -177,6 +178,10 @@ def _extract_tar(handle: IO[bytes], dest: Path, budget: Budget) -> None:
                         f"{budget.where}: {shown(member.name)!r} is a device, FIFO or other "
                         "special file; archives may hold only files and folders"
                     )
+
+
+def _has_data(member: tarfile.TarInfo) -> bool:
+    return member.isfile() or member.type not in tarfile.SUPPORTED_TYPES
 
 
 def _safe_relative(name: str, where: str) -> PurePosixPath | None:

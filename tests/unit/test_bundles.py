@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
+
 import pytest
 
-from spool.bundles import Limits, archive_kind, content_hash, copy_folder, freeze, remove, stem
+from spool.bundles import (
+    Limits,
+    archive_kind,
+    content_hash,
+    copy_folder,
+    extract,
+    freeze,
+    remove,
+    stem,
+)
 from spool.errors import BundleError
 
 
@@ -53,3 +65,17 @@ def test_a_very_deep_tree_is_refused_and_removed_without_recursion(tmp_path):
         copy_folder(deep, tmp_path / "copy", Limits(max_bytes=10_000, max_files=100_000))
     remove(deep)
     assert not deep.exists()
+
+
+def test_litter_of_an_unknown_type_counts_its_data_before_it_is_skipped(tmp_path):
+    # tarfile skips such a member's data by reading through it: 64 MB of zeros, 64 KB
+    # compressed, behind a name that is left out, must not be unpacked for nothing
+    archive = tmp_path / "sub.tar.gz"
+    size = 64 << 20
+    with tarfile.open(archive, "w:gz") as tf:
+        member = tarfile.TarInfo("__MACOSX/x")
+        member.type, member.size = b"Q", size
+        tf.addfile(member, io.BytesIO(bytes(size)))
+        tf.addfile(tarfile.TarInfo("classifier.py"), io.BytesIO(b""))
+    with pytest.raises(BundleError, match="larger than"):
+        extract(archive, tmp_path / "out", Limits(max_bytes=1 << 20))
