@@ -148,10 +148,6 @@ def _setup(options: dict[str, str], args: list[str]) -> Handler:
     return partial(_handle, _Kit(kit, folds))
 
 
-if __name__ == "__main__":
-    sys.exit(serve(sys.argv[1:], _setup))
-
-
 def _finite(values: Any) -> bool:
     import numpy as np
 
@@ -159,3 +155,7 @@ def _finite(values: Any) -> bool:
         return bool(np.isfinite(np.asarray(values, dtype=float)).all())
     except (TypeError, ValueError):
         return True  # labels, not numbers: nothing to be NaN
+
+
+if __name__ == "__main__":
+    sys.exit(serve(sys.argv[1:], _setup))
